@@ -1,0 +1,91 @@
+"""The registry of diagnostic codes. Every code a stage emits is declared here, once, with its summary.
+
+Codes are stable, kebab-case and documented in `spec/diagnostics.md`; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Severity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+    NOTE = "note"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Code:
+    """A registered diagnostic code."""
+
+    name: str
+    severity: Severity
+    summary: str
+    """One line for the code table in the spec and for SARIF rule descriptions."""
+
+
+def _codes(*entries: tuple[str, Severity, str]) -> dict[str, Code]:
+    table: dict[str, Code] = {}
+    for name, severity, summary in entries:
+        assert name not in table, name
+        table[name] = Code(name=name, severity=severity, summary=summary)
+    return table
+
+
+E, W = Severity.ERROR, Severity.WARNING
+
+CODES: dict[str, Code] = _codes(
+    # Reading files
+    ("io-error", E, "A file or folder could not be read."),
+    ("invalid-encoding", E, "A file is not valid UTF-8."),
+    ("yaml-syntax", E, "A YAML syntax error."),
+    ("tab-indent", E, "A tab character is used for indentation; YAML allows only spaces."),
+    ("duplicate-key", E, "A mapping has the same key twice."),
+    ("unsupported-tag", E, "A YAML tag Sleipnir does not accept (no tag can construct objects)."),
+    ("alias-bomb", E, "Aliases expand to more nodes than the limit allows (a billion-laughs document)."),
+    ("invalid-merge", E, "A `<<` merge key whose value is not a mapping or a list of mappings."),
+    ("non-string-key", E, "A mapping key that is not a string."),
+    ("empty-document", W, "A YAML document with no content."),
+    ("unknown-document-kind", E, "A document whose top-level key is not job, template, pipeline, stack or prompt."),
+    ("no-yaml-files", W, "A path given to check holds no YAML files."),
+    # Schema
+    ("unknown-key", E, "A key that is not valid at this place."),
+    ("missing-key", E, "A required key is missing."),
+    ("invalid-type", E, "A value has the wrong type."),
+    ("invalid-value", E, "A value is out of range, not one of the allowed values, or badly formed."),
+    # Names and references
+    ("duplicate-name", E, "Two documents of the same kind share a name and version."),
+    ("unknown-prompt", E, "A prompt reference names no known prompt module."),
+    ("unknown-prompt-version", E, "A prompt reference asks for a version that does not exist."),
+    ("unknown-stack", E, "A stack reference names no known stack."),
+    ("unknown-stack-version", E, "A stack reference asks for a version that does not exist."),
+    ("unknown-job", E, "A pipeline names a job that does not exist."),
+    ("unknown-dependency", E, "A `depends_on` entry names no job id in the pipeline."),
+    ("duplicate-id", E, "Two entries of one pipeline or stack share an id."),
+    ("dependency-cycle", E, "Pipeline dependencies form a cycle."),
+    ("unknown-profile", E, "A profile name that the job does not define."),
+    # Schedules and conditions
+    ("invalid-cron", E, "A cron expression that croniter does not accept."),
+    ("unknown-timezone", E, "A timezone that is not an IANA zone name."),
+    ("invalid-time", E, "A time of day that is not HH:MM."),
+    # Expressions
+    ("expression-syntax", E, "A `${...}` substitution or condition that does not parse."),
+    ("unknown-parameter", E, "A template substitution names no declared parameter but is close to one."),
+    ("unknown-metric", E, "An alert condition names a metric that does not exist."),
+    ("unknown-step", E, "A stack `when` names a step that does not exist or runs later."),
+    ("unset-variable", E, "A substitution names a variable that is not set and has no default."),
+    # Prompt modules
+    ("template-syntax", E, "A Jinja syntax error in a prompt module's template."),
+    ("invalid-output-schema", E, "A prompt module's output schema is not a valid JSON Schema."),
+    # The tool itself
+    ("internal-error", E, "Sleipnir failed; please report it with the output of --debug."),
+)
+
+
+def lookup(name: str) -> Code:
+    """The registered code `name`; an unregistered code is a programming error."""
+    try:
+        return CODES[name]
+    except KeyError:
+        raise KeyError(f"diagnostic code {name!r} is not registered in compiler/codes.py") from None

@@ -1,0 +1,277 @@
+"""YAML text -> positioned nodes -> plain values, safely.
+
+libyaml's C parser composes the node tree (every node keeps its marks); a small converter then builds plain
+Python values from it, refusing duplicate keys, unknown tags and alias bombs. The node tree is kept beside the
+values so that any later stage can map a path back to a span, and nothing pays for spans it never asks for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from .diagnostics import Diagnostics, Label
+from .span import Span
+
+try:
+    from yaml import CSafeLoader as _Loader
+except ImportError:  # pragma: no cover - libyaml is present on every supported platform wheel
+    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+
+ALIAS_EXPANSION_LIMIT = 100_000
+"""How many nodes aliases may expand to in one document before it is refused as an alias bomb."""
+
+_TAG = "tag:yaml.org,2002:"
+_STR, _MERGE = _TAG + "str", _TAG + "merge"
+_KEEP_AS_TEXT = {_TAG + "timestamp", _TAG + "binary", _TAG + "value"}
+_CONSTRUCTOR = yaml.constructor.SafeConstructor()
+_SCALARS = {
+    _TAG + name: getattr(_CONSTRUCTOR, f"construct_yaml_{name}") for name in ("null", "bool", "int", "float")
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceFile:
+    """A file's display path and text, kept for rendering source lines under diagnostics."""
+
+    path: str
+    text: str
+
+    def line(self, number: int) -> str:
+        lines = self.text.splitlines()
+        return lines[number - 1] if 0 < number <= len(lines) else ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class YamlDocument:
+    """One document of a YAML stream: its plain value and the node tree it was built from."""
+
+    file: str
+    index: int
+    value: Any
+    root: yaml.Node
+
+
+def node_span(file: str, node: yaml.Node) -> Span:
+    start, end = node.start_mark, node.end_mark
+    end_line, end_column = end.line + 1, end.column + 1
+    if (end_line, end_column) <= (start.line + 1, start.column + 1):
+        end_line, end_column = start.line + 1, start.column + 2
+    return Span(file=file, line=start.line + 1, column=start.column + 1, end_line=end_line, end_column=end_column)
+
+
+def decode(data: bytes, file: str, sink: Diagnostics) -> str | None:
+    """UTF-8 text without a byte-order mark, or None after a diagnostic at the first bad byte."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        sink.emit(
+            "invalid-encoding",
+            f"file is not valid UTF-8: byte 0x{data[error.start]:02x} cannot start or continue a character",
+            Span.point(file, line, column),
+            label="invalid byte",
+            help="save the file as UTF-8",
+        )
+        return None
+    return text.removeprefix("\ufeff")
+
+
+def load(text: str, file: str, sink: Diagnostics) -> list[YamlDocument]:
+    """Every non-empty document of a YAML stream. Problems go to `sink`; a syntax error ends the stream."""
+    documents: list[YamlDocument] = []
+    try:
+        for index, root in enumerate(_compose_all(text)):
+            if root is None:
+                continue
+            converter = _Converter(file, sink)
+            try:
+                value = converter.value(root)
+            except _AliasBomb as bomb:
+                sink.emit(
+                    "alias-bomb",
+                    f"aliases in this document expand to more than {ALIAS_EXPANSION_LIMIT:,} nodes",
+                    node_span(file, bomb.node),
+                    label="expansion passes the limit here",
+                    help="remove the nested aliases; Sleipnir refuses documents built to expand without bound",
+                )
+                continue
+            documents.append(YamlDocument(file=file, index=index, value=value, root=root))
+    except yaml.MarkedYAMLError as error:
+        _syntax_error(error, text, file, sink)
+    except yaml.YAMLError as error:  # errors without a mark, such as a reader error on control characters
+        sink.emit("yaml-syntax", f"YAML error: {error}", Span.point(file, 1, 1))
+    return documents
+
+
+def _compose_all(text: str) -> Iterator[yaml.Node | None]:
+    loader = _Loader(text)
+    try:
+        while loader.check_node():
+            yield loader.get_node()
+    finally:
+        loader.dispose()
+
+
+def _syntax_error(error: yaml.MarkedYAMLError, text: str, file: str, sink: Diagnostics) -> None:
+    mark = error.problem_mark or error.context_mark
+    line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    source_line = text.splitlines()[line - 1] if 0 < line <= len(text.splitlines()) else ""
+    indent = source_line[: len(source_line) - len(source_line.lstrip(" \t"))]
+    if "\t" in indent:
+        sink.emit(
+            "tab-indent",
+            "tab character used for indentation",
+            Span.point(file, line, indent.index("\t") + 1),
+            label="tab here",
+            help="indent with spaces; YAML does not allow tabs in indentation",
+        )
+        return
+    problem = error.problem or "syntax error"
+    secondary = []
+    if error.context_mark and error.context and error.context_mark is not mark:
+        context_span = Span.point(file, error.context_mark.line + 1, error.context_mark.column + 1)
+        secondary.append(Label(span=context_span, text=error.context))
+    sink.emit(
+        "yaml-syntax",
+        f"YAML syntax error: {problem}",
+        Span.point(file, line, column),
+        label=problem,
+        secondary=secondary,
+    )
+
+
+class _AliasBomb(Exception):
+    def __init__(self, node: yaml.Node) -> None:
+        self.node = node
+
+
+class _Converter:
+    """Builds plain values from one document's node tree."""
+
+    __slots__ = ("budget", "file", "seen", "sink")
+
+    def __init__(self, file: str, sink: Diagnostics) -> None:
+        self.file = file
+        self.sink = sink
+        self.seen: set[int] = set()
+        self.budget = ALIAS_EXPANSION_LIMIT
+
+    def value(self, node: yaml.Node) -> Any:
+        # A node reached a second time is an alias being expanded: that is what the budget counts.
+        key = id(node)
+        if key in self.seen:
+            self.budget -= 1
+            if self.budget < 0:
+                raise _AliasBomb(node)
+        else:
+            self.seen.add(key)
+        kind = type(node)
+        if kind is yaml.ScalarNode:
+            return self.scalar(node)
+        if kind is yaml.MappingNode:
+            return self.mapping(node)
+        return [self.value(item) for item in node.value]
+
+    def scalar(self, node: yaml.Node) -> Any:
+        tag = node.tag
+        if tag == _STR:
+            return node.value
+        construct = _SCALARS.get(tag)
+        if construct is not None:
+            return construct(node)
+        if tag in _KEEP_AS_TEXT:
+            return node.value
+        self.unsupported_tag(node)
+        return None
+
+    def unsupported_tag(self, node: yaml.Node) -> None:
+        self.sink.emit(
+            "unsupported-tag",
+            f"unsupported YAML tag `{node.tag}`",
+            node_span(self.file, node),
+            label="tag not allowed",
+            help="remove the tag; Sleipnir documents use plain YAML values only",
+        )
+
+    def mapping(self, node: yaml.Node) -> dict[str, Any]:
+        if node.tag != _TAG + "map":
+            self.unsupported_tag(node)
+        result: dict[str, Any] = {}
+        key_nodes: dict[str, yaml.Node] = {}
+        merges: list[yaml.Node] = []
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
+                merges.append(value_node)
+                continue
+            if type(key_node) is not yaml.ScalarNode:
+                self.sink.emit(
+                    "non-string-key",
+                    "mapping key is not a string",
+                    node_span(self.file, key_node),
+                    label="a key must be a plain scalar",
+                )
+                continue
+            key = key_node.value
+            first = key_nodes.get(key)
+            if first is not None:
+                self.sink.emit(
+                    "duplicate-key",
+                    f"duplicate key `{key}`",
+                    node_span(self.file, key_node),
+                    label="second definition",
+                    secondary=[Label(span=node_span(self.file, first), text="first defined here")],
+                    help="remove one of them; YAML keeps only the last, which hides mistakes",
+                )
+                continue
+            key_nodes[key] = key_node
+            result[key] = self.value(value_node)
+        for merge in merges:
+            for source in merge.value if type(merge) is yaml.SequenceNode else [merge]:
+                if type(source) is not yaml.MappingNode:
+                    self.sink.emit(
+                        "invalid-merge",
+                        "a `<<` merge needs a mapping or a list of mappings",
+                        node_span(self.file, source),
+                    )
+                    continue
+                for key, value in self.mapping(source).items():
+                    result.setdefault(key, value)
+        return result
+
+
+def child(node: yaml.Node, step: str | int) -> tuple[yaml.Node, yaml.Node] | None:
+    """The (key node, value node) at `step` of a mapping or sequence node, merges included; None if absent."""
+    if type(node) is yaml.MappingNode:
+        merges = []
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
+                merges.append(value_node)
+            elif type(key_node) is yaml.ScalarNode and key_node.value == step:
+                return key_node, value_node
+        for merge in merges:
+            for source in merge.value if type(merge) is yaml.SequenceNode else [merge]:
+                found = child(source, step)
+                if found is not None:
+                    return found
+        return None
+    if type(node) is yaml.SequenceNode and isinstance(step, int) and 0 <= step < len(node.value):
+        item: yaml.Node = node.value[step]
+        return item, item
+    return None
+
+
+def locate(root: yaml.Node, path: tuple[str | int, ...]) -> tuple[yaml.Node | None, yaml.Node]:
+    """The deepest (key node, value node) along `path` that exists; the key node is None at the root."""
+    key_node: yaml.Node | None = None
+    node = root
+    for step in path:
+        found = child(node, step)
+        if found is None:
+            break
+        key_node, node = found
+    return key_node, node

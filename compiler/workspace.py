@@ -1,0 +1,139 @@
+"""Paths on disk -> the loaded workspace: every YAML document under the given files and folders, classified."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from .diagnostics import Diagnostics
+from .documents import MANIFEST_NAMES, WORKSPACE, Document, classify
+from .loader import SourceFile, decode, load
+
+YAML_SUFFIXES = (".yaml", ".yml")
+_SKIPPED_FOLDERS = {"node_modules", "__pycache__", "site-packages"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Workspace:
+    """Everything a check or a compile reads."""
+
+    root: Path | None
+    """The folder holding `sleipnir.yaml`, or None when the paths are in no workspace."""
+    manifest: Document | None
+    documents: tuple[Document, ...]
+    """The documents being checked."""
+    context: tuple[Document, ...]
+    """The rest of the workspace: references may resolve against these documents, which are not checked."""
+    stdlib: tuple[Document, ...]
+    """Sleipnir's standard library; the workspace's own documents shadow it."""
+    sources: dict[str, SourceFile]
+    """Text of every file read, by display path, for rendering."""
+
+
+def find_root(start: Path) -> Path | None:
+    """The nearest folder at or above `start` that holds a `sleipnir.yaml`."""
+    folder = start if start.is_dir() else start.parent
+    for candidate in (folder, *folder.parents):
+        if any((candidate / name).is_file() for name in MANIFEST_NAMES):
+            return candidate
+    return None
+
+
+def display_path(path: Path) -> str:
+    """`path` relative to the current folder when it is below it, else absolute."""
+    absolute = path.absolute()
+    try:
+        return str(absolute.relative_to(Path.cwd()))
+    except ValueError:
+        return str(absolute)
+
+
+def yaml_files(path: Path) -> list[Path]:
+    """The YAML files at `path`: the file itself, or every one below a folder, hidden folders skipped, sorted."""
+    if path.is_file():
+        return [path]
+    found: list[Path] = []
+    for folder, subfolders, files in os.walk(path):
+        subfolders[:] = sorted(s for s in subfolders if not s.startswith(".") and s not in _SKIPPED_FOLDERS)
+        found.extend(Path(folder, name) for name in sorted(files) if name.endswith(YAML_SUFFIXES))
+    return found
+
+
+def read_documents(files: Iterable[Path], sink: Diagnostics, sources: dict[str, SourceFile]) -> list[Document]:
+    """Load and classify every document of `files`, recording each file's text in `sources`."""
+    documents: list[Document] = []
+    for path in files:
+        shown = display_path(path)
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            sink.emit("io-error", f"cannot read file: {error.strerror or error}", None, file=shown)
+            continue
+        text = decode(data, shown, sink)
+        if text is None:
+            continue
+        sources[shown] = SourceFile(path=shown, text=text)
+        documents.extend(classify(load(text, shown, sink), sink))
+    return documents
+
+
+def stdlib_files() -> list[Path]:
+    """The YAML files of Sleipnir's standard library, as installed."""
+    return yaml_files(Path(str(resources.files("sleipnir.stdlib"))))
+
+
+def load_workspace(paths: Sequence[str], sink: Diagnostics) -> Workspace:
+    """Load the documents at `paths` (the workspace around the current folder when empty).
+
+    References resolve against the whole workspace that holds the paths and against the stdlib, but only the
+    given paths are checked: problems in the other files are not reported.
+    """
+    targets = [Path(p) for p in paths] or [find_root(Path.cwd()) or Path.cwd()]
+    files: list[Path] = []
+    for target in targets:
+        if not target.exists():
+            sink.emit("io-error", "no such file or folder", None, file=str(target))
+            continue
+        found = yaml_files(target)
+        if not found:
+            sink.emit("no-yaml-files", "no YAML files here", None, file=display_path(target))
+        files.extend(found)
+    files = _unique(files)
+    sources: dict[str, SourceFile] = {}
+    documents = read_documents(files, sink, sources)
+
+    root = find_root(targets[0]) if targets and targets[0].exists() else None
+    checked = {f.resolve() for f in files}
+    context_files: list[Path] = []
+    if root is not None:
+        context_files.extend(f for f in yaml_files(root) if f.resolve() not in checked)
+    context = read_documents(_unique(context_files), Diagnostics(), sources)
+    stdlib = read_documents([f for f in stdlib_files() if f.resolve() not in checked], Diagnostics(), sources)
+
+    manifest = next((d for d in documents + context if d.kind == WORKSPACE and _in(root, d)), None)
+    return Workspace(
+        root=root,
+        manifest=manifest,
+        documents=tuple(documents),
+        context=tuple(context),
+        stdlib=tuple(stdlib),
+        sources=sources,
+    )
+
+
+def _in(root: Path | None, document: Document) -> bool:
+    return root is not None and Path(document.file).absolute().parent == root.absolute()
+
+
+def _unique(files: Iterable[Path]) -> list[Path]:
+    seen: set[Path] = set()
+    unique = []
+    for path in files:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(path)
+    return unique

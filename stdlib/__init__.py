@@ -1,0 +1,1 @@
+"""Sleipnir's standard library: versioned prompt modules, stacks and templates, shipped as data."""
