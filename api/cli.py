@@ -13,10 +13,10 @@ from typing import Any, TypeVar
 
 import click
 
+from .compiler import schemas
 from .compiler.checker import check as run_check
+from .compiler.outline import outline, render_text
 from .compiler.render import RENDERERS
-from .compiler.schemas import SCHEMA_KINDS
-from .compiler.schemas import load as load_schema
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 
@@ -94,7 +94,7 @@ def check(paths: tuple[str, ...], output_format: str, strict: bool, color: str) 
 
 
 @main.command()
-@click.argument("kind", required=False, type=click.Choice(SCHEMA_KINDS))
+@click.argument("kind", required=False, type=click.Choice(schemas.ALL))
 @click.option(
     "--output",
     type=click.Path(file_okay=False, path_type=Path),
@@ -104,18 +104,32 @@ def check(paths: tuple[str, ...], output_format: str, strict: bool, color: str) 
 def schema(kind: str | None, output: Path | None) -> None:
     """Print or write Sleipnir's JSON Schemas (draft-07), for editors and other tools.
 
-    With no KIND and no --output, lists the kinds. With KIND, prints that schema. With --output, writes the
-    chosen schema (or all of them) into the folder.
+    KIND is a document kind, `workspace` (sleipnir.yaml) or `sleipnir` (any document). With KIND and no
+    --output, prints that schema; with --output, writes the chosen schema, or all of them, into the folder.
     """
-    kinds = [kind] if kind else list(SCHEMA_KINDS)
     if output is None:
         if kind is None:
-            click.echo("\n".join(SCHEMA_KINDS))
+            click.echo("\n".join(schemas.ALL))
         else:
-            click.echo(json.dumps(load_schema(kind), indent=2))
+            click.echo(schemas.render(kind), nl=False)
         return
-    output.mkdir(parents=True, exist_ok=True)
-    for name in kinds:
-        target = output / f"{name}.schema.json"
-        target.write_text(json.dumps(load_schema(name), indent=2) + "\n", encoding="utf-8")
+    for target in schemas.write(output, [kind] if kind else schemas.ALL):
         click.echo(str(target))
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--format", "output_format", type=click.Choice(["human", "json"]), default="human", show_default=True)
+@click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True)
+@_guarded
+def plan(paths: tuple[str, ...], output_format: str, color: str) -> None:
+    """Show what would run: every job's source, prompts with the versions chosen, stack steps and sink.
+
+    The documents are checked first; any error is printed and nothing is planned (exit 1).
+    """
+    result = run_check(paths, strict=False)
+    if result.errors:
+        click.echo(RENDERERS["human"](result, _use_color(color)), err=True)
+        sys.exit(EXIT_PROBLEMS)
+    planned = outline(result)
+    click.echo(json.dumps(planned, indent=2) if output_format == "json" else render_text(planned))

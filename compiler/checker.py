@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from .checks import names
+from .checks import expressions, names, pipelines, profiles, prompts, references, schedules
 from .codes import Severity
 from .diagnostics import Diagnostic, Diagnostics
 from .documents import Document
@@ -34,7 +34,15 @@ class CheckContext:
 
 Check = Callable[[CheckContext], None]
 
-CHECKS: tuple[Check, ...] = (names.check,)
+CHECKS: tuple[Check, ...] = (
+    names.check,
+    references.check,
+    pipelines.check,
+    schedules.check,
+    profiles.check,
+    prompts.check,
+    expressions.check,
+)
 """The semantic checks, in the order they run."""
 
 
@@ -69,7 +77,11 @@ def gc_paused() -> Iterator[None]:
         yield
     finally:
         if was_enabled:
+            # Re-enabling would make the next allocation scan every object made meanwhile (0.28 s for 2,000
+            # jobs). Freezing first resets that count; unfreezing files the survivors with the oldest generation.
+            gc.freeze()
             gc.enable()
+            gc.unfreeze()
 
 
 def check(paths: Sequence[str] = (), *, strict: bool = False) -> CheckResult:

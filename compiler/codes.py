@@ -43,7 +43,7 @@ CODES: dict[str, Code] = _codes(
     ("tab-indent", E, "A tab character is used for indentation; YAML allows only spaces."),
     ("duplicate-key", E, "A mapping has the same key twice."),
     ("unsupported-tag", E, "A YAML tag Sleipnir does not accept (no tag can construct objects)."),
-    ("alias-bomb", E, "Aliases expand to more nodes than the limit allows (a billion-laughs document)."),
+    ("alias-bomb", E, "Aliases expand without bound (a billion-laughs or self-referring document), or nesting is too deep."),
     ("invalid-merge", E, "A `<<` merge key whose value is not a mapping or a list of mappings."),
     ("non-string-key", E, "A mapping key that is not a string."),
     ("empty-document", W, "A YAML document with no content."),
@@ -78,6 +78,7 @@ CODES: dict[str, Code] = _codes(
     # Prompt modules
     ("template-syntax", E, "A Jinja syntax error in a prompt module's template."),
     ("invalid-output-schema", E, "A prompt module's output schema is not a valid JSON Schema."),
+    ("unknown-template-variable", W, "A prompt template reads an undeclared name close to a declared one."),
     # The tool itself
     ("internal-error", E, "Sleipnir failed; please report it with the output of --debug."),
 )

@@ -68,6 +68,11 @@ class Document:
         node = key_node if key and key_node is not None else value_node
         return node_span(self.file, node)
 
+    def source_text(self, path: Path) -> str:
+        """The text of the scalar at `path` as written, such as `17:30` that YAML 1.1 reads as a number."""
+        _, node = locate(self.root, path)
+        return str(node.value) if isinstance(node, yaml.ScalarNode) else ""
+
     def label(self) -> str:
         """`job `name` 1.0.0` for messages."""
         version = f" {self.version}" if self.version else ""

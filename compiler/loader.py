@@ -17,12 +17,33 @@ from .diagnostics import Diagnostics, Label
 from .span import Span
 
 try:
-    from yaml import CSafeLoader as _Loader
+    from yaml import CSafeLoader as _BaseLoader
 except ImportError:  # pragma: no cover - libyaml is present on every supported platform wheel
-    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+    from yaml import SafeLoader as _BaseLoader  # type: ignore[assignment]
+
+_RESOLVED: dict[tuple[str, bool, bool], str] = {}
+_RESOLVED_LIMIT = 100_000
+
+
+class _Loader(_BaseLoader):
+    """The safe loader with scalar tag resolution memoised: workspaces repeat the same keys and values, and
+    PyYAML's regex resolver was a sixth of the time of a large check."""
+
+    def resolve(self, kind: type, value: str, implicit: tuple[bool, bool]) -> str:
+        if kind is not yaml.ScalarNode:
+            return str(super().resolve(kind, value, implicit))  # type: ignore[no-untyped-call]
+        key = (value, *implicit)
+        tag = _RESOLVED.get(key)
+        if tag is None:
+            tag = str(super().resolve(kind, value, implicit))  # type: ignore[no-untyped-call]
+            if len(_RESOLVED) < _RESOLVED_LIMIT:
+                _RESOLVED[key] = tag
+        return tag
 
 ALIAS_EXPANSION_LIMIT = 100_000
 """How many nodes aliases may expand to in one document before it is refused as an alias bomb."""
+MAX_DEPTH = 200
+"""How deeply collections may nest; far beyond any real document, well within Python's recursion limit."""
 
 _TAG = "tag:yaml.org,2002:"
 _STR, _MERGE = _TAG + "str", _TAG + "merge"
@@ -86,7 +107,7 @@ def load(text: str, file: str, sink: Diagnostics) -> list[YamlDocument]:
     documents: list[YamlDocument] = []
     try:
         for index, root in enumerate(_compose_all(text)):
-            if root is None:
+            if root is None or (type(root) is yaml.ScalarNode and root.tag == _TAG + "null" and root.value == ""):
                 continue
             converter = _Converter(file, sink)
             try:
@@ -94,9 +115,9 @@ def load(text: str, file: str, sink: Diagnostics) -> list[YamlDocument]:
             except _AliasBomb as bomb:
                 sink.emit(
                     "alias-bomb",
-                    f"aliases in this document expand to more than {ALIAS_EXPANSION_LIMIT:,} nodes",
+                    bomb.message,
                     node_span(file, bomb.node),
-                    label="expansion passes the limit here",
+                    label=bomb.label,
                     help="remove the nested aliases; Sleipnir refuses documents built to expand without bound",
                 )
                 continue
@@ -146,19 +167,25 @@ def _syntax_error(error: yaml.MarkedYAMLError, text: str, file: str, sink: Diagn
 
 
 class _AliasBomb(Exception):
-    def __init__(self, node: yaml.Node) -> None:
+    """Raised when aliases expand past the budget, refer to themselves, or nesting passes `MAX_DEPTH`."""
+
+    def __init__(self, node: yaml.Node, message: str, label: str) -> None:
         self.node = node
+        self.message = message
+        self.label = label
 
 
 class _Converter:
     """Builds plain values from one document's node tree."""
 
-    __slots__ = ("budget", "file", "seen", "sink")
+    __slots__ = ("active", "budget", "file", "seen", "sink")
 
     def __init__(self, file: str, sink: Diagnostics) -> None:
         self.file = file
         self.sink = sink
         self.seen: set[int] = set()
+        self.active: list[int] = []
+        """The collections being built, outermost first: re-entering one is a recursive alias."""
         self.budget = ALIAS_EXPANSION_LIMIT
 
     def value(self, node: yaml.Node) -> Any:
@@ -167,15 +194,29 @@ class _Converter:
         if key in self.seen:
             self.budget -= 1
             if self.budget < 0:
-                raise _AliasBomb(node)
+                raise _AliasBomb(
+                    node,
+                    f"aliases in this document expand to more than {ALIAS_EXPANSION_LIMIT:,} nodes",
+                    "expansion passes the limit here",
+                )
         else:
             self.seen.add(key)
         kind = type(node)
         if kind is yaml.ScalarNode:
             return self.scalar(node)
-        if kind is yaml.MappingNode:
-            return self.mapping(node)
-        return [self.value(item) for item in node.value]
+        if key in self.active:
+            raise _AliasBomb(node, "an alias refers to a collection that contains it", "recursive alias")
+        if len(self.active) >= MAX_DEPTH:
+            raise _AliasBomb(node, f"collections nest more than {MAX_DEPTH} levels deep", "nested too deeply")
+        self.active.append(key)
+        try:
+            if kind is yaml.MappingNode:
+                return self.mapping(node)
+            if node.tag != _TAG + "seq":
+                self.unsupported_tag(node)
+            return [self.value(item) for item in node.value]
+        finally:
+            self.active.pop()
 
     def scalar(self, node: yaml.Node) -> Any:
         tag = node.tag
@@ -239,7 +280,7 @@ class _Converter:
                         node_span(self.file, source),
                     )
                     continue
-                for key, value in self.mapping(source).items():
+                for key, value in self.value(source).items():
                     result.setdefault(key, value)
         return result
 

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from jsonschema import ValidationError
 from jsonschema.exceptions import best_match
 
 from .diagnostics import Diagnostics, suggestion_help
-from .documents import Document
+from .documents import Document, Path
 from .schemas import explaining_validator, fast_validator
+from .span import Span
 
 SUBSTITUTION_REF = "#/definitions/substitution"
 """Schemas let a typed scalar be a whole `${...}` substitution through an `anyOf` branch with this `$ref`."""
@@ -40,9 +41,22 @@ def validate(documents: Sequence[Document], sink: Diagnostics) -> list[Document]
     return valid
 
 
+class Located(Protocol):
+    """Where diagnostics about a value point: a `Document`, or a stand-in that maps paths elsewhere."""
+
+    def span_at(self, path: Path, *, key: bool = False) -> Span: ...
+
+    def source_text(self, path: Path) -> str: ...
+
+
 def explain(document: Document, sink: Diagnostics) -> None:
     """One diagnostic per problem in a document that failed its schema."""
-    errors = sorted(explaining_validator(document.kind).iter_errors(document.value), key=_depth_first)
+    explain_value(document.kind, document.value, document, sink)
+
+
+def explain_value(kind: str, value: Any, document: Located, sink: Diagnostics) -> None:
+    """One diagnostic per problem in `value`, which failed the schema of `kind`; spans come from `document`."""
+    errors = sorted(explaining_validator(kind).iter_errors(value), key=_depth_first)
     reported: set[tuple[Any, ...]] = set()
     for error in errors:
         leaf = _leaf(error)
@@ -72,21 +86,14 @@ def _leaf(error: ValidationError) -> ValidationError:
         ]
         if not context:
             break
-        if len({sub.relative_schema_path[0] for sub in context}) > 1 and not _one_branch_fits(error, context):
-            break
+        if len({sub.relative_schema_path[0] for sub in context}) > 1:
+            # Several forms failed: explain the one form that accepts the value's type, if there is exactly one.
+            fitting = [sub for sub in context if _type_fits(branches[sub.relative_schema_path[0]], error.instance)]
+            if len({sub.relative_schema_path[0] for sub in fitting}) != 1:
+                break
+            context = fitting
         error = best_match(context) or error
     return error
-
-
-def _one_branch_fits(error: ValidationError, context: list[ValidationError]) -> bool:
-    """True when a single branch accepts the value's type, so its errors are the real problem."""
-    branches: Any = error.validator_value
-    fitting = {
-        sub.relative_schema_path[0]
-        for sub in context
-        if _type_fits(branches[sub.relative_schema_path[0]], error.instance)
-    }
-    return len(fitting) == 1
 
 
 def _type_fits(schema: Any, instance: Any) -> bool:
@@ -117,7 +124,7 @@ def where(path: Iterable[Any]) -> str:
     return text or "document"
 
 
-def _diagnose(document: Document, error: ValidationError, sink: Diagnostics) -> None:
+def _diagnose(document: Located, error: ValidationError, sink: Diagnostics) -> None:
     path = tuple(error.absolute_path)
     validator = error.validator
     schema = error.schema if isinstance(error.schema, dict) else {}
@@ -157,7 +164,7 @@ def _diagnose(document: Document, error: ValidationError, sink: Diagnostics) -> 
         found = _JSON_TYPES.get(type(instance), "null")
         help_text = None
         if "string" in expected_text and isinstance(instance, int | float) and not isinstance(instance, bool):
-            help_text = f'quote it to make it a string: "{instance}"'
+            help_text = f'quote it to make it a string: "{document.source_text(path)}"'
         sink.emit(
             "invalid-type",
             f"{where(path)} must be {_article(expected_text)}, found {found}",

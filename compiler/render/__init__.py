@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..checker import CheckResult
-from . import human, json_report
+from . import github, human, json_report, sarif
 
 Renderer = Callable[[CheckResult, bool], str]
 
 RENDERERS: dict[str, Renderer] = {
     "human": human.render,
     "json": json_report.render,
+    "github": github.render,
+    "sarif": sarif.render,
 }
 """Format name -> renderer(result, color) -> text."""
 

@@ -1,0 +1,453 @@
+"""Expressions parse and make sense: every `${...}` in every string, alert conditions and stack `when`s.
+
+Alert conditions are type-checked lightly against the metrics' kinds (spec/conditions.md#typing-rules); a stack
+`when` may read only `input` and the steps that run before it.
+
+A problem is reported at the line and column inside the string: the scalar's node is found again from its path,
+and the offset inside its value is walked back through the YAML quoting (escapes, `''`, folded lines, block
+indentation) to the source text. Unset variables are not reported here: CI has no secrets (plan and run do that).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from ..diagnostics import Diagnostics, suggestion_help
+from ..documents import Document, Path
+from ..expressions import (
+    METRICS,
+    And,
+    Boolean,
+    Comparison,
+    Condition,
+    ConditionVisitor,
+    Duration,
+    ExpressionError,
+    Name,
+    Not,
+    Number,
+    Percentage,
+    Region,
+    String,
+    Substitution,
+    names,
+    parse_condition,
+    parse_substitutions,
+)
+from ..loader import SourceFile, locate, node_span
+from ..span import Span
+
+if TYPE_CHECKING:
+    from ..checker import CheckContext
+
+TEMPLATE_NAMES = ("job_name",)
+"""Names a template's job body may use besides its declared parameters."""
+
+
+def check(context: CheckContext) -> None:
+    """Parse every substitution, alert condition and stack `when` of the checked documents."""
+    spans = _ScalarSpans(context.workspace.sources)
+    for document in context.documents:
+        _check_strings(document, context.sink, spans)
+        for path, text in _alert_conditions(document):
+            _check_condition(document, path, text, None, context.sink, spans)
+        if document.kind == "stack":
+            for path, text, earlier, steps in _stack_whens(document.body):
+                _check_condition(document, path, text, (earlier, steps), context.sink, spans)
+
+
+def _check_strings(document: Document, sink: Diagnostics, spans: _ScalarSpans) -> None:
+    found: list[tuple[Path, str]] = []
+    _strings_with_dollar(document.value, (), found)
+    if not found:
+        return
+    declared = _template_parameters(document)
+    for path, text in found:
+        try:
+            parts = parse_substitutions(text)
+        except ExpressionError as error:
+            sink.emit(
+                "expression-syntax",
+                error.message,
+                spans.span(document, path, error.region),
+                label=error.label,
+                help=error.help,
+            )
+            continue
+        if declared is None or path[:2] != ("template", "job"):
+            continue
+        for part in parts:
+            if not isinstance(part, Substitution) or part.name in declared:
+                continue
+            # Other names pass through into the generated job, to be resolved when it runs; only a near miss
+            # of a declared parameter is surely a typo.
+            hint = suggestion_help(part.name, declared)
+            if hint is not None:
+                sink.emit(
+                    "unknown-parameter",
+                    f"`{part.name}` is not a parameter of template `{document.name or '?'}`",
+                    spans.span(document, path, part.span),
+                    label="not a declared parameter",
+                    notes=(f"declared: {', '.join(sorted(declared))}",),
+                    help=hint,
+                )
+
+
+def _strings_with_dollar(value: Any, path: Path, found: list[tuple[Path, str]]) -> None:
+    """Append (path, text) for every string value holding a `$`; paths are built only for what is found.
+
+    Keys are not substituted, so they are not walked.
+    """
+    items: Iterable[tuple[str | int, Any]]
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return
+    for key, item in items:
+        if isinstance(item, str):
+            if "$" in item:
+                found.append(((*path, key), item))
+        elif isinstance(item, dict | list):
+            _strings_with_dollar(item, (*path, key), found)
+
+
+def _template_parameters(document: Document) -> set[str] | None:
+    if document.kind != "template" or not isinstance(document.body, dict):
+        return None
+    declared = set(TEMPLATE_NAMES)
+    parameters = document.body.get("parameters")
+    for parameter in parameters if isinstance(parameters, list) else ():
+        if isinstance(parameter, dict) and isinstance(parameter.get("name"), str):
+            declared.add(parameter["name"])
+    return declared
+
+
+def _alert_conditions(document: Document) -> Iterable[tuple[Path, str]]:
+    body = document.body
+    if document.kind == "job":
+        job, base = body, document.base
+    elif document.kind == "template" and isinstance(body, dict):
+        job, base = body.get("job"), (*document.base, "job")
+    else:
+        return
+    alerts = job.get("alerts") if isinstance(job, dict) else None
+    for index, alert in enumerate(alerts if isinstance(alerts, list) else ()):
+        condition = alert.get("condition") if isinstance(alert, dict) else None
+        if isinstance(condition, str):
+            yield (*base, "alerts", index, "condition"), condition
+
+
+def _stack_whens(body: Any) -> Iterable[tuple[Path, str, tuple[str, ...], tuple[str, ...]]]:
+    """(path, when, ids of earlier steps, ids of all steps) for every step with a `when`."""
+    steps = body.get("steps") if isinstance(body, dict) else None
+    if not isinstance(steps, list):
+        return
+    every = tuple(_ids(steps))
+    earlier: list[str] = []
+    for index, step in enumerate(steps):
+        if not isinstance(step, dict):
+            continue
+        group = step.get("parallel")
+        members = (
+            [(j, s) for j, s in enumerate(group) if isinstance(s, dict)] if isinstance(group, list) else []
+        )
+        path: Path = ("stack", "steps", index)
+        for place, member in [((*path, "parallel", j), s) for j, s in members] if members else [(path, step)]:
+            when = member.get("when")
+            if isinstance(when, str):
+                yield (*place, "when"), when, tuple(earlier), every
+        earlier.extend(_ids([step]))
+
+
+def _ids(steps: list[Any]) -> Iterable[str]:
+    for step in steps:
+        if not isinstance(step, dict):
+            continue
+        if isinstance(step.get("id"), str):
+            yield step["id"]
+        group = step.get("parallel")
+        if isinstance(group, list):
+            yield from _ids(group)
+
+
+def _check_condition(
+    document: Document,
+    path: Path,
+    text: str,
+    stack: tuple[tuple[str, ...], tuple[str, ...]] | None,
+    sink: Diagnostics,
+    spans: _ScalarSpans,
+) -> None:
+    """Parse and check one condition; `stack` is (earlier step ids, all step ids) for a `when`, else None."""
+    if "${" in text:
+        return  # checked once substituted, at plan time; its `${...}` syntax is checked with every string
+    try:
+        condition = parse_condition(text)
+    except ExpressionError as error:
+        sink.emit(
+            "expression-syntax",
+            error.message,
+            spans.span(document, path, error.region),
+            label=error.label,
+            help=error.help,
+        )
+        return
+    problems: list[Problem]
+    if stack is None:
+        problems = check_alert_condition(condition)
+    else:
+        earlier, every = stack
+        problems = check_when(condition, earlier, every)
+    for problem in problems:
+        sink.emit(
+            problem.code,
+            problem.message,
+            spans.span(document, path, problem.span),
+            label=problem.label,
+            help=problem.help,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Problem:
+    """A semantic problem in a condition, for the check to turn into a diagnostic."""
+
+    code: str
+    message: str
+    span: Region
+    label: str = ""
+    help: str | None = None
+
+
+# The dimension of an operand. A plain number fits any numeric dimension: seconds for a duration metric,
+# a fraction for a rate, a count or an amount of money.
+_NUMERIC = {"duration", "rate", "count", "money"}
+_NOUNS = {
+    "duration": "a duration",
+    "rate": "a rate",
+    "count": "a count",
+    "money": "a cost",
+    "number": "a number",
+    "percentage": "a percentage",
+    "string": "a string",
+    "boolean": "a condition",
+}
+
+
+class _AlertTyper(ConditionVisitor[str]):
+    """Gives each node its dimension (`rate`, `duration`, `count`, `money`, `number`, `string`, `boolean`)."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def visit_Name(self, node: Name) -> str:
+        metric = METRICS.get(node.text)
+        if metric is None:
+            self.problems.append(
+                Problem(
+                    code="unknown-metric",
+                    message=f"unknown metric `{node.text}`",
+                    span=node.span,
+                    label="not a metric",
+                    help=suggestion_help(node.text, METRICS) or f"the metrics are: {', '.join(METRICS)}",
+                )
+            )
+            return "unknown"
+        return metric.kind
+
+    def visit_Number(self, node: Number) -> str:
+        return "number"
+
+    def visit_Percentage(self, node: Percentage) -> str:
+        return "percentage"
+
+    def visit_Duration(self, node: Duration) -> str:
+        return "duration"
+
+    def visit_String(self, node: String) -> str:
+        return "string"
+
+    def visit_Boolean(self, node: Boolean) -> str:
+        return "boolean"
+
+    def visit_Comparison(self, node: Comparison) -> str:
+        left, right = self.visit(node.left), self.visit(node.right)
+        if "unknown" not in (left, right) and not _comparable(left, right):
+            self.problems.append(
+                Problem(
+                    code="invalid-value",
+                    message=f"cannot compare {_NOUNS[left]} with {_NOUNS[right]}",
+                    span=node.span,
+                    label="mismatched units",
+                    help=_unit_help(left, right),
+                )
+            )
+        elif {left, right} == {"rate", "number"}:
+            number = node.right if right == "number" else node.left
+            if isinstance(number, Number) and not 0 <= number.value <= 1:
+                self.problems.append(
+                    Problem(
+                        code="invalid-value",
+                        message=f"a rate is a fraction from 0 to 1, not {number.value:g}",
+                        span=number.span,
+                        label="out of range",
+                        help=f"write `{number.value:g}%` for a percentage, or `{number.value / 100:g}`",
+                    )
+                )
+        return "boolean"
+
+    def visit_Not(self, node: Not) -> str:
+        self._condition(node.operand)
+        return "boolean"
+
+    def visit_And(self, node: And) -> str:
+        for operand in node.operands:
+            self._condition(operand)
+        return "boolean"
+
+    visit_Or = visit_And
+
+    def _condition(self, node: Condition) -> None:
+        kind = self.visit(node)
+        if kind not in ("boolean", "unknown"):
+            what = f"`{node.text}`" if isinstance(node, Name) else "this"
+            self.problems.append(
+                Problem(
+                    code="invalid-value",
+                    message=f"{what} is {_NOUNS[kind]}, not a condition",
+                    span=node.span,
+                    label="not a condition",
+                    help="compare it, as in `error_rate > 0.05`",
+                )
+            )
+
+
+def _comparable(left: str, right: str) -> bool:
+    if left == right or {left, right} == {"rate", "percentage"}:
+        return True
+    return "number" in (left, right) and (left in _NUMERIC or right in _NUMERIC)
+
+
+def _unit_help(left: str, right: str) -> str:
+    kinds = {left, right}
+    if "duration" in kinds and kinds & {"rate", "percentage"}:
+        return "a duration (`10m`, `600`) fits `execution_time`; a rate fits a percentage (`5%`) or a fraction (`0.05`)"
+    if "duration" in kinds:
+        return "compare a duration metric with a duration (`10m`) or a number of seconds"
+    if kinds & {"rate", "percentage"}:
+        return "compare a rate with a percentage (`5%`) or a fraction (`0.05`)"
+    return "compare a metric with a plain number"
+
+
+def check_alert_condition(condition: Condition) -> list[Problem]:
+    """Problems in an alert condition: unknown metrics, values of the wrong unit, a metric used as a condition."""
+    typer = _AlertTyper()
+    typer._condition(condition)
+    return typer.problems
+
+
+def check_when(condition: Condition, earlier: Collection[str], steps: Collection[str] = ()) -> list[Problem]:
+    """Problems in a stack step's `when`: every name must start with `input` or the id of an earlier step.
+
+    `steps` are all the stack's step ids, to tell a step that runs later from one that does not exist.
+    """
+    known = ("input", *earlier)
+    problems: list[Problem] = []
+    for name in names(condition):
+        root = name.parts[0]
+        if root in known:
+            continue
+        later = root in steps
+        problems.append(
+            Problem(
+                code="unknown-step",
+                message=f"step `{root}` does not run before this step" if later else f"unknown step `{root}`",
+                span=Region(start=name.span.start, end=name.span.start + len(root)),
+                label="runs later" if later else "not `input` or an earlier step",
+                help=(None if later else suggestion_help(root, known))
+                or f"a `when` reads `input` and the outputs of earlier steps: {', '.join(known)}",
+            )
+        )
+    return problems
+
+
+class _ScalarSpans:
+    """Maps a region inside a scalar's value to its span in the source file."""
+
+    def __init__(self, sources: dict[str, SourceFile]) -> None:
+        self.sources = sources
+
+    def span(self, document: Document, path: Path, region: Region) -> Span:
+        _, node = locate(document.root, path)
+        whole = node_span(document.file, node)
+        source = self.sources.get(document.file)
+        if type(node) is not yaml.ScalarNode or source is None:
+            return whole
+        start = _source_position(source.text, node, region.start)
+        if start is None:
+            return whole
+        end = _source_position(source.text, node, max(region.end - 1, region.start))
+        end_line, end_column = (
+            (end[0], end[1] + 1) if end is not None and region.end > region.start else start
+        )
+        if (end_line, end_column) <= start:
+            end_line, end_column = start[0], start[1] + 1
+        return Span(
+            file=document.file, line=start[0], column=start[1], end_line=end_line, end_column=end_column
+        )
+
+
+def _source_position(text: str, node: yaml.ScalarNode, offset: int) -> tuple[int, int] | None:
+    """The 1-based (line, column) in `text` of character `offset` of the scalar `node`'s value, if it can be found.
+
+    Walks the raw source and the value side by side: quoted escapes and `''` stand for one value character,
+    and raw characters that do not appear in the value (quotes, the block header, indentation, folded line
+    breaks) are stepped over.
+    """
+    value: str = node.value
+    start, end = node.start_mark.index, node.end_mark.index
+    raw = text[start:end]
+    style = node.style or ""
+    if style in ('"', "'"):
+        i = 1
+    elif style in ("|", ">"):
+        i = raw.find("\n") + 1
+        if i == 0:
+            return None
+    else:
+        i = 0
+    if not raw or (style and not raw.startswith(style)) or offset > len(value):
+        return None
+    j = 0
+    while True:
+        if i >= len(raw):
+            return None
+        char = raw[i]
+        if style == '"' and char == "\\":
+            if raw.startswith("\n", i + 1) or raw.startswith("\r\n", i + 1):
+                i += 2  # an escaped line break stands for nothing
+                continue
+            width = 2 + {"x": 2, "u": 4, "U": 8}.get(raw[i + 1 : i + 2], 0)
+        elif style == "'" and raw.startswith("''", i):
+            width = 2
+        elif j < len(value) and char == value[j]:
+            width = 1
+        elif j == len(value):
+            break  # past the last character: the end is here
+        else:
+            i += 1
+            continue
+        if j == offset:
+            break
+        i += width
+        j += 1
+    line = node.start_mark.line + 1 + raw.count("\n", 0, i)
+    newline = raw.rfind("\n", 0, i)
+    column = i - newline if newline >= 0 else node.start_mark.column + 1 + i
+    return line, column
