@@ -8,7 +8,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .checks import expressions, names, pipelines, profiles, prompts, references, schedules
 from .codes import Severity
@@ -28,7 +28,9 @@ class CheckContext:
     registry: Registry
     sink: Diagnostics
     documents: list[Document]
-    """The checked documents that passed schema validation; checks read only these."""
+    """Every checked document, so that one run reports every problem; checks must tolerate any shape."""
+    valid: list[Document] = field(default_factory=list)
+    """The checked documents that passed schema validation, for checks that validate again (profiles)."""
     strict: bool = False
 
 
@@ -93,11 +95,28 @@ def check(paths: Sequence[str] = (), *, strict: bool = False) -> CheckResult:
         others = [d for d in (*workspace.context, *workspace.stdlib) if fast_validator(d.kind).is_valid(d.value)]
         context = CheckContext(
             workspace=workspace,
-            registry=Registry.build([*documents, *others]),
+            registry=Registry.build([*workspace.documents, *others]),
             sink=sink,
-            documents=documents,
+            documents=list(workspace.documents),
+            valid=documents,
             strict=strict,
         )
         for run_check in CHECKS:
             run_check(context)
-    return CheckResult(diagnostics=tuple(sink.sorted()), workspace=workspace, strict=strict)
+    return CheckResult(diagnostics=tuple(sorted(_one_per_place(sink.items), key=Diagnostic.sort_key)), workspace=workspace, strict=strict)
+
+
+def _one_per_place(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    """One problem, one diagnostic: where a semantic check points at the very place a schema error already
+    does (a badly formed time, say), only the first diagnostic emitted there is kept."""
+    seen: set[tuple[str, int, int]] = set()
+    kept = []
+    for diagnostic in diagnostics:
+        if diagnostic.primary is not None:
+            span = diagnostic.primary.span
+            place = (span.file, span.line, span.column)
+            if place in seen:
+                continue
+            seen.add(place)
+        kept.append(diagnostic)
+    return kept

@@ -46,7 +46,6 @@ CODES: dict[str, Code] = _codes(
     ("alias-bomb", E, "Aliases expand without bound (a billion-laughs or self-referring document), or nesting is too deep."),
     ("invalid-merge", E, "A `<<` merge key whose value is not a mapping or a list of mappings."),
     ("non-string-key", E, "A mapping key that is not a string."),
-    ("empty-document", W, "A YAML document with no content."),
     ("unknown-document-kind", E, "A document whose top-level key is not job, template, pipeline, stack or prompt."),
     ("no-yaml-files", W, "A path given to check holds no YAML files."),
     # Schema

@@ -121,12 +121,12 @@ def _explain(
 def test_expectation_syntax(tmp_path: Path) -> None:
     sample = tmp_path / "sample.yaml"
     sample.write_text(
-        '# expect: 4:1 tab-indent\n# expect: 9 W: empty-document\njob:\n  channel: "#ops"  # E: unknown-key E: invalid-type\n',
+        '# expect: 4:1 tab-indent\n# expect: 9 W: no-yaml-files\njob:\n  channel: "#ops"  # E: unknown-key E: invalid-type\n',
         encoding="utf-8",
     )
     assert expectations(sample) == [
         Expected(line=4, severity=Severity.ERROR, code="tab-indent", column=1),
-        Expected(line=9, severity=Severity.WARNING, code="empty-document"),
+        Expected(line=9, severity=Severity.WARNING, code="no-yaml-files"),
         Expected(line=4, severity=Severity.ERROR, code="unknown-key"),
         Expected(line=4, severity=Severity.ERROR, code="invalid-type"),
     ]

@@ -42,6 +42,13 @@ def _wrap(document: Document, job: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Profiles(DocumentVisitor):
+    def run(self) -> None:
+        # A profile is validated by merging it into the job, which only says something about a valid job.
+        valid = set(map(id, self.context.valid))
+        for document in self.context.documents:
+            if id(document) in valid:
+                getattr(self, f"visit_{document.kind}", lambda _: None)(document)
+
     def visit_job_body(self, document: Document, job: dict[str, Any], path: Path) -> None:
         profiles = job.get("profiles")
         if isinstance(profiles, dict):
