@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from lark import Lark
+from textpos import position, where
 
 from sleipnir.compiler import check, expressions
 from sleipnir.compiler.checks.expressions import check_alert_condition, check_when
@@ -434,18 +435,6 @@ def run(folder: Path, text: str) -> tuple[str, list[Diagnostic]]:
     return text, list(check([str(path)]).diagnostics)
 
 
-def position(text: str, needle: str, occurrence: int = 1) -> tuple[int, int]:
-    """1-based line and column of the `occurrence`-th `needle` in `text`."""
-    offset = -1
-    for _ in range(occurrence):
-        offset = text.index(needle, offset + 1)
-    line = text.count("\n", 0, offset) + 1
-    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
-
-
-def where(diagnostic: Diagnostic) -> tuple[str, int, int]:
-    assert diagnostic.primary is not None
-    return diagnostic.code, diagnostic.primary.span.line, diagnostic.primary.span.column
 
 
 def test_unclosed_substitution_is_reported_at_its_dollar(tmp_path: Path) -> None:

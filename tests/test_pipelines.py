@@ -9,6 +9,7 @@ from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from textpos import position, where
 
 from sleipnir.compiler import check
 from sleipnir.compiler.checker import CheckContext
@@ -41,17 +42,6 @@ def run(folder: Path, text: str, *, jobs: str = JOBS) -> tuple[str, list[Diagnos
     return text, list(check([str(folder)]).diagnostics)
 
 
-def position(text: str, needle: str, occurrence: int = 1) -> tuple[int, int]:
-    """1-based line and column of the `occurrence`-th `needle` in `text`."""
-    offset = -1
-    for _ in range(occurrence):
-        offset = text.index(needle, offset + 1)
-    return text.count("\n", 0, offset) + 1, offset - (text.rfind("\n", 0, offset) + 1) + 1
-
-
-def where(diagnostic: Diagnostic) -> tuple[str, int, int]:
-    assert diagnostic.primary is not None
-    return diagnostic.code, diagnostic.primary.span.line, diagnostic.primary.span.column
 
 
 SEED_PIPELINES = """

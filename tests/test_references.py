@@ -5,6 +5,8 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+from textpos import position, where
+
 from sleipnir.compiler import check
 from sleipnir.compiler.checker import CheckContext
 from sleipnir.compiler.checks import references
@@ -59,18 +61,6 @@ def run(tmp_path: Path, text: str, *, library: str = LIBRARY) -> tuple[str, list
     return text, list(check([str(tmp_path)]).diagnostics)
 
 
-def position(text: str, needle: str, occurrence: int = 1) -> tuple[int, int]:
-    """1-based line and column of the `occurrence`-th `needle` in `text`."""
-    offset = -1
-    for _ in range(occurrence):
-        offset = text.index(needle, offset + 1)
-    line = text.count("\n", 0, offset) + 1
-    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
-
-
-def where(diagnostic: Diagnostic) -> tuple[str, int, int]:
-    assert diagnostic.primary is not None
-    return diagnostic.code, diagnostic.primary.span.line, diagnostic.primary.span.column
 
 
 SEED_PROMPTS = "---\n".join(

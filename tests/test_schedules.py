@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from textpos import position, where
 
 from sleipnir.compiler import check
 from sleipnir.compiler.checker import CheckContext
@@ -55,17 +56,6 @@ def run_alone(folder: Path, text: str) -> tuple[str, list[Diagnostic]]:
     return text, sink.sorted()
 
 
-def position(text: str, needle: str, occurrence: int = 1) -> tuple[int, int]:
-    """1-based line and column of the `occurrence`-th `needle` in `text`."""
-    offset = -1
-    for _ in range(occurrence):
-        offset = text.index(needle, offset + 1)
-    return text.count("\n", 0, offset) + 1, offset - (text.rfind("\n", 0, offset) + 1) + 1
-
-
-def where(diagnostic: Diagnostic) -> tuple[str, int, int]:
-    assert diagnostic.primary is not None
-    return diagnostic.code, diagnostic.primary.span.line, diagnostic.primary.span.column
 
 
 def job(schedule: str) -> str:

@@ -70,13 +70,7 @@ def _check_strings(document: Document, sink: Diagnostics, spans: _ScalarSpans) -
         try:
             parts = parse_substitutions(text)
         except ExpressionError as error:
-            sink.emit(
-                "expression-syntax",
-                error.message,
-                spans.span(document, path, error.region),
-                label=error.label,
-                help=error.help,
-            )
+            _syntax_error(sink, spans.span(document, path, error.region), error)
             continue
         if declared is None or path[:2] != ("template", "job"):
             continue
@@ -190,13 +184,7 @@ def _check_condition(
     try:
         condition = parse_condition(text)
     except ExpressionError as error:
-        sink.emit(
-            "expression-syntax",
-            error.message,
-            spans.span(document, path, error.region),
-            label=error.label,
-            help=error.help,
-        )
+        _syntax_error(sink, spans.span(document, path, error.region), error)
         return
     problems: list[Problem]
     if stack is None:
@@ -451,3 +439,7 @@ def _source_position(text: str, node: yaml.ScalarNode, offset: int) -> tuple[int
     newline = raw.rfind("\n", 0, i)
     column = i - newline if newline >= 0 else node.start_mark.column + 1 + i
     return line, column
+
+
+def _syntax_error(sink: Diagnostics, span: Span, error: ExpressionError) -> None:
+    sink.emit("expression-syntax", error.message, span, label=error.label, help=error.help)
