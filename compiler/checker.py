@@ -54,6 +54,8 @@ class CheckResult:
 
     diagnostics: tuple[Diagnostic, ...]
     workspace: Workspace
+    registry: Registry
+    """What references resolved against; later stages resolve with the same one."""
     strict: bool
 
     @property
@@ -103,7 +105,12 @@ def check(paths: Sequence[str] = (), *, strict: bool = False) -> CheckResult:
         )
         for run_check in CHECKS:
             run_check(context)
-    return CheckResult(diagnostics=tuple(sorted(_one_per_place(sink.items), key=Diagnostic.sort_key)), workspace=workspace, strict=strict)
+    return CheckResult(
+        diagnostics=tuple(sorted(_one_per_place(sink.items), key=Diagnostic.sort_key)),
+        workspace=workspace,
+        registry=context.registry,
+        strict=strict,
+    )
 
 
 def _one_per_place(diagnostics: list[Diagnostic]) -> list[Diagnostic]:

@@ -20,8 +20,7 @@ OUTLINE_VERSION = 1
 
 def outline(result: CheckResult) -> dict[str, Any]:
     """A JSON-ready outline of every checked job and pipeline. Call only on a result without errors."""
-    workspace = result.workspace
-    registry = Registry.build([*workspace.documents, *workspace.context, *workspace.stdlib])
+    workspace, registry = result.workspace, result.registry
     jobs = [_job(d, registry) for d in workspace.documents if d.kind == "job"]
     pipelines = [_pipeline(d) for d in workspace.documents if d.kind == "pipeline"]
     return {"version": OUTLINE_VERSION, "jobs": jobs, "pipelines": pipelines}

@@ -9,14 +9,11 @@ from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from textpos import position, where
+from textpos import position, run_check_alone, where
 
 from sleipnir.compiler import check
-from sleipnir.compiler.checker import CheckContext
 from sleipnir.compiler.checks import pipelines
-from sleipnir.compiler.diagnostics import Diagnostic, Diagnostics
-from sleipnir.compiler.registry import Registry
-from sleipnir.compiler.workspace import load_workspace
+from sleipnir.compiler.diagnostics import Diagnostic
 
 JOB_NAMES = (
     "collect_data_job",
@@ -257,15 +254,7 @@ def test_odd_shapes_that_skip_the_schema_never_raise(tmp_path: Path) -> None:
         ),
         encoding="utf-8",
     )
-    sink = Diagnostics()
-    workspace = load_workspace([str(path)], sink)
-    context = CheckContext(
-        workspace=workspace,
-        registry=Registry.build(workspace.documents),
-        sink=sink,
-        documents=list(workspace.documents),
-    )
-    pipelines.check(context)
+    sink = run_check_alone(pipelines.check, path)
     assert [d.message for d in sink if d.code == "dependency-cycle"] == ["dependency cycle: b -> b"]
 
 

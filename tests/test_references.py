@@ -5,14 +5,11 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from textpos import position, where
+from textpos import position, run_check_alone, where
 
 from sleipnir.compiler import check
-from sleipnir.compiler.checker import CheckContext
 from sleipnir.compiler.checks import references
-from sleipnir.compiler.diagnostics import Diagnostic, Diagnostics
-from sleipnir.compiler.registry import Registry
-from sleipnir.compiler.workspace import load_workspace
+from sleipnir.compiler.diagnostics import Diagnostic
 
 
 def prompt(name: str, version: str) -> str:
@@ -373,13 +370,5 @@ def test_odd_shapes_that_skip_the_schema_never_raise(tmp_path: Path) -> None:
         ),
         encoding="utf-8",
     )
-    sink = Diagnostics()
-    workspace = load_workspace([str(path)], sink)
-    context = CheckContext(
-        workspace=workspace,
-        registry=Registry.build(workspace.documents),
-        sink=sink,
-        documents=list(workspace.documents),
-    )
-    references.check(context)
+    sink = run_check_alone(references.check, path)
     assert {d.code for d in sink} == {"invalid-value", "missing-key", "unknown-prompt"}

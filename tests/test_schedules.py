@@ -6,15 +6,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from textpos import position, where
+from textpos import position, run_check_alone, where
 
 from sleipnir.compiler import check
-from sleipnir.compiler.checker import CheckContext
 from sleipnir.compiler.checks import schedules
 from sleipnir.compiler.checks.schedules import cron_problem, is_timezone
-from sleipnir.compiler.diagnostics import Diagnostic, Diagnostics
-from sleipnir.compiler.registry import Registry
-from sleipnir.compiler.workspace import load_workspace
+from sleipnir.compiler.diagnostics import Diagnostic
 
 FIELD_ORDER = "minute hour day-of-month month day-of-week"
 REPORT_GENERATOR = """
@@ -44,15 +41,7 @@ def run_alone(folder: Path, text: str) -> tuple[str, list[Diagnostic]]:
     text = textwrap.dedent(text).lstrip()
     path = folder / "subject.yaml"
     path.write_text(text, encoding="utf-8")
-    sink = Diagnostics()
-    workspace = load_workspace([str(path)], sink)
-    context = CheckContext(
-        workspace=workspace,
-        registry=Registry.build(workspace.documents),
-        sink=sink,
-        documents=list(workspace.documents),
-    )
-    schedules.check(context)
+    sink = run_check_alone(schedules.check, path)
     return text, sink.sorted()
 
 
