@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import traceback
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from .compiler import schemas
+from .compiler import generation, plan_schema, schemas
 from .compiler.checker import check as run_check
-from .compiler.outline import outline, render_text
+from .compiler.diagnostics import Diagnostics
+from .compiler.estimate import estimate
+from .compiler.ir import Plan, to_json
+from .compiler.planner import plan as compile_plan
 from .compiler.render import RENDERERS
+from .compiler.render.plan_graph import render_dot, render_mermaid
+from .compiler.render.plan_text import render_plan
+from .runtime.counting import counter_for
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 
@@ -94,7 +100,7 @@ def check(paths: tuple[str, ...], output_format: str, strict: bool, color: str) 
 
 
 @main.command()
-@click.argument("kind", required=False, type=click.Choice(schemas.ALL))
+@click.argument("kind", required=False, type=click.Choice((*schemas.ALL, plan_schema.NAME)))
 @click.option(
     "--output",
     type=click.Path(file_okay=False, path_type=Path),
@@ -104,32 +110,129 @@ def check(paths: tuple[str, ...], output_format: str, strict: bool, color: str) 
 def schema(kind: str | None, output: Path | None) -> None:
     """Print or write Sleipnir's JSON Schemas (draft-07), for editors and other tools.
 
-    KIND is a document kind, `workspace` (sleipnir.yaml) or `sleipnir` (any document). With KIND and no
-    --output, prints that schema; with --output, writes the chosen schema, or all of them, into the folder.
+    KIND is a document kind, `workspace` (sleipnir.yaml), `sleipnir` (any document) or `plan` (the JSON of
+    `sleipnir plan --format json`). With KIND and no --output, prints that schema; with --output, writes the
+    chosen schema, or all of them, into the folder.
     """
     if output is None:
         if kind is None:
-            click.echo("\n".join(schemas.ALL))
+            click.echo("\n".join((*schemas.ALL, plan_schema.NAME)))
         else:
-            click.echo(schemas.render(kind), nl=False)
+            click.echo(plan_schema.render() if kind == plan_schema.NAME else schemas.render(kind), nl=False)
         return
-    for target in schemas.write(output, [kind] if kind else schemas.ALL):
+    documents = [k for k in ([kind] if kind else schemas.ALL) if k != plan_schema.NAME]
+    written = schemas.write(output, documents)
+    if kind in (None, plan_schema.NAME):
+        written.append(plan_schema.write(str(output)))
+    for target in written:
         click.echo(str(target))
 
 
+PLAN_FORMATS = ("text", "json", "dot", "mermaid")
+
+
 @main.command()
-@click.argument("paths", nargs=-1, type=click.Path())
-@click.option("--format", "output_format", type=click.Choice(["human", "json"]), default="human", show_default=True)
+@click.argument("target", required=False)
+@click.option("--profile", metavar="NAME", help="Apply this profile (default: SLEIPNIR_PROFILE, then sleipnir.yaml).")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Override a value; repeatable.")
+@click.option(
+    "--param-file", "param_files", multiple=True, type=click.Path(), help="A YAML mapping of overrides; repeatable."
+)
+@click.option("--format", "output_format", type=click.Choice(PLAN_FORMATS), default="text", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the plan here, not to stdout.")
+@click.option("--estimate", "count_rows", is_flag=True, help="Count a database source's rows with COUNT(*).")
 @click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True)
 @_guarded
-def plan(paths: tuple[str, ...], output_format: str, color: str) -> None:
-    """Show what would run: every job's source, prompts with the versions chosen, stack steps and sink.
+def plan(
+    target: str | None,
+    profile: str | None,
+    params: tuple[str, ...],
+    param_files: tuple[str, ...],
+    output_format: str,
+    out: Path | None,
+    count_rows: bool,
+    color: str,
+) -> None:
+    """Show exactly what would run, with every value resolved and where it came from.
 
-    The documents are checked first; any error is printed and nothing is planned (exit 1).
+    TARGET is a job or pipeline name (`name@1.0.0` for a version), a file, or a folder (every job and pipeline
+    in it); without it, the workspace around the current folder. `--format json` prints the plan the runtime
+    runs (for several targets, a JSON array); `dot` and `mermaid` draw its graph. Exits 0 when planned, 1 on a
+    problem in the documents or the overrides (printed, and nothing is planned), 2 on a usage or internal error.
     """
-    result = run_check(paths, strict=False)
-    if result.errors:
-        click.echo(RENDERERS["human"](result, _use_color(color)), err=True)
+    result = compile_plan(target, profile=profile, params=params, param_files=param_files)
+    if result.diagnostics:
+        click.echo(RENDERERS["human"](result.report, _use_color(color)), err=True)
+    if not result.ok:
         sys.exit(EXIT_PROBLEMS)
-    planned = outline(result)
-    click.echo(json.dumps(planned, indent=2) if output_format == "json" else render_text(planned))
+    text = _plan_text(result.plans, output_format, count_rows, color=_use_color(color) and out is None)
+    if out is None:
+        click.echo(text, nl=not text.endswith("\n"))
+        return
+    sink = Diagnostics()
+    if not generation.write(out, text if text.endswith("\n") else text + "\n", force=True, sink=sink):
+        for problem in sink:
+            click.echo(f"error[{problem.code}]: {problem.path}: {problem.message}", err=True)
+        sys.exit(EXIT_PROBLEMS)
+
+
+def _plan_text(plans: tuple[Plan, ...], output_format: str, count_rows: bool, *, color: bool) -> str:
+    if output_format == "json":
+        if len(plans) == 1:
+            return to_json(plans[0])
+        return "[\n" + ",\n".join(to_json(p).rstrip("\n") for p in plans) + "\n]\n"
+    if output_format in ("dot", "mermaid"):
+        draw = render_dot if output_format == "dot" else render_mermaid
+        return "\n".join(draw(p) for p in plans)
+    now = datetime.now(UTC)
+    blocks = []
+    for planned in plans:
+        counter = counter_for(planned) if count_rows else None
+        blocks.append(render_plan(planned, estimate=estimate(planned, count_items=counter), now=now, color=color))
+    return "\n\n".join(blocks)
+
+
+@main.command("create-job-from-template")
+@click.argument("template")
+@click.option("--name", required=True, metavar="NAME", help="The job's name, and the value of `${job_name}`.")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Set a parameter; repeatable.")
+@click.option(
+    "--param-file", "param_files", multiple=True, type=click.Path(), help="A YAML mapping of parameters; repeatable."
+)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the job here, not to stdout.")
+@click.option("--force", is_flag=True, help="Overwrite an existing --output file.")
+@click.option(
+    "--workspace",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Find templates in this workspace (default: the one around the current folder) and the stdlib.",
+)
+@_guarded
+def create_job_from_template(
+    template: str,
+    name: str,
+    params: tuple[str, ...],
+    param_files: tuple[str, ...],
+    output: Path | None,
+    force: bool,
+    workspace: Path | None,
+) -> None:
+    """Make a job from TEMPLATE: a template's name (its newest version), `name@1.0.0`, or a template file.
+
+    A `--param` wins over every `--param-file`; later ones win over earlier ones. Exits 0 when the job is
+    made, 1 on a problem (nothing is written then), 2 on a usage or internal error.
+    """
+    made = generation.generate(
+        template,
+        name=name,
+        params=params,
+        param_files=param_files,
+        workspace=workspace,
+        output=output,
+        force=force,
+    )
+    if made.result.diagnostics:
+        click.echo(RENDERERS["human"](made.result, _use_color("auto")), err=True)
+    if made.text is None:
+        sys.exit(EXIT_PROBLEMS)
+    if output is None:
+        click.echo(made.text, nl=False)

@@ -64,6 +64,13 @@ CODES: dict[str, Code] = _codes(
     ("duplicate-id", E, "Two entries of one pipeline or stack share an id."),
     ("dependency-cycle", E, "Pipeline dependencies form a cycle."),
     ("unknown-profile", E, "A profile name that the job does not define."),
+    ("unknown-target", E, "`plan` or `run` names no job, pipeline or file."),
+    ("unknown-template", E, "`create-job-from-template` names no template."),
+    # Overrides, templates and plans
+    ("invalid-param", E, "A `--param` that is not KEY=VALUE, or a parameter file that is not a mapping."),
+    ("missing-parameter", E, "A required template parameter is not given."),
+    ("literal-secret", E, "A secret written as a literal value; the plan carries secrets only as references."),
+    ("file-exists", E, "An output file exists; pass --force to overwrite it."),
     # Schedules and conditions
     ("invalid-cron", E, "A cron expression that croniter does not accept."),
     ("unknown-timezone", E, "A timezone that is not an IANA zone name."),

@@ -68,6 +68,11 @@ class Document:
         node = key_node if key and key_node is not None else value_node
         return node_span(self.file, node)
 
+    def line_at(self, path: Path) -> int:
+        """The 1-based line of the value at `path` (of its key, where it has one): `span_at` without a Span."""
+        key_node, value_node = locate(self.root, path)
+        return int((key_node or value_node).start_mark.line) + 1
+
     def source_text(self, path: Path) -> str:
         """The text of the scalar at `path` as written, such as `17:30` that YAML 1.1 reads as a number."""
         _, node = locate(self.root, path)

@@ -316,3 +316,39 @@ def locate(root: yaml.Node, path: tuple[str | int, ...]) -> tuple[yaml.Node | No
             break
         key_node, node = found
     return key_node, node
+
+
+Nodes = dict[tuple[str | int, ...], tuple[yaml.Node, yaml.Node]]
+
+
+def node_map(document: Any) -> Nodes:
+    """The (key node, value node) of every place under a document's body (the item twice for a list entry), in
+    one walk of the node tree: cheaper than locating places one by one when most of them are wanted."""
+    found: Nodes = {}
+    _, body = locate(document.root, document.base)
+    if body is not None:
+        _nodes(body, (), found)
+    return found
+
+
+def _nodes(node: yaml.Node, place: tuple[str | int, ...], found: Nodes) -> None:
+    if type(node) is yaml.MappingNode:
+        merges = []
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
+                merges.append(value_node)
+            elif type(key_node) is yaml.ScalarNode:
+                here = (*place, key_node.value)
+                found[here] = (key_node, value_node)
+                _nodes(value_node, here, found)
+        for merge in merges:
+            for source in merge.value if type(merge) is yaml.SequenceNode else [merge]:
+                extra: Nodes = {}
+                _nodes(source, place, extra)
+                for key, nodes in extra.items():
+                    found.setdefault(key, nodes)
+    elif type(node) is yaml.SequenceNode:
+        for index, item in enumerate(node.value):
+            here = (*place, index)
+            found[here] = (item, item)
+            _nodes(item, here, found)

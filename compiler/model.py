@@ -374,6 +374,8 @@ SECONDS = Number(exclusive_minimum=0)
 VALUE_TYPE = Choice("string|integer|number|boolean|list|object")
 FREE = MapOf(Anything(), keys=NAME)
 FIELD_NAMES = ListOf(Text())
+MONITORED = ("execution_time", "token_usage", "success_rate", "error_rate", "items_processed", "retries", "cost")
+"""Every metric a run records; a job that names none records them all."""
 PHASE_NAMES = ("map", "reduce", "fan_out", "process", "fan_in")
 
 
@@ -692,7 +694,7 @@ JOB = record(
         record(
             Key(
                 "metrics",
-                ListOf(Choice("execution_time|token_usage|success_rate|error_rate|items_processed|retries|cost")),
+                ListOf(Choice("|".join(MONITORED))),
                 "The metrics recorded for each run; all of them when absent.",
             ),
             Key(

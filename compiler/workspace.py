@@ -13,6 +13,10 @@ from .documents import MANIFEST_NAMES, WORKSPACE, Document, classify
 from .loader import SourceFile, decode, load
 
 YAML_SUFFIXES = (".yaml", ".yml")
+PARAMS_SUFFIXES = (".params.yaml", ".params.yml")
+"""Parameter files for `--param-file` (`backfill.params.yaml`) are values, not documents: never read as such."""
+PRICES_FILE = "prices.yaml"
+"""The model price table `plan` estimates cost with: data, not a document, in the stdlib and a workspace root."""
 _SKIPPED_FOLDERS = {"node_modules", "__pycache__", "site-packages"}
 
 
@@ -58,8 +62,19 @@ def yaml_files(path: Path) -> list[Path]:
     found: list[Path] = []
     for folder, subfolders, files in os.walk(path):
         subfolders[:] = sorted(s for s in subfolders if not s.startswith(".") and s not in _SKIPPED_FOLDERS)
-        found.extend(Path(folder, name) for name in sorted(files) if name.endswith(YAML_SUFFIXES))
+        found.extend(
+            Path(folder, name)
+            for name in sorted(files)
+            if name.endswith(YAML_SUFFIXES)
+            and not name.endswith(PARAMS_SUFFIXES)
+            and not (name == PRICES_FILE and _holds_prices(folder, files))
+        )
     return found
+
+
+def _holds_prices(folder: str, files: list[str]) -> bool:
+    """Whether a `prices.yaml` in `folder` is the price table: beside a workspace manifest, or the stdlib's."""
+    return any(name in files for name in MANIFEST_NAMES) or Path(folder).resolve() == stdlib_root().resolve()
 
 
 def read_documents(files: Iterable[Path], sink: Diagnostics, sources: dict[str, SourceFile]) -> list[Document]:
@@ -80,9 +95,14 @@ def read_documents(files: Iterable[Path], sink: Diagnostics, sources: dict[str, 
     return documents
 
 
+def stdlib_root() -> Path:
+    """The folder of Sleipnir's standard library, as installed."""
+    return Path(str(resources.files("sleipnir.stdlib")))
+
+
 def stdlib_files() -> list[Path]:
     """The YAML files of Sleipnir's standard library, as installed."""
-    return yaml_files(Path(str(resources.files("sleipnir.stdlib"))))
+    return yaml_files(stdlib_root())
 
 
 def load_workspace(paths: Sequence[str], sink: Diagnostics) -> Workspace:

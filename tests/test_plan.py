@@ -1,66 +1,141 @@
-"""`sleipnir plan` (the front end's outline): the version chosen for each reference, and pipeline stages."""
+"""`sleipnir plan` on the command line: every format, --out, --estimate, overrides and errors."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import textwrap
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from sleipnir.cli import main
+from sleipnir.compiler.ir import PromptCall, Source, from_json
+
+JOB = """
+job:
+  name: scoring
+  input:
+    source: database
+    query: "SELECT id, text FROM reviews WHERE stars <= :stars"
+    parameters:
+      stars: 3
+  prompts:
+    - name: sentiment_analyzer
+    - name: sentiment_analyzer
+      version: 2.0.0
+      temperature: 0.1
+  error_handling:
+    on_prompt_failure: {strategy: retry, max_retries: 3}
+  schedule:
+    cron: "30 6 * * 1"
+    timezone: Europe/Oslo
+  profiles:
+    production:
+      model: gpt-4o
+"""
 
 
-def write(path: Path, text: str) -> Path:
-    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
-    return path
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "sleipnir.yaml").write_text("name: plans\ndatabase: data/app.db\n", encoding="utf-8")
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "scoring.yaml").write_text(textwrap.dedent(JOB).lstrip(), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SLEIPNIR_PROFILE", raising=False)
+    return tmp_path
 
 
-def test_plan_shows_the_newest_version_when_none_is_given(tmp_path: Path) -> None:
-    write(
-        tmp_path / "jobs.yaml",
-        """
-        job:
-          name: scoring
-          prompts:
-            - name: sentiment_analyzer
-            - name: sentiment_analyzer
-              version: 2.0.0
-        """,
-    )
-    result = CliRunner().invoke(main, ["plan", "--format", "json", str(tmp_path)])
-    assert result.exit_code == 0, result.output
-    [job] = json.loads(result.output)["jobs"]
-    newest, pinned = job["prompts"]
-    assert (newest["version"], newest["newest"], newest["requested"]) == ("2.1.0", True, None)
-    assert (pinned["version"], pinned["newest"]) == ("2.0.0", False)
-    text = CliRunner().invoke(main, ["plan", str(tmp_path)]).output
-    assert "sentiment_analyzer 2.1.0 (newest)" in text
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr
 
 
-def test_plan_orders_a_pipeline_in_stages(tmp_path: Path) -> None:
-    for name in ("collector", "processor_a", "processor_b", "aggregator_job"):
-        write(tmp_path / f"{name}.yaml", f"job:\n  name: {name}\n")
-    write(
-        tmp_path / "pipeline.yaml",
-        """
-        pipeline:
-          name: fan
-          jobs:
-            - {id: job1, name: collector}
-            - {id: job2a, name: processor_a, depends_on: [job1]}
-            - {id: job2b, name: processor_b, depends_on: [job1]}
-            - {id: job3, name: aggregator_job, depends_on: [job2a, job2b]}
-        """,
-    )
-    result = CliRunner().invoke(main, ["plan", "--format", "json", str(tmp_path)])
-    assert result.exit_code == 0, result.output
-    [pipeline] = json.loads(result.output)["pipelines"]
-    assert [[step["id"] for step in stage] for stage in pipeline["stages"]] == [["job1"], ["job2a", "job2b"], ["job3"]]
+def test_json_is_the_plan_the_runtime_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    workspace(tmp_path, monkeypatch)
+    code, out, _ = run("plan", "scoring", "--format", "json", "--profile", "production")
+    assert code == 0
+    plan = from_json(out)
+    assert plan.name == "scoring" and plan.profile == "production"
+    newest, pinned = (n for n in plan.nodes if isinstance(n, PromptCall))
+    assert (newest.version, pinned.version) == ("2.1.0", "2.0.0")
+    assert newest.model == pinned.model == "gpt-4o"
+    again = run("plan", "scoring", "--format", "json", "--profile", "production")[1]
+    assert again == out, "the same inputs give byte-identical JSON"
 
 
-def test_plan_refuses_documents_with_errors(tmp_path: Path) -> None:
-    write(tmp_path / "bad.yaml", "job:\n  name: a\n  name: b\n")
-    result = CliRunner().invoke(main, ["plan", str(tmp_path)])
-    assert result.exit_code == 1
-    assert "duplicate-key" in result.output
+def test_text_shows_origins_retries_fire_times_and_a_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    workspace(tmp_path, monkeypatch)
+    code, out, _ = run("plan", "scoring", "--param", "temperature=0.4")
+    assert code == 0, out
+    assert "+1s, +2s, +4s" in out
+    assert "(--param)" in out and "temperature 0.4" in out
+    assert "Europe/Oslo" in out and "UTC" in out
+    assert out.rstrip().splitlines()[-1].startswith("plan ")
+
+
+def test_dot_and_mermaid_draw_every_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    workspace(tmp_path, monkeypatch)
+    dot = run("plan", "scoring", "--format", "dot")[1]
+    mermaid = run("plan", "scoring", "--format", "mermaid")[1]
+    assert dot.startswith("digraph") and mermaid.startswith("flowchart")
+    for text in (dot, mermaid):
+        assert "sentiment_analyzer" in text and "input" in text and "output" in text
+
+
+def test_out_writes_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    workspace(tmp_path, monkeypatch)
+    code, out, _ = run("plan", "scoring", "--format", "json", "--out", "build/plan.json")
+    assert code == 0 and out == ""
+    assert from_json((tmp_path / "build" / "plan.json").read_text(encoding="utf-8")).name == "scoring"
+    assert [p.name for p in (tmp_path / "build").iterdir()] == ["plan.json"], "no temporary file is left"
+
+
+def test_estimate_counts_the_rows_of_a_sqlite_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    workspace(tmp_path, monkeypatch)
+    (tmp_path / "data").mkdir()
+    with sqlite3.connect(tmp_path / "data" / "app.db") as database:
+        database.execute("CREATE TABLE reviews (id INTEGER, text TEXT, stars INTEGER)")
+        database.executemany("INSERT INTO reviews VALUES (?, ?, ?)", [(i, "ok", i % 5 + 1) for i in range(50)])
+    without = run("plan", "scoring")[1]
+    with_count = run("plan", "scoring", "--estimate")[1]
+    assert "30 items" not in without
+    assert "30 items" in with_count.splitlines()[-1], "COUNT(*) over the query, with :stars bound to 3"
+
+
+def test_param_files_named_params_yaml_live_in_the_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    workspace(tmp_path, monkeypatch)
+    (tmp_path / "backfill.params.yaml").write_text("input.batch_size: 7\n", encoding="utf-8")
+    code, out, err = run("plan", "scoring", "--format", "json", "--param-file", "backfill.params.yaml")
+    assert code == 0, err
+    source = from_json(out).nodes[0]
+    assert isinstance(source, Source) and source.batch_size == 7
+    assert run("check")[0] == 0, "check does not read a parameter file as a document"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "text"),
+    [
+        (("plan", "scorng"), "unknown-target", "did you mean `scoring`?"),
+        (("plan", "scoring", "--profile", "staging"), "unknown-profile", "profiles of this job: production"),
+        (("plan", "scoring", "--param", "temperature=hot"), "invalid-type", "must be a number"),
+        (("plan", "scoring", "--param", "input.batch_sise=5"), "unknown-key", "did you mean `batch_size`?"),
+        (("plan", "scoring", "--param", "nonsense"), "invalid-param", "is not KEY=VALUE"),
+    ],
+)
+def test_problems_exit_1_with_a_diagnostic(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], code: str, text: str
+) -> None:
+    workspace(tmp_path, monkeypatch)
+    exit_code, out, err = run(*args)
+    assert exit_code == 1 and out == ""
+    assert f"error[{code}]" in err and text in err
+    assert "Traceback" not in err
+
+
+def test_a_folder_plans_every_job_and_pipeline_as_a_json_array(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    workspace(tmp_path, monkeypatch)
+    (tmp_path / "pipeline.yaml").write_text("pipeline:\n  name: weekly\n  jobs: [scoring]\n", encoding="utf-8")
+    code, out, _ = run("plan", ".", "--format", "json")
+    assert code == 0
+    assert sorted((p["kind"], p["name"]) for p in json.loads(out)) == [("job", "scoring"), ("pipeline", "weekly")]

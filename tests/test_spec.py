@@ -1,7 +1,7 @@
 """The language reference keeps its promises: every complete example in spec/*.md checks as the page says.
 
 A ```yaml block whose documents each have one kind key (job, template, pipeline, stack, prompt) must check
-clean. A block whose first line is `# sleipnir.yaml` is checked as a workspace manifest. A block preceded by
+clean, and one with a job or a pipeline must also plan. A block whose first line is `# sleipnir.yaml` is checked as a workspace manifest. A block preceded by
 `<!-- invalid: CODE -->` must produce the diagnostic CODE. Other blocks are fragments and are not checked.
 
 Each block is written into a small workspace holding spec/examples/sleipnir.yaml and the supporting jobs of
@@ -21,6 +21,7 @@ import yaml
 from sleipnir.compiler.checker import check
 from sleipnir.compiler.codes import CODES
 from sleipnir.compiler.diagnostics import Diagnostic
+from sleipnir.compiler.planner import plan
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "spec"
@@ -81,6 +82,10 @@ def spec_blocks() -> list[Block]:
     return blocks
 
 
+def _plannable(text: str) -> bool:
+    return any(isinstance(d, dict) and ("job" in d or "pipeline" in d) for d in yaml.safe_load_all(text))
+
+
 def _report(diagnostics: tuple[Diagnostic, ...]) -> str:
     return "\n".join(
         f"{d.primary.span.line if d.primary else '?'}: {d.severity.value}[{d.code}] {d.message}"
@@ -108,6 +113,11 @@ def test_spec_example(block: Block, tmp_path: Path) -> None:
     where = f"{block.page} line {block.line}"
     if block.expect is None:
         assert diagnostics == (), f"{where} should check clean:\n{_report(diagnostics)}"
+        if not manifest and _plannable(block.text):
+            # A promise to users: a complete job or pipeline also plans, given values for its environment.
+            environ = {name: "https://example.test/x" for name in re.findall(r"\$\{([A-Za-z_]\w*)(?:\}|:\?)", block.text)}
+            planned = plan(str(target), environ=environ)
+            assert planned.ok, f"{where} should plan:\n{_report(planned.diagnostics)}"
     else:
         assert block.expect in CODES, f"{where} expects an unregistered code {block.expect}"
         codes = {d.code for d in diagnostics}

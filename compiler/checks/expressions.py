@@ -10,6 +10,7 @@ indentation) to the source text. Unset variables are not reported here: CI has n
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -50,9 +51,9 @@ TEMPLATE_NAMES = ("job_name",)
 
 def check(context: CheckContext) -> None:
     """Parse every substitution, alert condition and stack `when` of the checked documents."""
-    spans = _ScalarSpans(context.workspace.sources)
+    spans = ScalarSpans(context.workspace.sources)
     for document in context.documents:
-        _check_strings(document, context.sink, spans)
+        _check_strings(document, context.sink, spans, strict=context.strict)
         for path, text in _alert_conditions(document):
             _check_condition(document, path, text, None, context.sink, spans)
         if document.kind == "stack":
@@ -60,18 +61,21 @@ def check(context: CheckContext) -> None:
                 _check_condition(document, path, text, (earlier, steps), context.sink, spans)
 
 
-def _check_strings(document: Document, sink: Diagnostics, spans: _ScalarSpans) -> None:
+def _check_strings(document: Document, sink: Diagnostics, spans: ScalarSpans, *, strict: bool = False) -> None:
     found: list[tuple[Path, str]] = []
     _strings_with_dollar(document.value, (), found)
     if not found:
         return
     declared = _template_parameters(document)
+    params = _job_params(document) if strict else None
     for path, text in found:
         try:
             parts = parse_substitutions(text)
         except ExpressionError as error:
             _syntax_error(sink, spans.span(document, path, error.region), error)
             continue
+        if params is not None and path[:2] != ("job", "profiles"):
+            _check_set(document, path, parts, params, sink, spans)
         if declared is None or path[:2] != ("template", "job"):
             continue
         for part in parts:
@@ -89,6 +93,33 @@ def _check_strings(document: Document, sink: Diagnostics, spans: _ScalarSpans) -
                     notes=(f"declared: {', '.join(sorted(declared))}",),
                     help=hint,
                 )
+
+
+def _job_params(document: Document) -> set[str] | None:
+    """The names a job's substitutions may use besides the environment: its `params`."""
+    if document.kind != "job" or not isinstance(document.body, dict):
+        return None
+    params = document.body.get("params")
+    return set(params) if isinstance(params, dict) else set()
+
+
+def _check_set(
+    document: Document, path: Path, parts: Iterable[Any], params: set[str], sink: Diagnostics, spans: ScalarSpans
+) -> None:
+    """Under `--strict`, a name that is neither a parameter nor set in the environment, without a default."""
+    for part in parts:
+        if not isinstance(part, Substitution) or part.default is not None:
+            continue
+        if part.name.split(".")[0] in params or os.environ.get(part.name):
+            continue
+        sink.emit(
+            "unset-variable",
+            part.required_message or f"`{part.name}` is not set and has no default",
+            spans.span(document, path, part.span),
+            label="unset",
+            help=f"set `{part.name}` in the environment, add it to the job's `params`, or give a default: "
+            f"`${{{part.name}:-value}}`",
+        )
 
 
 def _strings_with_dollar(value: Any, path: Path, found: list[tuple[Path, str]]) -> None:
@@ -176,7 +207,7 @@ def _check_condition(
     text: str,
     stack: tuple[tuple[str, ...], tuple[str, ...]] | None,
     sink: Diagnostics,
-    spans: _ScalarSpans,
+    spans: ScalarSpans,
 ) -> None:
     """Parse and check one condition; `stack` is (earlier step ids, all step ids) for a `when`, else None."""
     if "${" in text:
@@ -365,7 +396,7 @@ def check_when(condition: Condition, earlier: Collection[str], steps: Collection
     return problems
 
 
-class _ScalarSpans:
+class ScalarSpans:
     """Maps a region inside a scalar's value to its span in the source file."""
 
     def __init__(self, sources: dict[str, SourceFile]) -> None:

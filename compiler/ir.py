@@ -1,0 +1,628 @@
+"""The plan: Sleipnir's typed, immutable intermediate representation, and its JSON form.
+
+The plan is the contract between the compiler and the runtime. The runtime reads a `Plan` (or its JSON) and
+nothing else: every value is resolved, every prompt module's templates and output schema travel in
+`Plan.resources`, and a secret travels as a reference to where it comes from, never as its value.
+
+- Nodes are frozen, slotted dataclasses, one class per kind: `Source`, `PromptCall`, `Split`, `Reduce`,
+  `Merge`, `Sink` and `JobStep` (a pipeline's job, holding that job's own plan).
+- Edges say what flows: `items` (one item at a time), `groups` (the groups of a split), `collection` (every
+  output of the node before, passed by reference to its node id) or `after` (ordering only, between jobs).
+- `to_json` is deterministic (sorted keys, nodes in topological order, ties by id); `from_json(to_json(p)) == p`.
+- The plan id is a SHA-256 of what runs: the JSON without spans, provenance and the workspace root, so the same
+  job compiled in another folder or checkout has the same id (the runtime keys resume state by it).
+
+The JSON Schema of the JSON form is `schema/plan.schema.json`; the rules are in `spec/plan.md`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import networkx as nx
+
+from .span import Span
+
+FORMAT_VERSION = 1
+"""The version of the plan's JSON form; fields are only ever added within a version."""
+
+SECRET_KEY = "$secret"
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+class Frozen(Mapping[str, Any]):
+    """An immutable, hashable mapping whose values are frozen too (lists become tuples)."""
+
+    __slots__ = ("_hash", "_items")
+
+    def __init__(self, items: Mapping[str, Any] | None = None) -> None:
+        scalars = _SCALARS
+        self._items: dict[str, Any] = {
+            k if type(k) is str else str(k): v if type(v) in scalars else freeze(v) for k, v in (items or {}).items()
+        }
+        self._hash: int | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(tuple(sorted((k, _hashable(v)) for k, v in self._items.items())))
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Frozen):
+            return self._items == other._items
+        return isinstance(other, Mapping) and self._items == dict(other)
+
+    def __repr__(self) -> str:
+        return f"Frozen({self._items!r})"
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(map(_hashable, value))
+    return value
+
+
+EMPTY = Frozen()
+
+
+def frozen(items: Mapping[str, Any] | None) -> Frozen:
+    """`Frozen(items)`, sharing one empty instance for the many empty mappings a plan has."""
+    return Frozen(items) if items else EMPTY
+
+
+def freeze(value: Any) -> Any:
+    """`value` made immutable: mappings become `Frozen`, lists tuples."""
+    kind = type(value)
+    if kind in _SCALARS or kind is Frozen or kind is Secret:
+        return value
+    if kind is dict or isinstance(value, Mapping):
+        return Frozen(value)
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Secret:
+    """A sensitive value, carried as where it comes from. The runtime resolves it when it makes the call."""
+
+    ref: str
+    """The text as written, with `${...}` for what the environment supplies: `${OPENAI_API_KEY}`,
+    `Bearer ${API_TOKEN}`."""
+    names: tuple[str, ...]
+    """The environment variables the runtime reads to resolve `ref`."""
+    digest: str | None
+    """The first 8 hex digits of the SHA-256 of the value at plan time, so a reviewer sees that it changed;
+    None when it was not set then."""
+
+    def __post_init__(self) -> None:
+        if not self.names:
+            raise ValueError("a secret must come from the environment")
+
+    def __str__(self) -> str:
+        return f"(sensitive, sha256:{self.digest})" if self.digest else "(sensitive, unset)"
+
+
+def digest(value: str) -> str:
+    """What a secret shows of itself: the first 8 hex digits of its SHA-256."""
+    return hashlib.sha256(value.encode()).hexdigest()[:8]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Retry:
+    """When and how often a failed call is tried again (tenacity runs it); `delays` spells the schedule out."""
+
+    max_retries: int = 0
+    """Retries after the first attempt, not attempts."""
+    backoff: str = "exponential"
+    """`exponential`: initial * factor^(n-1); `linear`: initial * n; `fixed`: initial; all capped at max_delay."""
+    initial_delay: float = 1.0
+    max_delay: float = 60.0
+    factor: float = 2.0
+    jitter: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0 or self.initial_delay <= 0 or self.max_delay <= 0 or self.factor < 1:
+            raise ValueError(f"bad retry policy {self}")
+        if self.backoff not in ("exponential", "linear", "fixed"):
+            raise ValueError(f"unknown backoff {self.backoff!r}")
+
+    def delay(self, retry: int) -> float:
+        """The wait before retry number `retry` (1-based), before jitter."""
+        if self.backoff == "exponential":
+            wait = self.initial_delay * self.factor ** (retry - 1)
+        elif self.backoff == "linear":
+            wait = self.initial_delay * retry
+        else:
+            wait = self.initial_delay
+        return float(min(self.max_delay, wait))
+
+    @property
+    def delays(self) -> tuple[float, ...]:
+        return tuple(self.delay(n) for n in range(1, self.max_retries + 1))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Node:
+    """What every node has. `provenance` maps each config key (dotted) to where its value came from."""
+
+    kind: ClassVar[str] = "node"
+    id: str
+    """Stable and unique in its plan: `input`, `sentiment_analyzer`, `sentiment_analysis_stack.clean`."""
+    span: Span | None = None
+    """Where the node was declared: the prompt entry, the stack step (in the stack's file), the phase."""
+    provenance: Frozen = EMPTY
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            raise ValueError("a node needs an id")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Source(Node):
+    """Reads the items, in batches."""
+
+    kind: ClassVar[str] = "source"
+    source: str
+    """`file`, `database`, `postgresql`, `sqlite`, `api`, or `run_input` (the items come from `--input FILE`)."""
+    options: Frozen = EMPTY
+    """The rest of the input: `path`, `format`, `query`, `parameters`, `connection`, `endpoint`, `auth`."""
+    batch_size: int = 100
+    batch_strategy: str = "sequential"
+    key: str | None = None
+    """The field that identifies an item; None: an `id` or `*_id` field, else the row number."""
+    keep: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PromptCall(Node):
+    """One call of a prompt module: per item, per group of a split, or once over a whole collection."""
+
+    kind: ClassVar[str] = "prompt"
+    prompt: str
+    version: str
+    scope: str = "item"
+    """`item` (per item), `group` (per group of a split) or `all` (once, over a collection)."""
+    output: str
+    """The name later prompts, conditions and the output row see this call's result by: the prompt name, or
+    the step id inside a stack."""
+    namespace: str | None = None
+    """The stack the call came from, whose name prefixes the output in result rows."""
+    model: str
+    provider: str
+    options: Frozen = EMPTY
+    """Model settings: `temperature`, `max_tokens`, `top_p`, `endpoint`, `api_key` (a `Secret`)."""
+    parameters: Frozen = EMPTY
+    """The module's parameters: its defaults overlaid with the job's values."""
+    inputs: Frozen = EMPTY
+    """Module variable -> Jinja template over the item and earlier outputs."""
+    when: str | None = None
+    """A condition on the item and earlier outputs; the call is skipped when it is false."""
+    group: str | None = None
+    """The parallel group of a stack the call belongs to."""
+    parallel: bool = True
+    timeout: float = 60.0
+    retry: Retry = field(default_factory=Retry)
+    on_failure: str = "fail"
+    """What happens once retries are spent: `fail` the run, `skip` the item (dead letter) or `alert` and go on."""
+
+    def __post_init__(self) -> None:
+        Node.__post_init__(self)
+        if self.scope not in ("item", "group", "all"):
+            raise ValueError(f"unknown scope {self.scope!r}")
+        if self.on_failure not in ("fail", "skip", "alert"):
+            raise ValueError(f"unknown failure strategy {self.on_failure!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Split(Node):
+    """Groups the items by the value of one field (`fan_out`)."""
+
+    kind: ClassVar[str] = "split"
+    split_by: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reduce(Node):
+    """Waits for every output of `collects` and passes them on as one collection (`reduce`)."""
+
+    kind: ClassVar[str] = "reduce"
+    collects: tuple[str, ...]
+    """Node ids whose outputs are gathered, by reference."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Merge(Node):
+    """Waits for every group's outputs of `collects` and passes them on as one collection (`fan_in`)."""
+
+    kind: ClassVar[str] = "merge"
+    collects: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sink(Node):
+    """Writes the results."""
+
+    kind: ClassVar[str] = "sink"
+    destination: str
+    """`file`, `database`, `postgresql`, `sqlite`, `api` or `stdout`."""
+    options: Frozen = EMPTY
+    """`path`, `format`, `table`, `connection`, `endpoint`, `method`, `on_complete`."""
+    mode: str = "replace"
+    dead_letter: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobStep(Node):
+    """One job of a pipeline, with the plan it runs."""
+
+    kind: ClassVar[str] = "job"
+    job: str
+    plan: Plan
+
+
+NODE_KINDS: dict[str, type[Node]] = {c.kind: c for c in (Source, PromptCall, Split, Reduce, Merge, Sink, JobStep)}
+
+EDGE_KINDS = ("items", "groups", "collection", "after")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Edge:
+    """`target` consumes what `source` produces."""
+
+    source: str
+    target: str
+    carries: str = "items"
+
+    def __post_init__(self) -> None:
+        if self.carries not in EDGE_KINDS:
+            raise ValueError(f"unknown edge kind {self.carries!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PromptModule:
+    """A prompt module as the runtime needs it: its templates, variables and output shape."""
+
+    name: str
+    version: str
+    file: str
+    system: str | None = None
+    user: str
+    variables: Frozen = EMPTY
+    output_format: str = "json"
+    output_schema: Frozen | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Provider:
+    """A model provider the plan calls."""
+
+    name: str
+    """The name prompt calls use: `openai`, `mock`, or one from `sleipnir.yaml`."""
+    protocol: str
+    """How to talk to it: `openai` (Chat Completions) or `mock`."""
+    base_url: str | Secret | None = None
+    api_key: Secret | None = None
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Connection:
+    """A database connection: `default` is the workspace database."""
+
+    name: str
+    url: str | Secret
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resources:
+    """What the nodes share, by name."""
+
+    prompts: tuple[PromptModule, ...] = ()
+    providers: tuple[Provider, ...] = ()
+    connections: tuple[Connection, ...] = ()
+    rate_limit: Frozen = EMPTY
+    """The job's own limits: `requests_per_minute`, `tokens_per_minute`."""
+
+    def prompt(self, name: str, version: str) -> PromptModule:
+        for module in self.prompts:
+            if (module.name, module.version) == (name, version):
+                return module
+        raise KeyError(f"{name}@{version}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Setting:
+    """One resolved value and where it came from, for `plan` to print."""
+
+    key: str
+    value: Any
+    origin: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "value", freeze(self.value))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    """What would run: a job's nodes, or a pipeline's jobs, in a DAG, with every value resolved."""
+
+    format_version: int = FORMAT_VERSION
+    kind: str
+    """`job` or `pipeline`."""
+    name: str
+    version: str | None = None
+    description: str | None = None
+    root: str = "."
+    """The workspace root relative paths are resolved against (not part of the plan id)."""
+    profile: str | None = None
+    parameters: tuple[Setting, ...] = ()
+    """The resolved `params` and overrides, with their origins."""
+    nodes: tuple[Node, ...] = ()
+    edges: tuple[Edge, ...] = ()
+    resources: Resources = field(default_factory=Resources)
+    settings: Frozen = EMPTY
+    """Run-wide settings with defaults filled in: `execution`, `error_handling`, `schedule`, `triggers`,
+    `conditions`, `monitoring`, `logging`, `alerts`."""
+    span: Span | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("job", "pipeline"):
+            raise ValueError(f"unknown plan kind {self.kind!r}")
+        ids = [node.id for node in self.nodes]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"duplicate node ids in plan {self.name}")
+        position = {node_id: index for index, node_id in enumerate(ids)}
+        for edge in self.edges:
+            if edge.source not in position or edge.target not in position:
+                raise ValueError(f"edge {edge.source} -> {edge.target} names a node that is not in the plan")
+            # Nodes in topological order is the invariant that also rules out cycles.
+            if position[edge.source] >= position[edge.target]:
+                raise ValueError(f"plan {self.name}: nodes are not in topological order at {edge.source} -> {edge.target}")
+
+    def graph(self) -> nx.DiGraph[str]:
+        """The nodes and edges as a networkx graph (node attribute `node`, edge attribute `carries`)."""
+        graph: nx.DiGraph[str] = nx.DiGraph()
+        for node in self.nodes:
+            graph.add_node(node.id, node=node)
+        for edge in self.edges:
+            graph.add_edge(edge.source, edge.target, carries=edge.carries)
+        return graph
+
+    def node(self, node_id: str) -> Node:
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        raise KeyError(node_id)
+
+    def levels(self) -> list[list[Node]]:
+        """The nodes by topological level: each level depends only on the levels before it."""
+        graph = self.graph()
+        return [[graph.nodes[i]["node"] for i in sorted(level)] for level in nx.topological_generations(graph)]
+
+    @property
+    def id(self) -> str:
+        """The content hash of what runs: the same inputs give the same id wherever they are compiled."""
+        return plan_id(self)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# JSON
+
+
+def ordered(nodes: tuple[Node, ...], edges: tuple[Edge, ...]) -> tuple[tuple[Node, ...], tuple[Edge, ...]]:
+    """Nodes in topological order (ties by id) and edges sorted: the canonical order of a plan.
+
+    Kahn's algorithm with a heap, as networkx's `lexicographical_topological_sort` does, without building a graph
+    for each of the thousands of small job plans a pipeline has. Raises `ValueError` on a cycle.
+    """
+    by_id = {node.id: node for node in nodes}
+    waiting = dict.fromkeys(by_id, 0)
+    after: dict[str, list[str]] = {node_id: [] for node_id in by_id}
+    for edge in edges:
+        waiting[edge.target] += 1
+        after[edge.source].append(edge.target)
+    ready = [node_id for node_id, count in waiting.items() if count == 0]
+    heapq.heapify(ready)
+    order: list[str] = []
+    while ready:
+        node_id = heapq.heappop(ready)
+        order.append(node_id)
+        for target in after[node_id]:
+            waiting[target] -= 1
+            if waiting[target] == 0:
+                heapq.heappush(ready, target)
+    if len(order) != len(by_id):
+        raise ValueError("the plan's edges form a cycle")
+    return tuple(by_id[i] for i in order), tuple(sorted(edges, key=lambda e: (e.source, e.target, e.carries)))
+
+
+def to_data(plan: Plan, *, for_hash: bool = False) -> dict[str, Any]:
+    """The plan as JSON-ready data. `for_hash` leaves out spans, provenance and the root."""
+    return _plan_data(plan, for_hash)
+
+
+def to_json(plan: Plan, *, indent: int | None = 2) -> str:
+    """The plan's JSON form: deterministic, byte for byte, for the same inputs."""
+    data = {"id": plan.id, **to_data(plan)}
+    return json.dumps(data, indent=indent, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def plan_id(plan: Plan) -> str:
+    canonical = json.dumps(to_data(plan, for_hash=True), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+_SKIPPED_FOR_HASH = {"span", "provenance", "root", "origin", "file"}
+"""Where things came from, not what runs: left out of the plan id, so that it is the same from any folder."""
+
+
+def _plan_data(plan: Plan, for_hash: bool) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for f in fields(plan):
+        if for_hash and f.name in _SKIPPED_FOR_HASH:
+            continue
+        value = getattr(plan, f.name)
+        if f.name == "nodes":
+            data["nodes"] = [_node_data(node, for_hash) for node in value]
+        else:
+            data[f.name] = _data(value, for_hash)
+    return data
+
+
+def _node_data(node: Node, for_hash: bool) -> dict[str, Any]:
+    data: dict[str, Any] = {"kind": node.kind}
+    for f in fields(node):
+        if for_hash and f.name in _SKIPPED_FOR_HASH:
+            continue
+        value = getattr(node, f.name)
+        data[f.name] = _plan_data(value, for_hash) if isinstance(value, Plan) else _data(value, for_hash)
+    return data
+
+
+def _data(value: Any, for_hash: bool) -> Any:
+    if isinstance(value, Secret):
+        if for_hash:
+            # A rotated key must not change the plan id that resume state is keyed by.
+            return {SECRET_KEY: "", "ref": value.ref, "names": list(value.names)}
+        return {SECRET_KEY: str(value), "ref": value.ref, "names": list(value.names), "digest": value.digest}
+    if isinstance(value, Span):
+        return {f: getattr(value, f) for f in ("file", "line", "column", "end_line", "end_column")}
+    if isinstance(value, Mapping):
+        return {str(k): _data(v, for_hash) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_data(v, for_hash) for v in value]
+    if hasattr(value, "__dataclass_fields__"):
+        return {
+            f.name: _data(getattr(value, f.name), for_hash)
+            for f in fields(value)
+            if not (for_hash and f.name in _SKIPPED_FOR_HASH)
+        }
+    return value
+
+
+def from_json(text: str) -> Plan:
+    """A plan from its JSON form. Raises `ValueError` for JSON that is not a plan of this format version."""
+    data = json.loads(text)
+    if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"not a Sleipnir plan of format version {FORMAT_VERSION}")
+    plan = from_data(data)
+    if "id" in data and data["id"] != plan.id:
+        raise ValueError("the plan's id does not match its content: it was edited or is corrupt")
+    return plan
+
+
+def from_data(data: Mapping[str, Any]) -> Plan:
+    """A plan from `to_data`'s output."""
+    try:
+        return _plan_from(data)
+    except (KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"malformed plan: {error!r}") from error
+
+
+def _plan_from(data: Mapping[str, Any]) -> Plan:
+    resources = data.get("resources") or {}
+    return Plan(
+        format_version=data["format_version"],
+        kind=data["kind"],
+        name=data["name"],
+        version=data.get("version"),
+        description=data.get("description"),
+        root=data.get("root", "."),
+        profile=data.get("profile"),
+        parameters=tuple(
+            Setting(key=s["key"], value=_value(s["value"]), origin=s["origin"]) for s in data.get("parameters", ())
+        ),
+        nodes=tuple(_node_from(n) for n in data.get("nodes", ())),
+        edges=tuple(Edge(**e) for e in data.get("edges", ())),
+        resources=Resources(
+            prompts=tuple(_module_from(m) for m in resources.get("prompts", ())),
+            providers=tuple(_provider_from(p) for p in resources.get("providers", ())),
+            connections=tuple(Connection(name=c["name"], url=_value(c["url"])) for c in resources.get("connections", ())),
+            rate_limit=Frozen(resources.get("rate_limit") or {}),
+        ),
+        settings=_value(data.get("settings") or {}),
+        span=_span(data.get("span")),
+    )
+
+
+def _span(data: Any) -> Span | None:
+    return Span(**data) if data else None
+
+
+def _value(data: Any) -> Any:
+    """JSON data back to frozen values, secrets included."""
+    if isinstance(data, dict):
+        if SECRET_KEY in data:
+            return Secret(ref=data["ref"], names=tuple(data["names"]), digest=data["digest"])
+        return Frozen({k: _value(v) for k, v in data.items()})
+    if isinstance(data, list):
+        return tuple(_value(v) for v in data)
+    return data
+
+
+def _node_from(data: Mapping[str, Any]) -> Node:
+    cls = NODE_KINDS[data["kind"]]
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name not in data:
+            continue
+        raw = data[f.name]
+        if f.name == "span":
+            values[f.name] = _span(raw)
+        elif f.name == "plan":
+            values[f.name] = _plan_from(raw)
+        elif f.name == "retry":
+            values[f.name] = Retry(**raw)
+        else:
+            values[f.name] = _value(raw)
+    return cls(**values)
+
+
+def _module_from(data: Mapping[str, Any]) -> PromptModule:
+    schema = data.get("output_schema")
+    return PromptModule(
+        name=data["name"],
+        version=data["version"],
+        file=data["file"],
+        system=data.get("system"),
+        user=data["user"],
+        variables=_value(data.get("variables") or {}),
+        output_format=data.get("output_format", "json"),
+        output_schema=_value(schema) if schema is not None else None,
+    )
+
+
+def _provider_from(data: Mapping[str, Any]) -> Provider:
+    return Provider(
+        name=data["name"],
+        protocol=data["protocol"],
+        base_url=_value(data.get("base_url")),
+        api_key=_value(data.get("api_key")),
+        requests_per_minute=data.get("requests_per_minute"),
+        tokens_per_minute=data.get("tokens_per_minute"),
+    )
+
+
+def thaw(value: Any) -> Any:
+    """Frozen values back to plain dicts and lists (secrets stay `Secret`)."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [thaw(v) for v in value]
+    return value

@@ -1,0 +1,224 @@
+"""The whole compiler in one place: check, pick the target, resolve each job, lower, and return typed plans.
+
+    check (front end) -> target -> effective job (profile, overrides, substitutions) -> lower -> Plan
+
+Each stage appends to one diagnostics sink; a plan is made only when every stage is clean, so the runtime never
+sees a half-resolved value.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from .checker import CheckResult, check, gc_paused
+from .checks.expressions import ScalarSpans
+from .diagnostics import Diagnostic, Diagnostics, suggestion_help
+from .documents import Document
+from .expressions import UnsetVariableError
+from .ir import Plan
+from .lower import DEFAULT_DATABASE, WorkspaceSettings, lower_job, lower_pipeline, secret_or_text
+from .overrides import Override, command_line
+from .resolve import Effective, choose_profile, effective, resolve_plain
+
+PLANNABLE = ("job", "pipeline")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlanResult:
+    """The plans made, and every diagnostic of the check and of planning."""
+
+    plans: tuple[Plan, ...]
+    diagnostics: tuple[Diagnostic, ...]
+    check: CheckResult
+
+    @property
+    def ok(self) -> bool:
+        return not any(d.severity == "error" for d in self.diagnostics)
+
+    @property
+    def errors(self) -> int:
+        return sum(d.severity == "error" for d in self.diagnostics)
+
+    @property
+    def warnings(self) -> int:
+        return sum(d.severity == "warning" for d in self.diagnostics)
+
+    @property
+    def report(self) -> CheckResult:
+        """Every diagnostic, as a check result the diagnostic renderers print."""
+        return replace(self.check, diagnostics=self.diagnostics)
+
+
+def plan(
+    target: str | None = None,
+    *,
+    profile: str | None = None,
+    params: Sequence[str] = (),
+    param_files: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> PlanResult:
+    """Plan `target`: a job or pipeline name (`name` or `name@version`) in the workspace around the current
+    folder, a file, or a folder (every job and pipeline in it); with no target, the whole workspace."""
+    environ = dict(os.environ if environ is None else environ)
+    is_path = target is not None and (Path(target).exists() or target.endswith((".yaml", ".yml")))
+    result = check([target] if is_path and target else [])
+    sink = Diagnostics()
+    plans: list[Plan] = []
+    if result.errors:
+        return PlanResult(plans=(), diagnostics=result.diagnostics, check=result)
+    with gc_paused():
+        documents = _targets(result, None if is_path else target, sink)
+        if documents:
+            overrides = command_line(params, param_files, environ, sink)
+            if not sink.errors:
+                planner = _Planner(result, profile, overrides, environ, sink)
+                plans = [p for p in map(planner.plan, documents) if p is not None]
+    diagnostics = (*result.diagnostics, *sorted(sink.items, key=Diagnostic.sort_key))
+    if any(d.severity == "error" for d in diagnostics):
+        plans = []
+    return PlanResult(plans=tuple(plans), diagnostics=diagnostics, check=result)
+
+
+def _targets(result: CheckResult, name: str | None, sink: Diagnostics) -> list[Document]:
+    checked = [d for d in result.workspace.documents if d.kind in PLANNABLE]
+    if name is None:
+        if not checked:
+            sink.emit("unknown-target", "nothing to plan: no job or pipeline here", None, file=".")
+        return checked
+    wanted, _, version = name.partition("@")
+    for kind in PLANNABLE:
+        document = result.registry.get(kind, wanted, version or None)
+        if document is not None and document.kind in PLANNABLE:
+            return [document]
+    names = [n for kind in PLANNABLE for n in result.registry.names(kind)]
+    sink.emit(
+        "unknown-target",
+        f"no job or pipeline named `{name}`",
+        None,
+        file=str(result.workspace.root or "."),
+        help=suggestion_help(wanted, names) or "give a job or pipeline name, or a path to a file",
+        notes=(f"jobs and pipelines here: {', '.join(sorted(set(names)))}",) if names else (),
+    )
+    return []
+
+
+class _Planner:
+    def __init__(
+        self,
+        result: CheckResult,
+        profile: str | None,
+        overrides: list[Override],
+        environ: Mapping[str, str],
+        sink: Diagnostics,
+    ) -> None:
+        self.result = result
+        self.registry = result.registry
+        self.explicit_profile = profile
+        manifest = result.workspace.manifest.body if result.workspace.manifest else {}
+        self.default_profile = environ.get("SLEIPNIR_PROFILE") or manifest.get("default_profile")
+        self.overrides = overrides
+        self.environ = environ
+        self.sink = sink
+        self.spans = ScalarSpans(result.workspace.sources)
+        self.workspace = _workspace_settings(result, manifest, environ)
+
+    def plan(self, document: Document) -> Plan | None:
+        if document.kind == "pipeline":
+            return self._pipeline(document)
+        job = self._effective(document, (), explicit=self.explicit_profile)
+        return lower_job(job, self.registry, self.workspace) if job else None
+
+    def _effective(self, document: Document, extra: Sequence[Override], *, explicit: str | None) -> Effective | None:
+        chosen, ok = choose_profile(document, explicit, self.default_profile, self.sink)
+        if not ok:
+            return None
+        return effective(
+            document,
+            profile=chosen,
+            overrides=[*extra, *self.overrides],
+            environ=self.environ,
+            sink=self.sink,
+            spans=self.spans,
+        )
+
+    def _pipeline(self, document: Document) -> Plan | None:
+        body = document.body
+        shared = _params(document, (*document.base, "params"), body.get("params"), "pipeline")
+        jobs: dict[str, Plan] = {}
+        explicit = self.explicit_profile
+        for index, entry in enumerate(body.get("jobs") or []):
+            name = entry if isinstance(entry, str) else entry["name"]
+            node_id = entry if isinstance(entry, str) else entry["id"]
+            job = self.registry.get("job", name)
+            assert job is not None, "pipeline jobs are checked before planning"
+            own = [] if isinstance(entry, str) else _params(
+                document, (*document.base, "jobs", index, "params"), entry.get("params"), f"pipeline entry {node_id}"
+            )
+            # `--profile` applies to the pipeline's jobs that define it (an error only if none does).
+            defines = explicit is not None and explicit in (job.body.get("profiles") or {})
+            effective_job = self._effective(job, [*shared, *own], explicit=explicit if defines else None)
+            if effective_job is None:
+                return None
+            if not defines and explicit is not None:
+                effective_job.profile = None
+            jobs[node_id] = lower_job(effective_job, self.registry, self.workspace)
+        if explicit is not None and not any(p.profile == explicit for p in jobs.values()):
+            choose_profile(self.registry.get("job", _first_job(body)) or document, explicit, None, self.sink)
+            return None
+        schedule = body.get("schedule")
+        if schedule:
+            params = body.get("params") or {}
+            lookup = lambda name: str(params[name]) if name in params else self.environ.get(name)  # noqa: E731
+            try:
+                schedule = resolve_plain(schedule, lookup)
+            except UnsetVariableError as error:
+                self.sink.emit(
+                    "unset-variable",
+                    error.message,
+                    document.span_at((*document.base, "schedule")),
+                    help=f"set `{error.substitution.name}` in the environment or in the pipeline's `params`",
+                )
+                return None
+        return lower_pipeline(document, jobs, self.workspace, schedule)
+
+
+def _first_job(body: Mapping[str, Any]) -> str:
+    first = (body.get("jobs") or [""])[0]
+    return first if isinstance(first, str) else str(first.get("name"))
+
+
+def _params(document: Document, base: tuple[str | int, ...], params: Any, what: str) -> list[Override]:
+    """A pipeline's `params` as parameter overrides for its jobs, each at its line."""
+    if not isinstance(params, dict):
+        return []
+    found = []
+    for key, value in params.items():
+        span = document.span_at((*base, key), key=True)
+        found.append(Override(key=f"params.{key}", value=value, origin=f"{what} ({span.file}:{span.line})", span=span))
+    return found
+
+
+def _workspace_settings(result: CheckResult, manifest: Mapping[str, Any], environ: Mapping[str, str]) -> WorkspaceSettings:
+    root = result.workspace.root or Path.cwd()
+    connections = {}
+    for name, value in (manifest.get("connections") or {}).items():
+        url = value.get("url") if isinstance(value, dict) else value
+        connections[name] = secret_or_text(str(url), environ)
+    providers = {}
+    for name, value in (manifest.get("providers") or {}).items():
+        settings = dict(value or {})
+        if isinstance(settings.get("base_url"), str):
+            settings["base_url"] = secret_or_text(settings["base_url"], environ)
+        providers[name] = settings
+    database = secret_or_text(str(manifest.get("database") or DEFAULT_DATABASE), environ)
+    return WorkspaceSettings(
+        root=str(Path(root).resolve()),
+        database=database if isinstance(database, str) else database.ref,
+        connections=connections,
+        providers=providers,
+        environ=environ,
+    )
