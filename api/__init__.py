@@ -5,6 +5,7 @@ The public API is small; the CLI (`sleipnir`) and this module are thin facades o
 """
 
 from .compiler import CheckResult, check
+from .executor import AsyncJobExecutor, CompileError, JobExecutor
 
-__all__ = ["CheckResult", "check"]
+__all__ = ["AsyncJobExecutor", "CheckResult", "CompileError", "JobExecutor", "check"]
 __version__ = "0.1.0"

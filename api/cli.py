@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
+from . import running
 from .compiler import generation, plan_schema, schemas
 from .compiler.checker import check as run_check
 from .compiler.diagnostics import Diagnostics
@@ -190,6 +191,46 @@ def _plan_text(plans: tuple[Plan, ...], output_format: str, count_rows: bool, *,
         counter = counter_for(planned) if count_rows else None
         blocks.append(render_plan(planned, estimate=estimate(planned, count_items=counter), now=now, color=color))
     return "\n\n".join(blocks)
+
+
+def _run_options(function: F) -> F:
+    for option in reversed(
+        (
+            click.argument("target"),
+            click.option("--input", "input_path", type=click.Path(dir_okay=False), help="Read the items from this file instead of the job's source."),
+            click.option("--profile", metavar="NAME", help="Apply this profile."),
+            click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Override a value; repeatable."),
+            click.option("--param-file", "param_files", multiple=True, type=click.Path(), help="A YAML mapping of overrides."),
+            click.option("--dry-run", is_flag=True, help="Print the plan and stop: nothing is called."),
+            click.option("--limit", type=click.IntRange(min=1), help="Run only the first N items (a sample run)."),
+            click.option("--fresh", is_flag=True, help="Forget earlier runs of this plan and start over."),
+            click.option("--retry-failed", is_flag=True, help="Re-run only the items that failed before."),
+            click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout."),
+        )
+    ):
+        function = option(function)
+    return function
+
+
+@main.command("run-job")
+@_run_options
+@_guarded
+def run_job(**options: Any) -> None:
+    """Run a job (or pipeline) by name or file: stream its items through its prompts to its output.
+
+    A rerun does only what is not done yet; --fresh starts over. Ctrl-C or SIGTERM lets the calls in flight
+    finish, writes what is done and exits non-zero: run the same command again to resume. Exits 0 when every
+    item succeeded, 1 when the run failed or was stopped (130 on Ctrl-C), 2 on a usage or internal error.
+    """
+    sys.exit(running.run_command(**options))
+
+
+@main.command("run")
+@_run_options
+@_guarded
+def run_alias(**options: Any) -> None:
+    """Same as `run-job`."""
+    sys.exit(running.run_command(**options))
 
 
 @main.command("create-job-from-template")

@@ -319,6 +319,8 @@ class Provider:
     api_key: Secret | None = None
     requests_per_minute: int | None = None
     tokens_per_minute: int | None = None
+    fallback: str | None = None
+    """The provider calls go to when this one has no API key at run time (`sleipnir.yaml` `fallback_provider`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -616,6 +618,7 @@ def _provider_from(data: Mapping[str, Any]) -> Provider:
         api_key=_value(data.get("api_key")),
         requests_per_minute=data.get("requests_per_minute"),
         tokens_per_minute=data.get("tokens_per_minute"),
+        fallback=data.get("fallback"),
     )
 
 

@@ -63,6 +63,7 @@ class WorkspaceSettings:
     connections: Mapping[str, str | Secret] = field(default_factory=dict)
     providers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     environ: Mapping[str, str] = field(default_factory=dict)
+    fallback_provider: str | None = None
     modules: dict[tuple[str, str], PromptModule] = field(default_factory=dict)
     """Prompt modules already made ready for a plan, shared by every job of one compile."""
 
@@ -457,6 +458,7 @@ class _JobLowering:
             api_key=api_key,
             requests_per_minute=configured.get("requests_per_minute"),
             tokens_per_minute=configured.get("tokens_per_minute"),
+            fallback=self.workspace.fallback_provider if name != "mock" else None,
         )
 
     def _connection(self, name: str) -> Connection:

@@ -936,6 +936,12 @@ WORKSPACE = record(
         "Named model providers, referred to by prompts' `provider`.",
     ),
     Key(
+        "fallback_provider",
+        Choice("mock"),
+        "For demos that must run anywhere: calls whose provider has no API key set go to this provider "
+        "(only `mock`), and the run says so.",
+    ),
+    Key(
         "smtp",
         record(
             Key("host", Text(), "The SMTP server's host."),

@@ -140,6 +140,7 @@ _ABOUT: dict[str, str] = {
     "Provider.api_key": "The API key, as a secret reference, or null.",
     "Provider.requests_per_minute": "The provider's request rate limit, or null.",
     "Provider.tokens_per_minute": "The provider's token rate limit, or null.",
+    "Provider.fallback": "The provider calls go to when this one has no API key at run time (`mock`), or null.",
     "Connection.url": "The database URL or path, or a secret reference.",
     "Setting.key": "The parameter's name.",
     "Setting.value": "The resolved value.",

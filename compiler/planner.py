@@ -60,12 +60,15 @@ def plan(
     params: Sequence[str] = (),
     param_files: Sequence[str] = (),
     environ: Mapping[str, str] | None = None,
+    overrides: Sequence[Override] = (),
+    workspace: str | None = None,
 ) -> PlanResult:
     """Plan `target`: a job or pipeline name (`name` or `name@version`) in the workspace around the current
-    folder, a file, or a folder (every job and pipeline in it); with no target, the whole workspace."""
+    folder (or in `workspace`), a file, or a folder (every job and pipeline in it); with no target, the whole
+    workspace. `overrides` (from the Python API) apply after `--param`s."""
     environ = dict(os.environ if environ is None else environ)
     is_path = target is not None and (Path(target).exists() or target.endswith((".yaml", ".yml")))
-    result = check([target] if is_path and target else [])
+    result = check([target] if is_path and target else [workspace] if workspace else [])
     sink = Diagnostics()
     plans: list[Plan] = []
     if result.errors:
@@ -73,9 +76,9 @@ def plan(
     with gc_paused():
         documents = _targets(result, None if is_path else target, sink)
         if documents:
-            overrides = command_line(params, param_files, environ, sink)
+            layers = [*command_line(params, param_files, environ, sink), *overrides]
             if not sink.errors:
-                planner = _Planner(result, profile, overrides, environ, sink)
+                planner = _Planner(result, profile, layers, environ, sink)
                 plans = [p for p in map(planner.plan, documents) if p is not None]
     diagnostics = (*result.diagnostics, *sorted(sink.items, key=Diagnostic.sort_key))
     if any(d.severity == "error" for d in diagnostics):
@@ -221,4 +224,5 @@ def _workspace_settings(result: CheckResult, manifest: Mapping[str, Any], enviro
         connections=connections,
         providers=providers,
         environ=environ,
+        fallback_provider=manifest.get("fallback_provider"),
     )

@@ -1,0 +1,125 @@
+"""What `sleipnir run-job` shows a person: a rich progress bar while it runs, a summary table at the end."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .compiler.estimate import load_prices, price_of
+from .runtime.pipeline import PipelineResult
+from .runtime.run import Hooks, RunResult
+from .runtime.run import Progress as RunProgress
+
+
+class LiveProgress:
+    """Hooks that draw a progress bar on stderr: items done, items/s, ETA, tokens and failures."""
+
+    def __init__(self, console: Console, label: str) -> None:
+        self.console = console
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]} items/s"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[tokens]} tokens"),
+            TextColumn("{task.fields[failures]}"),
+            console=console,
+            transient=False,
+        )
+        self.task = self.bar.add_task(label, total=None, rate="0", tokens="0", failures="")
+
+    def hooks(self, alerts: list[str]) -> Hooks:
+        return Hooks(
+            on_start=lambda **_: self.bar.start(),
+            on_progress=self.update,
+            on_notice=lambda *, message: self.console.print(f"[yellow]note:[/] {message}"),
+            on_alert=lambda **event: alerts.append(f"{event.get('stage')} {event.get('key')}: {event.get('error')}"),
+        )
+
+    def update(self, *, progress: RunProgress) -> None:
+        elapsed = max(1e-6, time.monotonic() - progress.started)
+        failures = progress.failed + progress.skipped
+        self.bar.update(
+            self.task,
+            total=progress.total,
+            completed=progress.done + progress.already_done,
+            rate=f"{progress.done / elapsed:,.1f}",
+            tokens=f"{progress.prompt_tokens + progress.completion_tokens:,}",
+            failures=f"[red]{failures} failed/skipped[/]" if failures else "",
+        )
+
+    def stop(self) -> None:
+        self.bar.stop()
+
+
+def cost_of(tokens_by_model: Mapping[str, Any], root: str) -> float | None:
+    """The estimated cost of a run's tokens at list prices (stdlib prices.yaml and the workspace's)."""
+    try:
+        prices = load_prices(root)
+    except ValueError:
+        return None
+    total = 0.0
+    for model, usage in tokens_by_model.items():
+        price = price_of(prices, model)
+        if price is None:
+            return None
+        total += usage["prompt"] / 1e6 * price.input + usage["completion"] / 1e6 * price.output
+    return total
+
+
+def summary(result: RunResult, root: str) -> Table:
+    metrics = result.metrics
+    p = result.progress
+    table = Table(title=f"{result.job}: {result.status}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    cost = cost_of(metrics["tokens_by_model"], root)
+    rows = [
+        ("items ok", f"{p.succeeded:,}"),
+        ("skipped", f"{p.skipped:,}"),
+        ("failed", f"{p.failed:,}"),
+        ("already done", f"{p.already_done:,}"),
+        ("calls", f"{p.calls:,}"),
+        ("retries", f"{p.retries:,}"),
+        ("tokens", f"{p.prompt_tokens:,} prompt + {p.completion_tokens:,} completion"),
+        ("estimated cost", "unknown" if cost is None else f"${cost:,.4f}"),
+        ("wall time", f"{result.wall_time:,.2f}s"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def result_data(result: RunResult | PipelineResult, root: str) -> dict[str, Any]:
+    """The `--json` form of a run."""
+    if isinstance(result, PipelineResult):
+        return {
+            "pipeline": result.name,
+            "plan_id": result.plan_id,
+            "status": result.status,
+            "failed": result.failed,
+            "skipped": result.skipped,
+            "jobs": {entry: result_data(run, root) for entry, run in result.jobs.items()},
+        }
+    metrics = result.metrics
+    return {
+        "job": result.job,
+        "run_id": result.run_id,
+        "plan_id": result.plan_id,
+        "status": result.status,
+        "message": result.message,
+        "metrics": {**metrics, "cost": cost_of(metrics["tokens_by_model"], root)},
+        "errors": [{"key": e.key, "stage": e.stage, "error": e.error, "attempts": e.attempts} for e in result.errors[:100]],
+        "notices": result.notices,
+    }
+
+
+def stderr_console() -> Console:
+    return Console(file=sys.stderr, highlight=False)

@@ -1,0 +1,136 @@
+"""`JobExecutor` and `AsyncJobExecutor`: compile a job or pipeline, then run its plan, from Python.
+
+    from sleipnir import JobExecutor
+
+    executor = JobExecutor("sentiment_analysis_job")
+    executor.on("progress", lambda p: print(f"Progress: {p}%"))
+    results = executor.run()
+
+A thin facade: the compiler makes the plan (problems raise `CompileError` with every diagnostic), and the
+runtime runs it. Callbacks: `start` gets nothing, `progress` a percentage (None while the total is unknown),
+`complete` the result, `error` the error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .compiler.diagnostics import Diagnostic
+from .compiler.ir import Plan
+from .compiler.overrides import Override
+from .compiler.planner import PlanResult
+from .compiler.planner import plan as compile_plan
+from .compiler.render import RENDERERS
+from .runtime.pipeline import PipelineResult, run_pipeline
+from .runtime.run import Hooks, JobRun, Progress, RunOptions, RunResult
+
+EVENTS = ("start", "progress", "complete", "error")
+
+
+class CompileError(Exception):
+    """The job or pipeline did not compile; `diagnostics` says why, `str()` prints them."""
+
+    def __init__(self, result: PlanResult) -> None:
+        self.diagnostics: tuple[Diagnostic, ...] = result.diagnostics
+        super().__init__(RENDERERS["human"](result.report, False))
+
+
+class JobExecutor:
+    """Runs a job or pipeline by name (in the workspace around the current folder, or `workspace`) or path."""
+
+    def __init__(
+        self,
+        name_or_path: str,
+        *,
+        profile: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        input: str | os.PathLike[str] | None = None,
+        workspace: str | os.PathLike[str] | None = None,
+        limit: int | None = None,
+        fresh: bool = False,
+        retry_failed: bool = False,
+        environ: Mapping[str, str] | None = None,
+        state: str | None = None,
+    ) -> None:
+        self.target = str(name_or_path)
+        self.profile = profile
+        self.params = dict(params or {})
+        self.input = None if input is None else os.fspath(input)
+        self.workspace = None if workspace is None else os.fspath(workspace)
+        self.limit = limit
+        self.fresh = fresh
+        self.retry_failed = retry_failed
+        self.environ = dict(os.environ if environ is None else environ)
+        self.state = state
+        self._callbacks: dict[str, list[Callable[..., Any]]] = {event: [] for event in EVENTS}
+
+    def on(self, event: str, callback: Callable[..., Any]) -> JobExecutor:
+        """Call `callback` on `event` (start, progress, complete, error); returns the executor, to chain."""
+        if event not in self._callbacks:
+            raise ValueError(f"unknown event {event!r}; the events are: {', '.join(EVENTS)}")
+        self._callbacks[event].append(callback)
+        return self
+
+    def plan(self) -> Plan:
+        """The plan that `run` would run. Raises `CompileError`."""
+        overrides = [Override(key=k, value=v, origin="params=") for k, v in self.params.items()]
+        result = compile_plan(
+            self.target, profile=self.profile, overrides=overrides, environ=self.environ, workspace=self.workspace
+        )
+        if not result.ok or len(result.plans) != 1:
+            if result.ok:
+                raise ValueError(f"`{self.target}` holds {len(result.plans)} jobs and pipelines; name one")
+            raise CompileError(result)
+        return result.plans[0]
+
+    def run(self) -> RunResult | PipelineResult:
+        """Compile and run to the end; returns the result (outputs, errors, metrics)."""
+        return asyncio.run(self.run_async())
+
+    async def run_async(self) -> RunResult | PipelineResult:
+        plan = self.plan()
+        options = RunOptions(
+            input_path=self.input,
+            limit=self.limit,
+            fresh=self.fresh,
+            retry_failed=self.retry_failed,
+            environ=self.environ,
+            state=self.state,
+            keep_outputs=True,
+            hooks=self._hooks(),
+        )
+        if plan.kind == "pipeline":
+            self._emit("start")
+            result = await run_pipeline(plan, options)
+            self._emit("complete" if result.ok else "error", result if result.ok else f"pipeline {result.status}")
+            return result
+        return await JobRun(plan, options).run()
+
+    def _hooks(self) -> Hooks:
+        last: list[float | None] = [None]
+
+        def progress(*, progress: Progress) -> None:
+            percent = progress.percent
+            if percent is not None:
+                percent = round(percent, 1)
+            if percent != last[0]:
+                last[0] = percent
+                self._emit("progress", percent)
+
+        return Hooks(
+            on_start=lambda **_: self._emit("start"),
+            on_progress=progress,
+            on_complete=lambda *, result: self._emit("complete", result),
+            on_error=lambda *, error, result: self._emit("error", error),
+        )
+
+    def _emit(self, event: str, *args: Any) -> None:
+        for callback in self._callbacks[event]:
+            callback(*args)
+
+
+class AsyncJobExecutor(JobExecutor):
+    """`JobExecutor` for code that is already async: `await AsyncJobExecutor("my_job").run_async()`."""

@@ -1,0 +1,248 @@
+"""The run ledger: what happened to every item of every plan, so a run resumes where it stopped.
+
+Items are keyed by (plan id, item key). A batch is recorded only after its sink has written it durably; on
+resume, the sink says which keys it already holds and the ledger takes them as done, so an item is never
+written twice and never lost, wherever a run was killed. Runs are recorded too, for `sleipnir runs`.
+
+The store is SQLite under `.sleipnir/` by default (WAL, synchronous commits) and PostgreSQL when `sleipnir.yaml`
+sets `state:` to a `postgresql://` URL. Calls are synchronous: the runtime makes them from a worker thread.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+DONE = "succeeded"
+FAILED = "failed"
+SKIPPED = "skipped"
+FINAL = (DONE, SKIPPED)
+"""Outcomes a later run does not redo (unless `--fresh`); a failure is redone by `--retry-failed` or a rerun."""
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS sleipnir_runs (
+        run_id TEXT PRIMARY KEY, plan_id TEXT NOT NULL, job TEXT NOT NULL, started_at DOUBLE PRECISION NOT NULL,
+        finished_at DOUBLE PRECISION, status TEXT NOT NULL, summary TEXT)""",
+    """CREATE TABLE IF NOT EXISTS sleipnir_items (
+        plan_id TEXT NOT NULL, item_key TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL,
+        error TEXT, output TEXT, run_id TEXT, updated_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (plan_id, item_key))""",
+    "CREATE INDEX IF NOT EXISTS sleipnir_runs_job ON sleipnir_runs (job, started_at)",
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """What happened to one item in a run."""
+
+    key: str
+    status: str
+    attempts: int = 1
+    error: str | None = None
+    output: Any = None
+    """Kept only for items a later `reduce` or `fan_in` needs after a resume."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunRecord:
+    run_id: str
+    plan_id: str
+    job: str
+    started_at: float
+    finished_at: float | None
+    status: str
+    summary: dict[str, Any]
+
+
+class Ledger:
+    """The state store. Thread-safe: one connection, guarded by a lock."""
+
+    def __init__(self, url: str, root: str = ".") -> None:
+        self.url = url
+        self._lock = threading.Lock()
+        self._postgres = url.startswith(("postgresql://", "postgres://"))
+        if self._postgres:
+            self._pg = psycopg.connect(url, autocommit=False)
+            self._mark = "%s"
+        else:
+            path = Path(url.removeprefix("sqlite:///").removeprefix("sqlite://"))
+            path = path if path.is_absolute() else Path(root) / path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._sqlite = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._sqlite.execute("PRAGMA journal_mode=WAL")
+            self._sqlite.execute("PRAGMA synchronous=FULL")
+            self._sqlite.execute("PRAGMA busy_timeout=10000")
+            self._mark = "?"
+        with self._transaction() as cursor:
+            for statement in _SCHEMA:
+                cursor.execute(statement)
+
+    # -- plumbing -----------------------------------------------------------------------------------------
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self)
+
+    def _sql(self, text: str) -> str:
+        return text.replace("?", self._mark) if self._postgres else text
+
+    def close(self) -> None:
+        with self._lock:
+            (self._pg if self._postgres else self._sqlite).close()
+
+    # -- items --------------------------------------------------------------------------------------------
+
+    def statuses(self, plan_id: str, keys: Sequence[str]) -> dict[str, str]:
+        """The recorded status of each of `keys` that has one."""
+        found: dict[str, str] = {}
+        with self._transaction() as cursor:
+            for start in range(0, len(keys), 500):
+                chunk = list(keys[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                cursor.execute(
+                    self._sql(f"SELECT item_key, status FROM sleipnir_items WHERE plan_id = ? AND item_key IN ({marks})"),
+                    [plan_id, *chunk],
+                )
+                found.update((str(k), str(s)) for k, s in cursor.fetchall())
+        return found
+
+    def record(self, plan_id: str, run_id: str, outcomes: Iterable[Outcome]) -> None:
+        """Record outcomes in one transaction (an upsert: the newest outcome of an item wins)."""
+        now = time.time()
+        rows = [
+            (
+                plan_id,
+                o.key,
+                o.status,
+                o.attempts,
+                o.error,
+                None if o.output is None else json.dumps(o.output, ensure_ascii=False, default=str),
+                run_id,
+                now,
+            )
+            for o in outcomes
+        ]
+        if not rows:
+            return
+        sql = self._sql(
+            "INSERT INTO sleipnir_items (plan_id, item_key, status, attempts, error, output, run_id, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (plan_id, item_key) DO UPDATE SET status = excluded.status, "
+            "attempts = excluded.attempts, error = excluded.error, output = excluded.output, "
+            "run_id = excluded.run_id, updated_at = excluded.updated_at"
+        )
+        with self._transaction() as cursor:
+            cursor.executemany(sql, rows)
+
+    def has_items(self, plan_id: str) -> bool:
+        with self._transaction() as cursor:
+            cursor.execute(self._sql("SELECT 1 FROM sleipnir_items WHERE plan_id = ? LIMIT 1"), [plan_id])
+            return cursor.fetchone() is not None
+
+    def counts(self, plan_id: str) -> dict[str, int]:
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql("SELECT status, COUNT(*) FROM sleipnir_items WHERE plan_id = ? GROUP BY status"), [plan_id]
+            )
+            return {str(s): int(n) for s, n in cursor.fetchall()}
+
+    def outputs(self, plan_id: str) -> Iterator[tuple[str, Any]]:
+        """(key, output) of the succeeded items that kept their output, in key order."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql(
+                    "SELECT item_key, output FROM sleipnir_items WHERE plan_id = ? AND status = ? "
+                    "AND output IS NOT NULL ORDER BY item_key"
+                ),
+                [plan_id, DONE],
+            )
+            rows = cursor.fetchall()
+        for key, output in rows:
+            yield str(key), json.loads(output)
+
+    def reset(self, plan_id: str) -> None:
+        """Forget every item of `plan_id` (`--fresh`)."""
+        with self._transaction() as cursor:
+            cursor.execute(self._sql("DELETE FROM sleipnir_items WHERE plan_id = ?"), [plan_id])
+
+    # -- runs ---------------------------------------------------------------------------------------------
+
+    def start_run(self, run_id: str, plan_id: str, job: str) -> None:
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql("INSERT INTO sleipnir_runs (run_id, plan_id, job, started_at, status) VALUES (?, ?, ?, ?, ?)"),
+                [run_id, plan_id, job, time.time(), "running"],
+            )
+
+    def finish_run(self, run_id: str, status: str, summary: dict[str, Any]) -> None:
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql("UPDATE sleipnir_runs SET finished_at = ?, status = ?, summary = ? WHERE run_id = ?"),
+                [time.time(), status, json.dumps(summary, default=str), run_id],
+            )
+
+    def runs(self, job: str | None = None, limit: int = 20) -> list[RunRecord]:
+        """The newest runs, of one job or of all."""
+        where, args = ("WHERE job = ?", [job]) if job else ("", [])
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql(
+                    "SELECT run_id, plan_id, job, started_at, finished_at, status, summary FROM sleipnir_runs "
+                    f"{where} ORDER BY started_at DESC LIMIT ?"
+                ),
+                [*args, limit],
+            )
+            rows = cursor.fetchall()
+        return [
+            RunRecord(
+                run_id=r[0],
+                plan_id=r[1],
+                job=r[2],
+                started_at=float(r[3]),
+                finished_at=None if r[4] is None else float(r[4]),
+                status=r[5],
+                summary=json.loads(r[6]) if r[6] else {},
+            )
+            for r in rows
+        ]
+
+
+class _Transaction:
+    """A cursor inside one transaction, committed on success and rolled back on error, under the lock."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def __enter__(self) -> Any:
+        ledger = self.ledger
+        ledger._lock.acquire()
+        try:
+            if ledger._postgres:
+                self.cursor: Any = ledger._pg.cursor()
+            else:
+                self.cursor = ledger._sqlite.cursor()
+                self.cursor.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            ledger._lock.release()
+            raise
+        return self.cursor
+
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
+        ledger = self.ledger
+        try:
+            if ledger._postgres:
+                if error is None:
+                    ledger._pg.commit()
+                else:
+                    ledger._pg.rollback()
+            else:
+                self.cursor.execute("COMMIT" if error is None else "ROLLBACK")
+            self.cursor.close()
+        finally:
+            ledger._lock.release()

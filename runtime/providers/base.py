@@ -1,0 +1,87 @@
+"""The provider seam: one async method and `aclose`, as httpx's transports are.
+
+A provider turns a `ChatRequest` into a `ChatResponse` or raises `ProviderError`. Whether an error is worth
+retrying is the provider's call (it knows its protocol); the runtime's retry policy decides how often and when.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChatRequest:
+    """One model call."""
+
+    model: str
+    messages: tuple[Mapping[str, str], ...]
+    """`{"role": "system" | "user", "content": ...}` in order."""
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    json_output: bool = False
+    """Ask for a JSON object (`response_format: {"type": "json_object"}` in the OpenAI protocol)."""
+    output_schema: Mapping[str, Any] | None = None
+    """The JSON Schema the answer must satisfy, when the prompt module declares one (the mock provider fills it)."""
+    timeout: float = 60.0
+    """Seconds for this one call."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChatResponse:
+    """A model's answer and what it cost."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    model: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderConfig:
+    """How to reach one provider endpoint, with secrets already resolved by the runtime."""
+
+    name: str
+    protocol: str
+    base_url: str | None = None
+    api_key: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+class ProviderError(Exception):
+    """A call that failed. `retryable`: 429, 5xx, timeouts, dropped connections, unparsable replies.
+    Not retryable: other 4xx, context-length errors. `retry_after`: seconds the server asked to wait."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        status: int | None = None,
+        kind: str = "error",
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.status = status
+        self.kind = kind
+        """A short word for logs and metrics: `rate_limit`, `server`, `timeout`, `connection`, `client`,
+        `context_length`, `bad_reply`."""
+
+
+class Provider(Protocol):
+    """What the runtime calls. Implementations keep one pooled client per endpoint and are safe to share."""
+
+    async def complete(self, request: ChatRequest) -> ChatResponse: ...
+
+    async def aclose(self) -> None: ...
+
+
+class ProviderFactory(Protocol):
+    """What the `sleipnir.providers` entry point names: a callable making a provider from its config."""
+
+    def __call__(self, config: ProviderConfig) -> Provider: ...

@@ -1,0 +1,606 @@
+"""The built-in sources: files (jsonl, json, csv), databases (SQLite, PostgreSQL) and HTTP APIs, and
+`make_source`, which builds the source of a plan's `Source` node.
+
+Every source streams. A jsonl or csv file is read a line at a time; a json array is decoded one element at a
+time from a growing buffer (memory stays near the largest element, not the file); a database query is read
+with `fetchmany` (a server-side cursor on PostgreSQL); an API is read a page at a time. A row that cannot be
+read becomes a `RowError` in its place, so row numbers stay stable: `RowError.index` is the position of the
+entry among everything the source yields, counting from 0, exactly like a good row's.
+
+Sources are looked up by the node's `source` name: the built-ins first, then the `sleipnir.sources`
+entry-point group, whose entries name a factory called as `factory(node, *, context)`.
+
+The API source and the API sink share `send`: a bounded retry (5 attempts) of 429, 5xx and connection errors,
+honouring `Retry-After`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import itertools
+import json
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from email.utils import parsedate_to_datetime
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+from urllib.parse import urljoin
+
+import httpx
+import psycopg
+import psycopg.rows
+
+from ..compiler import ir
+from ..compiler.diagnostics import suggestion_help
+from .dbconn import (
+    DatabaseError,
+    DatabaseURL,
+    connect_postgresql,
+    connect_sqlite,
+    mask_secrets,
+    mask_url,
+    parse_database_url,
+    plain_value,
+    postgresql_query,
+)
+from .io import IOContext, Row, RowError, Source, SourceError
+
+__all__ = [
+    "BUILTIN_SOURCES",
+    "FORMATS",
+    "ApiSource",
+    "DatabaseSource",
+    "FileSource",
+    "SourceFactory",
+    "api_source",
+    "database_of",
+    "database_source",
+    "file_format",
+    "file_source",
+    "load_factory",
+    "make_source",
+    "read_rows",
+    "request_auth",
+    "send",
+]
+
+FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv"}
+"""File formats by suffix (as the compiler fills in `format`); any other suffix reads as jsonl."""
+RAW_LIMIT = 4096
+"""How much of an unreadable row a `RowError` keeps, in characters."""
+API_TOKEN_VARIABLES = ("API_TOKEN", "SLEIPNIR_API_TOKEN")
+"""Where `auth: bearer_token` finds its token, in this order."""
+HTTP_ATTEMPTS = 5
+HTTP_BACKOFF = (0.2, 5.0)
+"""The first wait between attempts and the cap; it doubles in between."""
+RETRY_AFTER_CAP = 30.0
+_JSON_CHUNK = 1 << 16
+
+Entry = Row | RowError
+
+
+class SourceFactory(Protocol):
+    """What a `sleipnir.sources` entry point names."""
+
+    def __call__(self, node: ir.Source, *, context: IOContext) -> Source: ...
+
+
+# -- files ------------------------------------------------------------------------------------------------
+
+
+def file_format(path: str | Path, given: object = None) -> str:
+    """The format of a data file: `given` when set, else from the suffix (jsonl for an unknown one)."""
+    fmt = str(given) if given else FORMATS.get(Path(path).suffix.lower(), "jsonl")
+    if fmt not in ("jsonl", "json", "csv"):
+        raise ValueError(f"unknown file format {fmt!r} (use jsonl, json or csv)")
+    return fmt
+
+
+def read_rows(path: Path, fmt: str, *, shown: str) -> Generator[Entry, None, None]:
+    """Every row of a data file, streamed; `shown` is the path as messages print it.
+    Raises `SourceError` when the file is missing or cannot be read at all."""
+    if not path.is_file():
+        raise SourceError(f"input file not found: {shown}" + ("" if shown == str(path) else f" ({path})"))
+    readers: dict[str, Callable[[Path, str], Iterator[Entry]]] = {
+        "jsonl": _jsonl_rows,
+        "json": _json_rows,
+        "csv": _csv_rows,
+    }
+    try:
+        yield from readers[fmt](path, shown)
+    except OSError as exc:
+        raise SourceError(f"cannot read {shown}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise SourceError(f"{shown}: not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+
+
+def _jsonl_rows(path: Path, shown: str) -> Iterator[Entry]:
+    index = 0
+    with path.open("rb") as lines:
+        for number, data in enumerate(lines, start=1):
+            if number == 1 and data.startswith(codecs.BOM_UTF8):
+                data = data[len(codecs.BOM_UTF8) :]
+            if not data.strip():
+                continue
+            try:
+                value = json.loads(data)
+            except UnicodeDecodeError as exc:
+                yield _row_error(index, data.decode("utf-8", "replace"), f"{shown}:{number}: not UTF-8: {exc.reason}")
+            except json.JSONDecodeError as exc:
+                text = data.decode("utf-8", "replace").rstrip("\r\n")
+                yield _row_error(index, text, f"{shown}:{number}: invalid JSON: {exc.msg} at column {exc.colno}")
+            else:
+                yield value if type(value) is dict else _not_an_object(index, value, f"{shown}:{number}")
+            index += 1
+
+
+def _json_rows(path: Path, shown: str) -> Iterator[Entry]:
+    reader = _JsonArray(path, shown)
+    try:
+        yield from reader.elements()
+    finally:
+        reader.close()
+
+
+class _JsonArray:
+    """Decodes a top-level JSON array one element at a time. The buffer holds the unread rest of the current
+    chunk and grows (doubling) only while one element does not fit, so memory follows the largest element.
+    A syntax error ends the file (no later element can be found reliably): it is a `SourceError`."""
+
+    def __init__(self, path: Path, shown: str) -> None:
+        self.shown = shown
+        self.file = path.open(encoding="utf-8-sig")
+        self.decoder = json.JSONDecoder()
+        self.buffer = ""
+        self.pos = 0
+        self.eof = False
+        self.lines_before = 0
+        """Newlines in the text already dropped from the buffer, for line numbers."""
+
+    def close(self) -> None:
+        self.file.close()
+
+    def elements(self) -> Iterator[Entry]:
+        if self._next_char() != "[":
+            self._fail("expected a JSON array of objects")
+        self.pos += 1
+        index = 0
+        if self._next_char() == "]":
+            self.pos += 1
+        else:
+            while True:
+                self._next_char()
+                line = self._line()
+                value = self._value()
+                yield value if type(value) is dict else _not_an_object(index, value, f"{self.shown}:{line}")
+                index += 1
+                char = self._next_char()
+                self.pos += 1
+                if char == "]":
+                    break
+                if char != ",":
+                    self.pos -= 1
+                    self._fail("expected `,` or `]` after an element")
+                self._compact()
+        if self._next_char() != "":
+            self._fail("unexpected text after the array")
+
+    def _value(self) -> Any:
+        while True:
+            try:
+                value, end = self.decoder.raw_decode(self.buffer, self.pos)
+            except json.JSONDecodeError as exc:
+                if self.eof:
+                    self.pos = exc.pos
+                    self._fail(f"invalid JSON: {exc.msg}")
+                self._read()
+                continue
+            # A number that ends the buffer may continue in the next chunk: read on before trusting it.
+            if end == len(self.buffer) and not self.eof:
+                self._read()
+                continue
+            self.pos = end
+            return value
+
+    def _next_char(self) -> str:
+        """The next non-space character, without consuming it; "" at the end of the file."""
+        while True:
+            while self.pos < len(self.buffer) and self.buffer[self.pos] in " \t\r\n":
+                self.pos += 1
+            if self.pos < len(self.buffer):
+                return self.buffer[self.pos]
+            if self.eof:
+                return ""
+            self._read()
+
+    def _read(self) -> None:
+        self._compact()
+        chunk = self.file.read(max(_JSON_CHUNK, len(self.buffer)))
+        self.eof = not chunk
+        self.buffer += chunk
+
+    def _compact(self) -> None:
+        if self.pos > _JSON_CHUNK:
+            self.lines_before += self.buffer.count("\n", 0, self.pos)
+            self.buffer = self.buffer[self.pos :]
+            self.pos = 0
+
+    def _line(self) -> int:
+        return self.lines_before + self.buffer.count("\n", 0, self.pos) + 1
+
+    def _fail(self, message: str) -> None:
+        line_start = self.buffer.rfind("\n", 0, self.pos) + 1
+        column = self.pos - line_start + 1
+        raise SourceError(f"{self.shown}:{self._line()}:{column}: {message}")
+
+
+def _csv_rows(path: Path, shown: str) -> Iterator[Entry]:
+    index = 0
+    with path.open(encoding="utf-8-sig", newline="") as text:
+        reader = csv.reader(text)
+        try:
+            header = next(reader, None)
+            if header is None:
+                return
+            duplicated = sorted({name for name in header if header.count(name) > 1})
+            if duplicated:
+                raise SourceError(f"{shown}:1: the header names {', '.join(duplicated)} more than once")
+            while True:
+                try:
+                    fields = next(reader, None)
+                except csv.Error as exc:
+                    yield _row_error(index, "", f"{shown}:{reader.line_num}: {exc}")
+                    index += 1
+                    continue
+                if fields is None:
+                    return
+                if not fields:
+                    continue
+                if len(fields) != len(header):
+                    raw = io.StringIO()
+                    csv.writer(raw, lineterminator="").writerow(fields)
+                    message = f"{shown}:{reader.line_num}: {len(fields)} fields where the header has {len(header)}"
+                    yield _row_error(index, raw.getvalue(), message)
+                else:
+                    yield dict(zip(header, fields, strict=True))
+                index += 1
+        except UnicodeDecodeError as exc:
+            raise SourceError(f"{shown}:{reader.line_num + 1}: not UTF-8 ({exc.reason})") from exc
+
+
+def _row_error(index: int, raw: str, message: str) -> RowError:
+    return RowError(index=index, raw=raw[:RAW_LIMIT], message=message)
+
+
+def _not_an_object(index: int, value: Any, place: str) -> RowError:
+    kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
+    return _row_error(index, json.dumps(value, ensure_ascii=False), f"{place}: expected a JSON object, got {kind}")
+
+
+class _Streaming:
+    """A source whose `batches` generator holds what it reads (a file, a cursor, a client): `close` ends the
+    generator, so that its cleanup runs now, on the caller's thread, not whenever it is garbage-collected."""
+
+    _reading: Generator[list[Entry], None, None] | None = None
+
+    def batches(self, batch_size: int) -> Iterator[list[Entry]]:
+        if batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, not {batch_size}")
+        self.close()
+        self._reading = self._batches(batch_size)
+        return self._reading
+
+    def _batches(self, batch_size: int) -> Generator[list[Entry], None, None]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        reading, self._reading = self._reading, None
+        if reading is not None:
+            reading.close()
+
+
+class FileSource(_Streaming):
+    """Rows of a jsonl, json or csv file, streamed."""
+
+    def __init__(self, *, path: Path, format: str, shown: str) -> None:
+        self.path = path
+        self.format = format
+        self.shown = shown
+
+    def _batches(self, batch_size: int) -> Generator[list[Entry], None, None]:
+        yield from _chunked(read_rows(self.path, self.format, shown=self.shown), batch_size)
+
+
+E = TypeVar("E")
+
+
+def _chunked(entries: Iterable[E], size: int) -> Iterator[list[E]]:
+    iterator = iter(entries)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+# -- databases --------------------------------------------------------------------------------------------
+
+
+def database_of(node: ir.Source | ir.Sink, context: IOContext, error: type[Exception]) -> DatabaseURL:
+    """The database a database source or sink node names, checked against its kind (`sqlite`, `postgresql`
+    or `database`, which is either). Raises `error`."""
+    name = str(node.options.get("connection") or "default")
+    kind = node.source if isinstance(node, ir.Source) else node.destination
+    try:
+        database = parse_database_url(context.connection(name), root=context.root, known=context.connections)
+    except DatabaseError as exc:
+        raise error(str(exc)) from exc
+    if kind in ("sqlite", "postgresql") and kind != database.kind:
+        raise error(f"{kind} {node.id}: connection {name!r} is a {database.kind} database ({database.display})")
+    return database
+
+
+class DatabaseSource(_Streaming):
+    """The rows of a query, read `batch_size` at a time: `fetchmany` on SQLite (opened read-only), a
+    server-side cursor on PostgreSQL (in a read-only transaction). Values are converted so rows serialise
+    as JSON (`dbconn.plain_value`)."""
+
+    def __init__(self, *, database: DatabaseURL, query: str, parameters: Mapping[str, Any]) -> None:
+        self.database = database
+        self.query = query
+        self.parameters = {k: list(v) if isinstance(v, tuple) else v for k, v in parameters.items()}
+
+    def _batches(self, batch_size: int) -> Generator[list[Entry], None, None]:
+        read = self._sqlite if self.database.kind == "sqlite" else self._postgresql
+        try:
+            yield from read(batch_size)
+        except DatabaseError as exc:
+            raise SourceError(str(exc)) from exc
+        except (sqlite3.Error, psycopg.Error) as exc:
+            message = mask_secrets(str(exc).strip(), self.database.url)
+            raise SourceError(f"query failed on {self.database.display}: {message}") from exc
+
+    def _sqlite(self, batch_size: int) -> Iterator[list[Entry]]:
+        assert self.database.path is not None
+        connection = connect_sqlite(self.database.path, read_only=True)
+        try:
+            cursor = connection.execute(self.query, self.parameters)
+            if cursor.description is None:
+                raise SourceError(f"the query on {self.database.display} returns no rows (is it a SELECT?)")
+            names = [column[0] for column in cursor.description]
+            while rows := cursor.fetchmany(batch_size):
+                yield [{name: plain_value(value) for name, value in zip(names, row, strict=True)} for row in rows]
+        finally:
+            connection.close()
+
+    def _postgresql(self, batch_size: int) -> Iterator[list[Entry]]:
+        name = f"sleipnir_source_{uuid.uuid4().hex[:12]}"
+        with (
+            connect_postgresql(self.database.url, read_only=True) as connection,
+            connection.cursor(name=name, row_factory=psycopg.rows.dict_row) as cursor,
+        ):
+            cursor.itersize = batch_size
+            cursor.execute(postgresql_query(self.query), self.parameters)
+            while rows := cursor.fetchmany(batch_size):
+                yield [{key: plain_value(value) for key, value in row.items()} for row in rows]
+
+
+# -- HTTP APIs --------------------------------------------------------------------------------------------
+
+
+def request_auth(auth: Any, environ: Mapping[str, str], error: type[Exception]) -> tuple[dict[str, str], httpx.Auth | None]:
+    """Headers and an httpx auth for an `auth` option: `bearer_token` (the token from `API_TOKEN`, else
+    `SLEIPNIR_API_TOKEN`) or a mapping `{type: bearer|basic|header, token, username, password, header}` of
+    resolved strings (a bearer mapping without a token also reads the environment). Raises `error`."""
+    if auth is None or auth == "none":
+        return {}, None
+    if isinstance(auth, str):
+        if auth.lower() in ("bearer_token", "bearer"):
+            return {"Authorization": f"Bearer {_environment_token(environ, error)}"}, None
+        raise error(f"unknown auth scheme {auth!r} (use bearer_token, or a mapping with type bearer, basic or header)")
+    if not isinstance(auth, Mapping):
+        raise error("auth must be a scheme name or a mapping")
+    kind = str(auth.get("type", "bearer")).lower()
+    values = {key: auth.get(key) for key in ("token", "username", "password", "header")}
+    for key, value in values.items():
+        if value is not None and not isinstance(value, str):
+            raise error(f"auth {key} is not a string (a secret must be resolved before the source is made)")
+    if kind == "bearer":
+        token = values["token"] or _environment_token(environ, error)
+        return {"Authorization": f"Bearer {token}"}, None
+    if kind == "basic":
+        if values["username"] is None:
+            raise error("basic auth needs a username")
+        return {}, httpx.BasicAuth(values["username"], values["password"] or "")
+    if kind == "header":
+        if not values["token"]:
+            raise error("header auth needs a token")
+        return {values["header"] or "X-API-Key": values["token"]}, None
+    raise error(f"unknown auth type {kind!r} (use bearer, basic or header)")
+
+
+def _environment_token(environ: Mapping[str, str], error: type[Exception]) -> str:
+    for name in API_TOKEN_VARIABLES:
+        if environ.get(name):
+            return environ[name]
+    raise error(f"bearer_token auth needs {' or '.join(API_TOKEN_VARIABLES)} set in the environment")
+
+
+def send(client: httpx.Client, method: str, url: str, *, error: type[Exception], **request: Any) -> httpx.Response:
+    """`client.request(method, url, **request)`, tried up to `HTTP_ATTEMPTS` times while the answer is 429,
+    5xx or a connection error, waiting `Retry-After` when the server says (capped) and a doubling backoff
+    otherwise. Another 4xx, or the last failure, raises `error` (the URL masked)."""
+    shown = mask_url(url)
+    backoff, cap = HTTP_BACKOFF
+    for attempt in range(1, HTTP_ATTEMPTS + 1):
+        wait = min(cap, backoff * 2 ** (attempt - 1))
+        try:
+            response = client.request(method, url, **request)
+        except httpx.UnsupportedProtocol as exc:
+            raise error(f"{method} {shown}: {exc}") from exc
+        except (httpx.TransportError, httpx.DecodingError) as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise error(f"{method} {shown}: {exc}") from exc
+        else:
+            status = response.status_code
+            if status != 429 and status < 500:
+                if status >= 400:
+                    body = response.text[:200].strip()
+                    raise error(f"{method} {shown}: HTTP {status} {response.reason_phrase}" + (f": {body}" if body else ""))
+                return response
+            problem = f"HTTP {status} {response.reason_phrase}"
+            asked = _retry_after(response)
+            wait = wait if asked is None else asked
+        if attempt == HTTP_ATTEMPTS:
+            raise error(f"{method} {shown}: {problem} (after {HTTP_ATTEMPTS} attempts)")
+        time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    milliseconds = response.headers.get("retry-after-ms")
+    value = response.headers.get("retry-after")
+    seconds: float | None = None
+    try:
+        if milliseconds is not None:
+            seconds = float(milliseconds) / 1000
+        elif value is not None:
+            seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(str(value)).timestamp() - time.time()
+        except (TypeError, ValueError):
+            seconds = None
+    return None if seconds is None else min(RETRY_AFTER_CAP, max(0.0, seconds))
+
+
+class ApiSource(_Streaming):
+    """Rows from an HTTP API: a GET of the endpoint, then of each next page. A page is a JSON array of
+    objects, or an object holding them under `data`, `items` or `results`. The next page is the body's `next`
+    URL, else the `Link: <...>; rel="next"` header; relative URLs are resolved against the page's."""
+
+    def __init__(self, *, endpoint: str, headers: Mapping[str, str], auth: httpx.Auth | None, timeout: float = 30.0):
+        self.endpoint = endpoint
+        self.headers = dict(headers)
+        self.auth = auth
+        self.timeout = timeout
+
+    def _batches(self, batch_size: int) -> Generator[list[Entry], None, None]:
+        with httpx.Client(headers=self.headers, auth=self.auth, timeout=self.timeout, follow_redirects=True) as client:
+            yield from _chunked(self._rows(client), batch_size)
+
+    def _rows(self, client: httpx.Client) -> Iterator[Entry]:
+        url: str | None = self.endpoint
+        seen: set[str] = set()
+        index = 0
+        while url is not None:
+            seen.add(url)
+            response = send(client, "GET", url, error=SourceError, headers={"Accept": "application/json"})
+            try:
+                body = response.json()
+            except ValueError as exc:
+                raise SourceError(f"GET {mask_url(url)}: the reply is not JSON") from exc
+            items, following = _page(body, response, mask_url(url))
+            for item in items:
+                yield item if type(item) is dict else _not_an_object(index, item, f"{mask_url(url)}: item {index}")
+                index += 1
+            url = urljoin(str(response.url), following) if following else None
+            if url is not None and url in seen:
+                raise SourceError(f"GET {mask_url(url)}: the pages loop back to an earlier page")
+
+def _page(body: Any, response: httpx.Response, shown: str) -> tuple[list[Any], str | None]:
+    linked = response.links.get("next", {}).get("url")
+    if isinstance(body, list):
+        return body, linked
+    if isinstance(body, dict):
+        for field in ("data", "items", "results"):
+            if isinstance(body.get(field), list):
+                following = body.get("next")
+                return body[field], following if isinstance(following, str) and following else linked
+    raise SourceError(f"GET {shown}: expected a JSON array, or an object with a data, items or results array")
+
+
+# -- the factory ------------------------------------------------------------------------------------------
+
+F = TypeVar("F")
+
+
+def load_factory(group: str, name: str, builtins: Mapping[str, F], error: type[Exception], what: str) -> F:
+    """The factory for `name`: a built-in, else the entry point of that name in `group`. Raises `error`
+    naming the known kinds (and the closest one) for an unknown name, or when the plugin fails to load."""
+    if name in builtins:
+        return builtins[name]
+    found = entry_points(group=group, name=name)
+    for point in found:
+        try:
+            factory: F = point.load()
+        except Exception as exc:
+            raise error(f"the {what} plugin {name!r} ({point.value}) failed to load: {exc}") from exc
+        return factory
+    known = sorted(set(builtins) | {point.name for point in entry_points(group=group)})
+    hint = suggestion_help(name, known)
+    raise error(f"unknown {what} {name!r} (known: {', '.join(known)})" + (f"; {hint}" if hint else ""))
+
+
+def file_source(node: ir.Source, *, context: IOContext) -> Source:
+    path = node.options.get("path")
+    if not isinstance(path, str) or not path:
+        raise SourceError(f"file source {node.id}: no path")
+    return FileSource(path=_under(context.root, path), format=_format(path, node.options.get("format")), shown=path)
+
+
+def _format(path: str, given: object) -> str:
+    try:
+        return file_format(path, given)
+    except ValueError as exc:
+        raise SourceError(f"{path}: {exc}") from exc
+
+
+def _under(root: str, path: str) -> Path:
+    resolved = Path(path).expanduser()
+    return resolved if resolved.is_absolute() else Path(root, resolved)
+
+
+def database_source(node: ir.Source, *, context: IOContext) -> Source:
+    query = node.options.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise SourceError(f"database source {node.id}: no query")
+    parameters = node.options.get("parameters") or {}
+    if not isinstance(parameters, Mapping):
+        raise SourceError(f"database source {node.id}: parameters must be a mapping")
+    return DatabaseSource(database=database_of(node, context, SourceError), query=query, parameters=parameters)
+
+
+def api_source(node: ir.Source, *, context: IOContext) -> Source:
+    endpoint = node.options.get("endpoint")
+    if not isinstance(endpoint, str) or not endpoint:
+        raise SourceError(f"api source {node.id}: no endpoint")
+    headers, auth = request_auth(node.options.get("auth"), context.environ, SourceError)
+    return ApiSource(endpoint=endpoint, headers=headers, auth=auth)
+
+
+BUILTIN_SOURCES: dict[str, SourceFactory] = {
+    "file": file_source,
+    "database": database_source,
+    "sqlite": database_source,
+    "postgresql": database_source,
+    "api": api_source,
+}
+
+
+def make_source(node: ir.Source, *, context: IOContext, input_path: str | None = None) -> Source:
+    """The source for `node`. `input_path` (`--input FILE`) replaces the node's own source; it is a command-line
+    path, so a relative one is relative to the current folder, and its format comes from its suffix. A node
+    whose source is `run_input` needs it. Raises `SourceError`."""
+    if input_path is not None:
+        path = Path(os.path.abspath(Path(input_path).expanduser()))
+        return FileSource(path=path, format=_format(input_path, None), shown=input_path)
+    if node.source == "run_input":
+        raise SourceError("this job has no input; pass --input FILE")
+    factory = load_factory("sleipnir.sources", node.source, BUILTIN_SOURCES, SourceError, "source")
+    return factory(node, context=context)
+

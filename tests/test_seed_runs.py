@@ -1,0 +1,112 @@
+"""Every complete example of the product document runs, not only checks and plans.
+
+The seed examples (spec/examples) are copied into a temporary workspace and each job and pipeline is run with
+the examples' own manifest (`fallback_provider: mock`, so no key is needed). A job without an `input` gets its
+items from `--input`, as a user would give them; the basic job reads the `reviews` table the test creates in the
+workspace database; the environment-variables job calls a real OpenAI-compatible server on 127.0.0.1 through the
+`OPENAI_API_KEY` and `API_ENDPOINT` it names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sqlite3
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sleipnir.compiler.ir import Plan, PromptCall, Source, thaw
+from sleipnir.compiler.planner import plan as compile_plan
+from sleipnir.runtime.pipeline import run_pipeline
+from sleipnir.runtime.run import JobRun, RunOptions
+
+sys.path.insert(0, str(Path(__file__).parent))
+from llm_server import LLMServer
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "spec" / "examples"
+ROWS = [
+    {"id": f"item-{n}", "review_text": text, "category": category, "text": text}
+    for n, (text, category) in enumerate(
+        [
+            ("Great kettle, boils fast", "kitchen"),
+            ("The lamp flickers and the switch broke", "lighting"),
+            ("Sturdy pan, heats evenly", "kitchen"),
+            ("Bulbs arrived smashed", "lighting"),
+            ("Nice colour, fair price", "decor"),
+        ]
+    )
+]
+
+
+def documents() -> list[tuple[str, str]]:
+    found = []
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        if path.name == "sleipnir.yaml":
+            continue
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        kind = next(iter(document))
+        if kind in ("job", "pipeline"):
+            found.append((path.name, kind))
+    return found
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[LLMServer]:
+    with LLMServer() as running:
+        yield running
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    root = tmp_path / "examples"
+    shutil.copytree(EXAMPLES, root)
+    database = root / ".sleipnir" / "examples.db"
+    database.parent.mkdir()
+    with sqlite3.connect(database) as connection:
+        connection.execute("CREATE TABLE reviews (review_id TEXT PRIMARY KEY, review_text TEXT, processed BOOLEAN)")
+        connection.executemany(
+            "INSERT INTO reviews VALUES (?, ?, false)", [(row["id"], row["review_text"]) for row in ROWS]
+        )
+    with (root / "items.jsonl").open("w", encoding="utf-8") as file:
+        for row in ROWS:
+            file.write(json.dumps(row) + "\n")
+    return root
+
+
+@pytest.mark.parametrize(("file", "kind"), documents(), ids=[name for name, _ in documents()])
+def test_the_seed_example_runs(workspace: Path, server: LLMServer, file: str, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(workspace)
+    environ = {"OPENAI_API_KEY": "sk-test-not-real", "API_ENDPOINT": server.base_url} if file == "environment_variables.yaml" else {}
+    before = server.requests()["count"]
+    result = compile_plan(file, environ=environ)
+    assert result.ok, [d.message for d in result.diagnostics]
+    [plan] = result.plans
+    if environ:
+        # The server answers with the schema of the module each model is called for, as a real model would.
+        server.set_schemas(
+            {n.model: thaw(plan.resources.prompt(n.prompt, n.version).output_schema) for n in plan.nodes if isinstance(n, PromptCall)}
+        )
+    if kind == "pipeline":
+        outcome = asyncio.run(run_pipeline(plan, RunOptions(environ=environ)))
+        assert outcome.ok, {entry: run.message for entry, run in outcome.jobs.items()}
+        assert len(outcome.jobs) == len(plan.nodes)
+        return
+    run = asyncio.run(JobRun(plan, RunOptions(environ=environ, input_path=_input_for(plan, workspace))).run())
+    assert run.ok, run.message
+    assert run.progress.succeeded >= 1 and run.progress.failed == 0
+    if file == "environment_variables.yaml":
+        assert server.requests()["count"] - before == len(ROWS), "the job called the endpoint its variables name"
+    if file == "basic_job.yaml":
+        with sqlite3.connect(workspace / ".sleipnir" / "examples.db") as connection:
+            stored = connection.execute("SELECT COUNT(*) FROM sentiment_results").fetchone()[0]
+        assert stored == len(ROWS), "the basic job writes its results back to the workspace database"
+
+
+def _input_for(plan: Plan, root: Path) -> str | None:
+    source = next(node for node in plan.nodes if isinstance(node, Source))
+    return str(root / "items.jsonl") if source.source == "run_input" else None
