@@ -205,6 +205,7 @@ def _run_options(function: F) -> F:
             click.option("--limit", type=click.IntRange(min=1), help="Run only the first N items (a sample run)."),
             click.option("--fresh", is_flag=True, help="Forget earlier runs of this plan and start over."),
             click.option("--retry-failed", is_flag=True, help="Re-run only the items that failed before."),
+            click.option("--cache", is_flag=True, help="Reuse answers of identical earlier calls (never errors)."),
             click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout."),
         )
     ):

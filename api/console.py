@@ -41,6 +41,7 @@ class LiveProgress:
             on_progress=self.update,
             on_notice=lambda *, message: self.console.print(f"[yellow]note:[/] {message}"),
             on_alert=lambda **event: alerts.append(f"{event.get('stage')} {event.get('key')}: {event.get('error')}"),
+            on_notify=lambda **event: self.console.print(f"complete event: {event['job']} (output.on_complete: notify)"),
         )
 
     def update(self, *, progress: RunProgress) -> None:

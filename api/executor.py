@@ -14,6 +14,7 @@ runtime runs it. Callbacks: `start` gets nothing, `progress` a percentage (None 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -54,6 +55,7 @@ class JobExecutor:
         retry_failed: bool = False,
         environ: Mapping[str, str] | None = None,
         state: str | None = None,
+        cache: bool = False,
     ) -> None:
         self.target = str(name_or_path)
         self.profile = profile
@@ -65,7 +67,9 @@ class JobExecutor:
         self.retry_failed = retry_failed
         self.environ = dict(os.environ if environ is None else environ)
         self.state = state
+        self.cache = cache
         self._callbacks: dict[str, list[Callable[..., Any]]] = {event: [] for event in EVENTS}
+        self._workspace_state: str | None = None
 
     def on(self, event: str, callback: Callable[..., Any]) -> JobExecutor:
         """Call `callback` on `event` (start, progress, complete, error); returns the executor, to chain."""
@@ -84,6 +88,8 @@ class JobExecutor:
             if result.ok:
                 raise ValueError(f"`{self.target}` holds {len(result.plans)} jobs and pipelines; name one")
             raise CompileError(result)
+        manifest = result.check.workspace.manifest
+        self._workspace_state = manifest.body.get("state") if manifest is not None else None
         return result.plans[0]
 
     def run(self) -> RunResult | PipelineResult:
@@ -98,13 +104,15 @@ class JobExecutor:
             fresh=self.fresh,
             retry_failed=self.retry_failed,
             environ=self.environ,
-            state=self.state,
+            state=self.state or self._workspace_state,
+            cache=self.cache,
             keep_outputs=True,
             hooks=self._hooks(),
         )
         if plan.kind == "pipeline":
+            # The pipeline's start and end are the events; its jobs run without the executor's callbacks.
             self._emit("start")
-            result = await run_pipeline(plan, options)
+            result = await run_pipeline(plan, dataclasses.replace(options, hooks=Hooks()))
             self._emit("complete" if result.ok else "error", result if result.ok else f"pipeline {result.status}")
             return result
         return await JobRun(plan, options).run()

@@ -33,6 +33,7 @@ def run_command(
     limit: int | None,
     fresh: bool,
     retry_failed: bool,
+    cache: bool,
     as_json: bool,
 ) -> int:
     """The whole command; returns the exit code."""
@@ -61,6 +62,7 @@ def run_command(
         limit=limit,
         fresh=fresh,
         retry_failed=retry_failed,
+        cache=cache,
         state=state,
         hooks=live.hooks(alerts),
         handle_signals=True,

@@ -7,8 +7,8 @@ jitter, and never shorter than what the server asked for with `Retry-After`.
 
 Rate limits: a token bucket per provider for requests and tokens per minute. When the server answers 429 the
 bucket shrinks to half its rate, and it grows back by a tenth each quiet minute, as promptfoo's adaptive limiter
-does; a provider without configured limits starts unlimited and gets a bucket from the rate it was actually
-served at when the first 429 comes.
+does; a provider without configured limits starts unlimited and, when a 429 comes under load (20 or more requests in
+the last 10 seconds), gets a bucket at half the rate it was actually served at.
 """
 
 from __future__ import annotations
@@ -181,8 +181,10 @@ class RateLimiter:
         self._last_429 = now
         if self.rpm is None:
             recent = [t for t in self._served if now - t <= 10]
-            per_minute = len(recent) * 6.0 if recent else 60.0
-            self.rpm = max(1.0, per_minute / 2)
+            if len(recent) < 20:
+                # Too little traffic to measure a rate: the server's Retry-After paces the retry alone.
+                return
+            self.rpm = max(60.0, len(recent) * 6.0 / 2)
             self._requests = 0.0
             self._updated = now
         else:

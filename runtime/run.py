@@ -19,16 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import signal
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..compiler.ir import Merge, Plan, PromptCall, Provider, Reduce, Sink, Source, Split, thaw
 from . import sinks, sources
+from .cache import ResponseCache, cache_key
 from .conditions import holds
 from .counting import counter_for
 from .deadletter import DeadLetter
@@ -62,6 +65,8 @@ class Hooks:
     on_complete: Callable[..., None] | None = None
     on_error: Callable[..., None] | None = None
     on_alert: Callable[..., None] | None = None
+    on_notify: Callable[..., None] | None = None
+    """The job's complete event, fired when `output.on_complete: notify` and the run succeeded."""
     on_notice: Callable[..., None] | None = None
     """A line for the person running the job: a fallback to the mock provider, a resumed run."""
 
@@ -77,6 +82,8 @@ class RunOptions:
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     state: str | None = None
     """The ledger: a SQLite path (relative to the root) or a PostgreSQL URL; `.sleipnir/state.db` by default."""
+    cache: bool = False
+    """Reuse answers of identical earlier calls (`.sleipnir/cache.db`); errors are never cached."""
     keep_outputs: bool = False
     """Keep every output row in the result (the Python API); the CLI streams them only to the sink."""
     hooks: Hooks = field(default_factory=Hooks)
@@ -198,6 +205,8 @@ class JobRun:
         self.run_id = uuid.uuid4().hex[:16]
         self.progress = Progress()
         self.result = RunResult(run_id=self.run_id, plan_id=plan.id, job=plan.name, status="running", progress=self.progress)
+        self.scope = _ledger_scope(plan.id, options.input_path)
+        """What the ledger keys items under: the plan id, and the `--input` file when one replaces the source."""
         self.source_node = next(n for n in plan.nodes if isinstance(n, Source))
         self.sink_node = next(n for n in plan.nodes if isinstance(n, Sink))
         self.split = next((n for n in plan.nodes if isinstance(n, Split)), None)
@@ -226,6 +235,7 @@ class JobRun:
         self.providers: dict[str, Any] = {}
         self.limiters: dict[str, RateLimiter] = {}
         self.served: dict[str, str] = {}
+        self.cache: ResponseCache | None = None
 
     # -- set-up -------------------------------------------------------------------------------------------
 
@@ -288,13 +298,15 @@ class JobRun:
         try:
             context = self._context()
             self._prepare_calls()
+            if self.options.cache:
+                self.cache = ResponseCache(Path(self.plan.root) / ".sleipnir" / "cache.db")
             ledger = await asyncio.to_thread(self._open_ledger, context)
             self.ledger = ledger
             if not self.key_field:
                 self.key_field = await asyncio.to_thread(self._detect_key_field, context)
             sink = sinks.make_sink(self.sink_node, key_field=self.key_field, context=context)
-            self.deadletter = DeadLetter(self.sink_node.dead_letter, self.plan.root, plan_id=self.plan.id, job=self.plan.name)
-            resume = not self.options.fresh and await asyncio.to_thread(ledger.has_items, self.plan.id)
+            self.deadletter = DeadLetter(self.sink_node.dead_letter, self.plan.root, plan_id=self.scope, job=self.plan.name)
+            resume = not self.options.fresh and await asyncio.to_thread(ledger.has_items, self.scope)
             await self._reconcile(sink, resume)
             # The sink is open before the source: a SQLite sink switches its file to WAL, which a reader holding
             # the same file would block.
@@ -302,14 +314,15 @@ class JobRun:
             self.progress.total = await asyncio.to_thread(self._count, context)
             if hooks.on_start:
                 hooks.on_start(run_id=self.run_id, plan=self.plan)
-            await asyncio.to_thread(ledger.start_run, self.run_id, self.plan.id, self.plan.name)
+            await asyncio.to_thread(ledger.start_run, self.run_id, self.scope, self.plan.name)
             with self._signals():
                 await self._deadline(self._stream(source, sink))
                 if self.collecting and self.stopping is None:
                     await self._deadline(self._collect(sink))
             if self.stopping is not None:
                 raise self.stopping
-            complete = True
+            # `--retry-failed` leaves items never tried undone on purpose: its output is not the whole run yet.
+            complete = not self.options.retry_failed
             self.result.status = "succeeded" if self.progress.failed == 0 else "failed"
         except RunStopped as stop:
             self.result.status, self.result.message = stop.reason, stop.message
@@ -318,6 +331,8 @@ class JobRun:
         finally:
             with contextlib.suppress(Exception):
                 await self.pool.aclose()
+            if self.cache is not None:
+                self.cache.close()
             if sink is not None:
                 try:
                     await asyncio.to_thread(sink.close, complete=complete)
@@ -331,6 +346,8 @@ class JobRun:
                     )
                     await asyncio.to_thread(ledger.close)
         if self.result.ok:
+            if hooks.on_notify and self.sink_node.options.get("on_complete") == "notify":
+                hooks.on_notify(job=self.plan.name, run_id=self.run_id, result=self.result)
             if hooks.on_complete:
                 hooks.on_complete(result=self.result)
         elif hooks.on_error:
@@ -358,7 +375,7 @@ class JobRun:
         url = context.connection(url)
         ledger = Ledger(url, self.plan.root)
         if self.options.fresh:
-            ledger.reset(self.plan.id)
+            ledger.reset(self.scope)
         return ledger
 
     async def _reconcile(self, sink: Any, resume: bool) -> None:
@@ -368,7 +385,7 @@ class JobRun:
         dead = await asyncio.to_thread(self.deadletter.open) if resume else set()
         outcomes = [Outcome(key=k, status=DONE) for k in written] + [Outcome(key=k, status=SKIPPED) for k in dead - written]
         if outcomes and not self.collecting:
-            await asyncio.to_thread(self.ledger.record, self.plan.id, self.run_id, outcomes)
+            await asyncio.to_thread(self.ledger.record, self.scope, self.run_id, outcomes)
         if resume:
             self._notice("resuming: items already done are skipped (pass --fresh to start over)")
 
@@ -376,7 +393,9 @@ class JobRun:
         node = self.source_node
         total: int | None = None
         try:
-            if self.options.input_path is None and node.source == "file":
+            if self.options.input_path is not None:
+                total = _count_path(self.options.input_path, _suffix_format(self.options.input_path))
+            elif node.source == "file":
                 total = _count_file(node, context.root)
             elif self.options.input_path is None and node.source in ("database", "sqlite", "postgresql"):
                 total = counter_for(self.plan, self.environ)(node, context.root)
@@ -480,7 +499,7 @@ class JobRun:
             open_batches.append(batch)
             for entry in todo:
                 if isinstance(entry, RowError):
-                    await self._input_error(batch, entry.message, key=f"row {entry.index}", row={"raw": entry.raw}, sink=sink, open_batches=open_batches)
+                    await self._input_error(batch, entry.message, key=_key_of(entry), row={"raw": entry.raw}, sink=sink, open_batches=open_batches)
                 else:
                     await queue.put((batch, entry))
                 if self.stopping is not None:
@@ -497,20 +516,20 @@ class JobRun:
                     await batch.done.wait()
 
     async def _not_done(self, items: list[_Item | RowError]) -> list[_Item | RowError]:
-        keys = [i.key for i in items if isinstance(i, _Item)]
+        keys = [_key_of(i) for i in items]
         if not keys:
             return items
-        statuses = await asyncio.to_thread(self.ledger.statuses, self.plan.id, keys)
+        statuses = await asyncio.to_thread(self.ledger.statuses, self.scope, keys)
         todo: list[_Item | RowError] = []
         for item in items:
-            status = statuses.get(item.key) if isinstance(item, _Item) else None
+            status = statuses.get(_key_of(item))
             if status in FINAL:
                 self.progress.already_done += 1
             else:
                 todo.append(item)
         if self.options.retry_failed:
             # Only the failures are redone: items never tried are left for a normal run.
-            todo = [i for i in todo if isinstance(i, _Item) and statuses.get(i.key) == FAILED]
+            todo = [i for i in todo if statuses.get(_key_of(i)) == FAILED]
         return todo
 
     def _key(self, row: Row, index: int) -> str:
@@ -611,6 +630,14 @@ class JobRun:
         progress = self.progress
         estimate = sum(len(m["content"]) for m in messages) // 4 + int(options.get("max_tokens") or DEFAULT_COMPLETION_TOKENS)
 
+        cache = self.cache
+        key = cache_key(f"{node.provider}:{served}", request) if cache is not None else ""
+        if cache is not None:
+            cached = await asyncio.to_thread(cache.get, key)
+            if cached is not None:
+                with contextlib.suppress(ReplyError):
+                    return prepared.parse(cached.text), 0
+
         async def attempt() -> Any:
             async with self.semaphore:
                 if limiter.active:
@@ -629,7 +656,10 @@ class JobRun:
             usage = progress.tokens_by_model.setdefault(served, [0, 0])
             usage[0] += response.prompt_tokens
             usage[1] += response.completion_tokens
-            return prepared.parse(response.text)
+            parsed = prepared.parse(response.text)
+            if cache is not None:
+                await asyncio.to_thread(cache.put, key, response)  # only answers that parsed and validated
+            return parsed
 
         def on_retry(error: BaseException, delay: float) -> None:
             progress.retries += 1
@@ -680,7 +710,7 @@ class JobRun:
                     outcomes = await self._output_error(rows, outcomes, str(error))
             if dead:
                 await asyncio.to_thread(self.deadletter.write, dead)
-            await asyncio.to_thread(self.ledger.record, self.plan.id, self.run_id, outcomes)
+            await asyncio.to_thread(self.ledger.record, self.scope, self.run_id, outcomes)
             if batch.pending <= 0:
                 batch.done.set()
 
@@ -712,7 +742,7 @@ class JobRun:
 
     async def _collect(self, sink: Any) -> None:
         """After every item: groups per `split_by`, calls per group, then the calls over everything."""
-        gathered = await asyncio.to_thread(lambda: list(self.ledger.outputs(self.plan.id)))
+        gathered = await asyncio.to_thread(lambda: list(self.ledger.outputs(self.scope)))
         entries = [(key, value["row"], value["outputs"]) for key, value in gathered]
         rows: list[Row] = []
         if self.split is not None:
@@ -774,6 +804,11 @@ class JobRun:
             self.options.hooks.on_progress(progress=self.progress)
 
 
+def _key_of(item: _Item | RowError) -> str:
+    """An item's key; a row that could not be read is keyed by its row number."""
+    return item.key if isinstance(item, _Item) else f"row {item.index}"
+
+
 class _CallFailed(Exception):
     def __init__(self, node: PromptCall, message: str, attempts: int) -> None:
         super().__init__(message)
@@ -782,13 +817,27 @@ class _CallFailed(Exception):
         self.attempts = attempts
 
 
+def _ledger_scope(plan_id: str, input_path: str | None) -> str:
+    if input_path is None:
+        return plan_id
+    digest = hashlib.sha256(os.path.abspath(input_path).encode()).hexdigest()[:16]
+    return f"{plan_id}:input:{digest}"
+
+
+def _suffix_format(path: str) -> str:
+    return {".json": "json", ".csv": "csv"}.get(os.path.splitext(path)[1].lower(), "jsonl")
+
+
 def _count_file(node: Source, root: str) -> int | None:
     """Rows in a file source, cheaply (lines for JSON Lines and CSV), for the progress bar."""
     path = str(node.options.get("path") or "")
     if not path:
         return None
     full = path if os.path.isabs(path) else os.path.join(root, path)
-    fmt = str(node.options.get("format") or "jsonl")
+    return _count_path(full, str(node.options.get("format") or _suffix_format(path)))
+
+
+def _count_path(full: str, fmt: str) -> int | None:
     try:
         if fmt == "json":
             return None

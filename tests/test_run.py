@@ -47,7 +47,7 @@ def workspace(tmp_path: Path, job: str, rows: int = 12) -> Path:
     data.mkdir(exist_ok=True)
     with (data / "reviews.jsonl").open("w", encoding="utf-8") as file:
         for number in range(rows):
-            text = "I love it, great value" if number % 2 else "It broke, awful support"
+            text = f"I love it, great value ({number})" if number % 2 else f"It broke, awful support ({number})"
             file.write(json.dumps({"review_id": f"r{number:03d}", "text": text, "stars": number % 5}) + "\n")
     return tmp_path
 
@@ -333,3 +333,21 @@ def test_the_rate_limiter_halves_on_429_and_paces_requests() -> None:
 
     elapsed, shrinks = asyncio.run(scenario())
     assert shrinks == 1 and elapsed >= 0.1, "600/min allows a burst of 10, then one every 0.1 s"
+
+
+def test_the_response_cache_answers_identical_calls_and_never_keeps_errors(tmp_path: Path, llm: LLMServer) -> None:
+    extra = "error_handling:\n        on_prompt_failure: {strategy: skip}"
+    root = workspace(tmp_path, job_at(llm, extra=extra), rows=5)
+    llm.add_faults({"kind": "500"})
+    first = run(compiled(root), cache=True)
+    assert first.progress.skipped == 1 and llm.requests()["count"] == 5
+    again = run(compiled(root), cache=True, fresh=True)
+    assert again.ok and again.progress.succeeded == 5
+    assert llm.requests()["count"] == 6, "four answers came from the cache; the failed call was made again"
+
+
+def test_on_complete_notify_fires_the_complete_event(tmp_path: Path, llm: LLMServer) -> None:
+    root = workspace(tmp_path, job_at(llm).replace("path: out/scored.jsonl", "path: out/scored.jsonl\n        on_complete: notify"), rows=2)
+    fired: list[str] = []
+    result = run(compiled(root), hooks=Hooks(on_notify=lambda *, job, run_id, result: fired.append(job)))
+    assert result.ok and fired == ["scored"]
