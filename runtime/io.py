@@ -66,7 +66,10 @@ class Sink(Protocol):
         ...
 
     def write(self, rows: list[Row]) -> None:
-        """Write a batch durably (flushed and fsynced, or committed) before returning. Raises `SinkError`."""
+        """Write a batch durably (flushed and fsynced, or committed) before returning. Raises `SinkError`.
+
+        The runtime writes each item key at most once a run, a resumed run included (what `open` returned is
+        never written again), so a sink may publish its spool as it is."""
         ...
 
     def close(self, *, complete: bool) -> None:

@@ -236,6 +236,9 @@ class JobRun:
         self.limiters: dict[str, RateLimiter] = {}
         self.served: dict[str, str] = {}
         self.cache: ResponseCache | None = None
+        self.in_flight_keys: set[str] = set()
+        self.ledger_has_items = True
+        """Keys read in this run and not yet recorded: a repeated key is not processed twice."""
 
     # -- set-up -------------------------------------------------------------------------------------------
 
@@ -307,6 +310,8 @@ class JobRun:
             sink = sinks.make_sink(self.sink_node, key_field=self.key_field, context=context)
             self.deadletter = DeadLetter(self.sink_node.dead_letter, self.plan.root, plan_id=self.scope, job=self.plan.name)
             resume = not self.options.fresh and await asyncio.to_thread(ledger.has_items, self.scope)
+            # A run with nothing recorded before has nothing to look up: every key it reads is new to the ledger.
+            self.ledger_has_items = resume
             await self._reconcile(sink, resume)
             # The sink is open before the source: a SQLite sink switches its file to WAL, which a reader holding
             # the same file would block.
@@ -519,13 +524,18 @@ class JobRun:
         keys = [_key_of(i) for i in items]
         if not keys:
             return items
-        statuses = await asyncio.to_thread(self.ledger.statuses, self.scope, keys)
+        statuses: dict[str, str] = {}
+        if self.ledger_has_items:
+            statuses = await asyncio.to_thread(self.ledger.statuses, self.scope, keys)
         todo: list[_Item | RowError] = []
         for item in items:
-            status = statuses.get(_key_of(item))
-            if status in FINAL:
+            key = _key_of(item)
+            status = statuses.get(key)
+            if status in FINAL or key in self.in_flight_keys:
+                # Done before, or the same key earlier in this run (a repeated row): each key is written once.
                 self.progress.already_done += 1
             else:
+                self.in_flight_keys.add(key)
                 todo.append(item)
         if self.options.retry_failed:
             # Only the failures are redone: items never tried are left for a normal run.
@@ -613,22 +623,12 @@ class JobRun:
         return attempts
 
     async def _call(self, node: PromptCall, prepared: PreparedCall, messages: tuple[dict[str, str], ...]) -> tuple[Any, int]:
-        options = node.options
-        request = ChatRequest(
-            model=node.model,
-            messages=messages,
-            temperature=options.get("temperature"),
-            max_tokens=options.get("max_tokens"),
-            top_p=options.get("top_p"),
-            json_output=prepared.json_output,
-            output_schema=prepared.schema,
-            timeout=node.timeout,
-        )
+        request = ChatRequest(model=node.model, messages=messages, **prepared.request_options)
         provider = self.providers[node.id]
         limiter = self.limiters[node.provider]
         served = self.served[node.id]
         progress = self.progress
-        estimate = sum(len(m["content"]) for m in messages) // 4 + int(options.get("max_tokens") or DEFAULT_COMPLETION_TOKENS)
+        estimate = sum(len(m["content"]) for m in messages) // 4 + int(request.max_tokens or DEFAULT_COMPLETION_TOKENS)
 
         cache = self.cache
         key = cache_key(f"{node.provider}:{served}", request) if cache is not None else ""
@@ -703,16 +703,26 @@ class JobRun:
                 return
             rows, dead, outcomes = batch.rows, batch.dead, batch.outcomes
             batch.rows, batch.dead, batch.outcomes = [], [], []
-            if rows:
-                try:
-                    await asyncio.to_thread(sink.write, rows)
-                except SinkError as error:
-                    outcomes = await self._output_error(rows, outcomes, str(error))
-            if dead:
-                await asyncio.to_thread(self.deadletter.write, dead)
-            await asyncio.to_thread(self.ledger.record, self.scope, self.run_id, outcomes)
+            # One hand-off to a worker thread a batch: the rows, then the dead letters, then the record.
+            failed = await asyncio.to_thread(self._write_batch, sink, rows, dead, outcomes)
+            if failed is not None:
+                outcomes = await self._output_error(rows, outcomes, failed)
+                await asyncio.to_thread(self.ledger.record, self.scope, self.run_id, outcomes)
+            self.in_flight_keys.difference_update(o.key for o in outcomes)
             if batch.pending <= 0:
                 batch.done.set()
+
+    def _write_batch(self, sink: Any, rows: list[Row], dead: list[dict[str, Any]], outcomes: list[Outcome]) -> str | None:
+        """In a worker thread: write durably, then record. Returns the sink's error instead of recording."""
+        if rows:
+            try:
+                sink.write(rows)
+            except SinkError as error:
+                return str(error)
+        if dead:
+            self.deadletter.write(dead)
+        self.ledger.record(self.scope, self.run_id, outcomes)
+        return None
 
     def _alert(self, stage: str, key: str | None, message: str) -> None:
         """The alert hook (the operations layer sends it by email, Slack or webhook)."""
