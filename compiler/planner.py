@@ -16,6 +16,7 @@ from typing import Any
 
 from .checker import CheckResult, check, gc_paused
 from .checks.expressions import ScalarSpans
+from .codes import Severity
 from .diagnostics import Diagnostic, Diagnostics, suggestion_help
 from .documents import Document
 from .expressions import UnsetVariableError
@@ -71,6 +72,8 @@ def plan(
     result = check([target] if is_path and target else [workspace] if workspace else [])
     sink = Diagnostics()
     plans: list[Plan] = []
+    if result.errors and not is_path and target:
+        result = _unrelated_errors_as_warnings(result, target)
     if result.errors:
         return PlanResult(plans=(), diagnostics=result.diagnostics, check=result)
     with gc_paused():
@@ -84,6 +87,56 @@ def plan(
     if any(d.severity == "error" for d in diagnostics):
         plans = []
     return PlanResult(plans=tuple(plans), diagnostics=diagnostics, check=result)
+
+
+def _unrelated_errors_as_warnings(result: CheckResult, name: str) -> CheckResult:
+    """Planning one job by name: a broken document the job does not use (another team's job, say) does not
+    stop it. Its errors are still shown, as warnings; errors in the job's own file, in what it uses, or in
+    `sleipnir.yaml` still stop it."""
+    wanted, _, version = name.partition("@")
+    document = next(
+        (d for kind in PLANNABLE if (d := result.registry.get(kind, wanted, version or None)) is not None), None
+    )
+    if document is None:
+        return result
+    relevant = {d.file for d in _documents_used(document, result.registry, {})}
+    if result.workspace.manifest is not None:
+        relevant.add(result.workspace.manifest.file)
+    if any(d.severity is Severity.ERROR and (d.path is None or d.path in relevant) for d in result.diagnostics):
+        return result
+    note = f"not used by `{name}`, which is planned anyway"
+    diagnostics = tuple(
+        replace(d, severity=Severity.WARNING, notes=(*d.notes, note)) if d.severity is Severity.ERROR else d
+        for d in result.diagnostics
+    )
+    return replace(result, diagnostics=diagnostics)
+
+
+def _documents_used(document: Document, registry: Any, seen: dict[int, Document]) -> list[Document]:
+    """`document` and every document it refers to: prompt modules, stacks, a pipeline's jobs."""
+    seen[id(document)] = document
+    body = document.body if isinstance(document.body, dict) else {}
+    references: list[tuple[str, Any, Any]] = []
+    for entry in body.get("prompts") or []:
+        if isinstance(entry, dict):
+            references.append(("prompt", entry.get("name"), entry.get("version")))
+    for phase in body.get("phases") or []:
+        if isinstance(phase, dict) and phase.get("prompt"):
+            references.append(("prompt", phase.get("prompt"), phase.get("version")))
+    for step in body.get("steps") or []:
+        for member in (step.get("parallel") or [step]) if isinstance(step, dict) else []:
+            if isinstance(member, dict):
+                references.append(("prompt", member.get("prompt"), member.get("version")))
+    if body.get("stack"):
+        references.append(("stack", body.get("stack"), body.get("stack_version")))
+    for entry in body.get("jobs") or [] if document.kind == "pipeline" else []:
+        job = entry if isinstance(entry, str) else entry.get("name") if isinstance(entry, dict) else None
+        references.append(("job", job, None))
+    for kind, name, version in references:
+        used = registry.get(kind, str(name), None if version is None else str(version)) if name else None
+        if used is not None and id(used) not in seen:
+            _documents_used(used, registry, seen)
+    return list(seen.values())
 
 
 def _targets(result: CheckResult, name: str | None, sink: Diagnostics) -> list[Document]:

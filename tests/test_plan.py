@@ -139,3 +139,13 @@ def test_a_folder_plans_every_job_and_pipeline_as_a_json_array(tmp_path: Path, m
     code, out, _ = run("plan", ".", "--format", "json")
     assert code == 0
     assert sorted((p["kind"], p["name"]) for p in json.loads(out)) == [("job", "scoring"), ("pipeline", "weekly")]
+
+
+def test_a_broken_document_the_job_does_not_use_does_not_stop_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    workspace(tmp_path, monkeypatch)
+    (tmp_path / "jobs" / "other.yaml").write_text("job:\n  name: other\n  prompts:\n    - name: nosuch_prompt\n", encoding="utf-8")
+    code, out, err = run("plan", "scoring", "--format", "json")
+    assert code == 0 and from_json(out).name == "scoring"
+    assert "warning[unknown-prompt]" in err and "not used by `scoring`" in err
+    code, _, err = run("plan", "other")
+    assert code == 1 and "error[unknown-prompt]" in err, "the broken job itself is still refused"
