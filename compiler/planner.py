@@ -117,19 +117,20 @@ def _documents_used(document: Document, registry: Any, seen: dict[int, Document]
     seen[id(document)] = document
     body = document.body if isinstance(document.body, dict) else {}
     references: list[tuple[str, Any, Any]] = []
-    for entry in body.get("prompts") or []:
+    for entry in _listed(body.get("prompts")):
         if isinstance(entry, dict):
             references.append(("prompt", entry.get("name"), entry.get("version")))
-    for phase in body.get("phases") or []:
+    for phase in _listed(body.get("phases")):
         if isinstance(phase, dict) and phase.get("prompt"):
             references.append(("prompt", phase.get("prompt"), phase.get("version")))
-    for step in body.get("steps") or []:
-        for member in (step.get("parallel") or [step]) if isinstance(step, dict) else []:
+    for step in _listed(body.get("steps")):
+        members = _listed(step.get("parallel")) or [step] if isinstance(step, dict) else []
+        for member in members:
             if isinstance(member, dict):
                 references.append(("prompt", member.get("prompt"), member.get("version")))
     if body.get("stack"):
         references.append(("stack", body.get("stack"), body.get("stack_version")))
-    for entry in body.get("jobs") or [] if document.kind == "pipeline" else []:
+    for entry in _listed(body.get("jobs")) if document.kind == "pipeline" else []:
         job = entry if isinstance(entry, str) else entry.get("name") if isinstance(entry, dict) else None
         references.append(("job", job, None))
     for kind, name, version in references:
@@ -137,6 +138,11 @@ def _documents_used(document: Document, registry: Any, seen: dict[int, Document]
         if used is not None and id(used) not in seen:
             _documents_used(used, registry, seen)
     return list(seen.values())
+
+
+def _listed(value: Any) -> list[Any]:
+    """`value` when it is a list; checks must tolerate any shape, since broken documents are read too."""
+    return value if isinstance(value, list) else []
 
 
 def _targets(result: CheckResult, name: str | None, sink: Diagnostics) -> list[Document]:
