@@ -23,6 +23,8 @@ from .compiler.planner import plan as compile_plan
 from .compiler.render import RENDERERS
 from .compiler.render.plan_graph import render_dot, render_mermaid
 from .compiler.render.plan_text import render_plan
+from .ops_runs import runs_command
+from .ops_serve import serve_command, trigger_command
 from .runtime.counting import counter_for
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
@@ -278,3 +280,8 @@ def create_job_from_template(
         sys.exit(EXIT_PROBLEMS)
     if output is None:
         click.echo(made.text, nl=False)
+
+
+main.add_command(runs_command)
+main.add_command(serve_command)
+main.add_command(trigger_command)

@@ -6,20 +6,27 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import click
 
 from .compiler.estimate import estimate
+from .compiler.ir import JobStep, Plan
+from .compiler.lower import DEFAULT_LOGGING
 from .compiler.planner import plan as compile_plan
 from .compiler.render import RENDERERS
 from .compiler.render.plan_text import render_plan
-from .console import LiveProgress, result_data, stderr_console, summary
+from .console import LiveProgress, cost_of, result_data, stderr_console, summary
+from .runtime.alerts import AlertDispatcher
+from .runtime.logs import configure, log_hooks, secrets_in
+from .runtime.metrics import export_after_run
 from .runtime.pipeline import PipelineResult, run_pipeline
-from .runtime.run import JobRun, RunOptions, RunResult
+from .runtime.run import Hooks, JobRun, RunOptions, RunResult, chain_hooks
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+
 
 
 def run_command(
@@ -54,27 +61,37 @@ def run_command(
         click.echo(f"error[io-error]: {input_path}: no such file", err=True)
         return EXIT_FAILED
     manifest = compiled.check.workspace.manifest
-    state = manifest.body.get("state") if manifest is not None else None
+    settings = manifest.body if manifest is not None else {}
     live = LiveProgress(console, plan.name)
     alerts: list[str] = []
+    environ = dict(os.environ)
+    jobs = {n.id: n.plan for n in plan.nodes if isinstance(n, JobStep)} if plan.kind == "pipeline" else {"": plan}
+    operations = {entry: Operations(job, settings, environ) for entry, job in jobs.items()}
+    hooks = {entry: ops.hooks(live.hooks(alerts)) for entry, ops in operations.items()}
     options = RunOptions(
         input_path=os.path.abspath(input_path) if input_path else None,
         limit=limit,
         fresh=fresh,
         retry_failed=retry_failed,
         cache=cache,
-        state=state,
-        hooks=live.hooks(alerts),
+        state=settings.get("state"),
+        environ=environ,
+        hooks=hooks.get("", Hooks()),
         handle_signals=True,
     )
+    result: RunResult | PipelineResult | None = None
     try:
-        result: RunResult | PipelineResult
         if plan.kind == "pipeline":
-            result = asyncio.run(run_pipeline(plan, options))
+            result = asyncio.run(run_pipeline(plan, options, job_hooks=hooks))
         else:
             result = asyncio.run(JobRun(plan, options).run())
     finally:
         live.stop()
+        finished = result.jobs if isinstance(result, PipelineResult) else {"": result}
+        for entry, ops in operations.items():
+            for line in ops.finish(finished.get(entry)):
+                console.print(line)
+    assert result is not None
     for alert in alerts[:20]:
         console.print(f"[red]alert:[/] {alert}")
     runs = list(result.jobs.values()) if isinstance(result, PipelineResult) else [result]
@@ -89,6 +106,50 @@ def run_command(
     if as_json:
         sys.stdout.write(json.dumps(result_data(result, plan.root), indent=2, default=str) + "\n")
     return _exit_code(runs, result)
+
+
+class Operations:
+    """What a run does besides its items: the job's log, its alerts and its metrics export."""
+
+    def __init__(self, plan: Plan, manifest: Mapping[str, Any], environ: Mapping[str, str]) -> None:
+        self.plan = plan
+        logging_settings = dict(plan.settings.get("logging") or {})
+        if logging_settings == DEFAULT_LOGGING and sys.stderr.isatty():
+            # A job that configures no logging, run by a person: the progress bar and the summary say it all,
+            # so the log keeps to warnings rather than repeating them on the same terminal.
+            logging_settings["level"] = "WARNING"
+        self.logger = configure(
+            logging_settings, job=plan.name, root=plan.root, secrets=secrets_in(plan, environ), environ=environ
+        )
+        self.alerts = AlertDispatcher(manifest, plan.root, environ, logger=self.logger)
+
+    def hooks(self, display: Hooks) -> Hooks:
+        plan = self.plan
+        rules = plan.settings.get("alerts") or ()
+        return chain_hooks(display, log_hooks(self.logger), self.alerts.hooks(plan.name, rules, metrics=self.with_cost))
+
+    def with_cost(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
+        return {**metrics, "cost": cost_of(metrics.get("tokens_by_model") or {}, self.plan.root)}
+
+    def finish(self, run: RunResult | None) -> list[str]:
+        """Export the run's metrics and wait for its alerts; lines to show the person running it."""
+        lines: list[str] = []
+        if run is not None:
+            metrics = self.with_cost(run.metrics)
+            exported = export_after_run(
+                self.plan.settings.get("monitoring") or {},
+                root=self.plan.root,
+                job=run.job,
+                status=run.status,
+                metrics=metrics,
+                cost=metrics["cost"],
+            )
+            if exported:
+                lines.append(f"metrics: {exported}")
+        sent = self.alerts.drain(timeout=30)
+        self.alerts.close()
+        lines.extend(f"[red]alert sent:[/] {entry}" for entry in sent)
+        return lines
 
 
 def _exit_code(runs: list[RunResult], result: Any) -> int:

@@ -48,6 +48,15 @@ from .registry import Registry
 from .resolve import Effective, is_secret_env
 
 DEFAULT_DATABASE = ".sleipnir/sleipnir.db"
+DEFAULT_LOGGING = {
+    "level": "INFO",
+    "format": "text",
+    "destination": "stderr",
+    "rotate": "none",
+    "max_bytes": 10485760,
+    "retention": 7,
+}
+"""The `logging` settings of a job that has no `logging:` (spec/job.md)."""
 DEFAULT_PROVIDER = "openai"
 DEFAULT_CALL_TIMEOUT = 60.0
 OPENAI_PREFIXES = ("gpt-", "o1", "o3", "o4", "chatgpt-", "text-embedding-")
@@ -486,15 +495,7 @@ class _JobLowering:
                 "on_output_error": {**failure_defaults, **(handling.get("on_output_error") or {})},
             },
             "monitoring": {"metrics": list(MONITORED), "export_to": "none", **(body.get("monitoring") or {})},
-            "logging": {
-                "level": "INFO",
-                "format": "text",
-                "destination": "stderr",
-                "rotate": "none",
-                "max_bytes": 10485760,
-                "retention": 7,
-                **(body.get("logging") or {}),
-            },
+            "logging": {**DEFAULT_LOGGING, **(body.get("logging") or {})},
             "triggers": list(body.get("triggers") or []),
             "conditions": list(body.get("conditions") or []),
             "alerts": [{"cooldown": "15m", **alert} for alert in body.get("alerts") or []],

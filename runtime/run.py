@@ -71,13 +71,13 @@ class Hooks:
     """A line for the person running the job: a fallback to the mock provider, a resumed run."""
 
 
-def combine(*all_hooks: Hooks) -> Hooks:
+def chain_hooks(*all_hooks: Hooks) -> Hooks:
     """One set of hooks calling each of `all_hooks` in order (a progress bar, a logger, an alert dispatcher)."""
 
     def chain(name: str) -> Callable[..., None] | None:
         callbacks = [c for h in all_hooks if (c := getattr(h, name)) is not None]
-        if not callbacks:
-            return None
+        if len(callbacks) <= 1:
+            return callbacks[0] if callbacks else None
 
         def call(**event: Any) -> None:
             for callback in callbacks:
