@@ -265,7 +265,8 @@ def configure(
 
 def log_hooks(logger: logging.Logger) -> Hooks:
     """Run callbacks that log the run's events: `start`, `progress` (each further 10% done; every 1,000 items
-    when the total is unknown), `alert`, `notice`, `notify`, `complete` and `error`."""
+    when the total is unknown), `item` (an item failed or was skipped, with its key), `alert`, `notice`,
+    `notify`, `complete` and `error`."""
     state: dict[str, Any] = {"run_id": None, "step": 0}
 
     def emit(level: int, event: str, message: str, **fields: Any) -> None:
@@ -292,6 +293,10 @@ def log_hooks(logger: logging.Logger) -> Hooks:
     def on_notice(*, message: str, **_: Any) -> None:
         emit(logging.INFO, "notice", message)
 
+    def on_item_failed(*, key: str, stage: str, error: str, attempts: int, outcome: str, **_: Any) -> None:
+        level = logging.WARNING if outcome == "skipped" else logging.ERROR
+        emit(level, "item", f"item {outcome} ({stage}): {error}", item=key, stage=stage, attempts=attempts, outcome=outcome)
+
     def on_notify(*, job: str, run_id: str, result: RunResult, **_: Any) -> None:
         emit(logging.INFO, "notify", "complete event (output.on_complete: notify)", run_id=run_id)
 
@@ -305,6 +310,14 @@ def log_hooks(logger: logging.Logger) -> Hooks:
             fields = {"run_id": result.run_id, "status": result.status, "metrics": result.metrics}
         emit(logging.ERROR, "error", f"run failed: {error}", **fields)
 
-    return Hooks(on_start=on_start, on_progress=on_progress, on_complete=on_complete, on_error=on_error,
-                 on_alert=on_alert, on_notify=on_notify, on_notice=on_notice)
+    return Hooks(
+        on_start=on_start,
+        on_progress=on_progress,
+        on_complete=on_complete,
+        on_error=on_error,
+        on_alert=on_alert,
+        on_item_failed=on_item_failed,
+        on_notify=on_notify,
+        on_notice=on_notice,
+    )
 

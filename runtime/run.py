@@ -65,6 +65,8 @@ class Hooks:
     on_complete: Callable[..., None] | None = None
     on_error: Callable[..., None] | None = None
     on_alert: Callable[..., None] | None = None
+    on_item_failed: Callable[..., None] | None = None
+    """An item that failed or was skipped: key, stage (`input`, `prompt`, `output`), error, attempts, outcome."""
     on_notify: Callable[..., None] | None = None
     """The job's complete event, fired when `output.on_complete: notify` and the run succeeded."""
     on_notice: Callable[..., None] | None = None
@@ -692,6 +694,9 @@ class JobRun:
     async def _fail_item(self, batch: _Batch, item: _Item, stage: str, message: str, attempts: int, strategy: str) -> None:
         if len(self.result.errors) < 1000:
             self.result.errors.append(ItemFailure(key=item.key, stage=stage, error=message, attempts=attempts))
+        if self.options.hooks.on_item_failed:
+            outcome = "skipped" if strategy in ("skip", "alert", "retry") else "failed"
+            self.options.hooks.on_item_failed(key=item.key, stage=stage, error=message, attempts=attempts, outcome=outcome)
         if strategy == "alert" or self.alert_on.get({"input": "input_error", "prompt": "prompt_failure"}[stage], False):
             self._alert(stage, item.key, message)
         if strategy in ("skip", "alert", "retry"):

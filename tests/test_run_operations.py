@@ -46,7 +46,8 @@ def test_a_run_logs_alerts_and_exports_its_metrics(
     url, received = hook_server
     (tmp_path / "sleipnir.yaml").write_text("name: ops\n", encoding="utf-8")
     (tmp_path / "items.jsonl").write_text(
-        "".join(json.dumps({"id": n, "text": f"great product {n}"}) + "\n" for n in range(6)), encoding="utf-8"
+        "".join(json.dumps({"id": n, "text": f"great product {n}"}) + "\n" for n in range(6)) + "not json\n",
+        encoding="utf-8",
     )
     job = f"""
     job:
@@ -65,6 +66,8 @@ def test_a_run_logs_alerts_and_exports_its_metrics(
         path: logs/watched.log
       monitoring:
         export_to: textfile
+      error_handling:
+        on_input_error: {{strategy: skip}}
       alerts:
         - condition: items_processed >= 5
           action: webhook
@@ -78,6 +81,8 @@ def test_a_run_logs_alerts_and_exports_its_metrics(
     records = [json.loads(line) for line in (tmp_path / "logs" / "watched.log").read_text().splitlines()]
     assert {r["event"] for r in records} >= {"start", "complete"}
     assert all(r["job"] == "watched" and r["run_id"] for r in records)
+    [skipped] = [r for r in records if r["event"] == "item"]
+    assert skipped["item"] == "row 6" and skipped["level"] == "WARNING" and "items.jsonl:7" in skipped["message"]
 
     [alert] = received
     assert alert["job"] == "watched" and "items_processed >= 5" in json.dumps(alert)
