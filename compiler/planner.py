@@ -9,7 +9,7 @@ sees a half-resolved value.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -63,10 +63,12 @@ def plan(
     environ: Mapping[str, str] | None = None,
     overrides: Sequence[Override] = (),
     workspace: str | None = None,
+    select: Callable[[Document], bool] | None = None,
 ) -> PlanResult:
     """Plan `target`: a job or pipeline name (`name` or `name@version`) in the workspace around the current
     folder (or in `workspace`), a file, or a folder (every job and pipeline in it); with no target, the whole
-    workspace. `overrides` (from the Python API) apply after `--param`s."""
+    workspace. `overrides` (from the Python API) apply after `--param`s. `select` keeps only some of the
+    documents a folder or workspace holds (`serve` plans the scheduled and triggered ones)."""
     environ = dict(os.environ if environ is None else environ)
     is_path = target is not None and (Path(target).exists() or target.endswith((".yaml", ".yml")))
     result = check([target] if is_path and target else [workspace] if workspace else [])
@@ -78,6 +80,8 @@ def plan(
         return PlanResult(plans=(), diagnostics=result.diagnostics, check=result)
     with gc_paused():
         documents = _targets(result, None if is_path else target, sink)
+        if select is not None:
+            documents = [d for d in documents if select(d)]
         if documents:
             layers = [*command_line(params, param_files, environ, sink), *overrides]
             if not sink.errors:

@@ -214,9 +214,12 @@ class Service:
 
     # -- compiling --------------------------------------------------------------------------------------------
 
-    def compile(self) -> PlanResult:
-        """Compile every job and pipeline of the workspace (synchronous; call it from a thread in the loop)."""
-        return compile_plan(workspace=self.workspace, environ=self.environ)
+    def compile(self, target: str | None = None) -> PlanResult:
+        """Compile the workspace's scheduled and triggered jobs and pipelines, or the one `target` names
+        (synchronous; call it from a thread in the loop)."""
+        if target is not None:
+            return compile_plan(target, workspace=self.workspace, environ=self.environ)
+        return compile_plan(workspace=self.workspace, environ=self.environ, select=_served)
 
     def _install(self, compiled: PlanResult, now: datetime) -> None:
         """Take the plans of a good compile: keep each job's scheduler state, recompute changed schedules."""
@@ -552,7 +555,9 @@ class Service:
     async def trigger(self, name: str, input_path: str | None = None) -> TriggerOutcome:
         """Run one job or pipeline of the workspace by hand, through the serve path: its conditions are checked
         first. Raises LookupError when the workspace has no such job, ValueError when it does not compile."""
-        compiled = await asyncio.to_thread(self.compile)
+        compiled = await asyncio.to_thread(self.compile, name)
+        if any(d.code == "unknown-target" for d in compiled.diagnostics):
+            raise LookupError(name)
         if not compiled.ok:
             raise ValueError(_rendered(compiled))
         plans = {p.name: p for p in _newest(compiled)}
@@ -768,3 +773,10 @@ def _log_crash(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         error = task.exception()
         log.error(f"internal error: {type(error).__name__}: {error}", exc_info=error, extra={"event": "internal_error"})
+
+
+def _served(document: Any) -> bool:
+    """Whether `serve` runs a document: a job or pipeline with a schedule or triggers. The others are checked
+    (a check error stops serve) but not planned, so a job that needs a secret only when run by hand does not."""
+    body = document.body if isinstance(document.body, dict) else {}
+    return bool(body.get("schedule") or body.get("triggers"))

@@ -149,3 +149,16 @@ def test_a_broken_document_the_job_does_not_use_does_not_stop_it(tmp_path: Path,
     assert "warning[unknown-prompt]" in err and "not used by `scoring`" in err
     code, _, err = run("plan", "other")
     assert code == 1 and "error[unknown-prompt]" in err, "the broken job itself is still refused"
+
+
+def test_select_plans_only_the_documents_it_keeps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sleipnir.compiler.planner import plan
+
+    workspace(tmp_path, monkeypatch)
+    (tmp_path / "jobs" / "secret.yaml").write_text(
+        "job:\n  name: keyed\n  prompts:\n    - name: classifier\n      api_key: ${UNSET_KEY}\n", encoding="utf-8"
+    )
+    everything = plan(environ={})
+    assert not everything.ok, "the keyed job needs its key to plan"
+    scheduled = plan(environ={}, select=lambda d: bool(d.body.get("schedule")))
+    assert scheduled.ok and [p.name for p in scheduled.plans] == ["scoring"]
