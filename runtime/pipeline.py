@@ -36,8 +36,16 @@ class PipelineResult:
         return [entry for entry, run in self.jobs.items() if not run.ok]
 
 
-async def run_pipeline(plan: Plan, options: RunOptions, *, job_hooks: dict[str, Hooks] | None = None) -> PipelineResult:
-    """Run every job of a pipeline plan; `options` apply to each job (its `--input` does not)."""
+async def run_pipeline(
+    plan: Plan,
+    options: RunOptions,
+    *,
+    job_hooks: dict[str, Hooks] | None = None,
+    runs: set[JobRun] | None = None,
+) -> PipelineResult:
+    """Run every job of a pipeline plan; `options` apply to each job (its `--input` does not). The job runs in
+    progress are kept in `runs`, so a caller can stop them (`serve` on SIGTERM); a stopped job stops its
+    dependents like a failed one."""
     if plan.kind != "pipeline":
         raise ValueError("run_pipeline runs a pipeline plan")
     graph = plan.graph()
@@ -56,7 +64,14 @@ async def run_pipeline(plan: Plan, options: RunOptions, *, job_hooks: dict[str, 
             job_options = dataclasses.replace(
                 options, input_path=None, hooks=(job_hooks or {}).get(entry, options.hooks)
             )
-            result.jobs[entry] = await JobRun(steps[entry].plan, job_options).run()
+            run = JobRun(steps[entry].plan, job_options)
+            if runs is not None:
+                runs.add(run)
+            try:
+                result.jobs[entry] = await run.run()
+            finally:
+                if runs is not None:
+                    runs.discard(run)
         finally:
             finished[entry].set()
 

@@ -98,6 +98,9 @@ class RunOptions:
     """`--limit N`: only the first N items of the source."""
     fresh: bool = False
     retry_failed: bool = False
+    scope: str | None = None
+    """A name for this run's ledger entry beside the plan id: `serve` gives each fire time its own, so that
+    runs of one job that overlap (`overlap: allow`) keep apart, and a run cut short resumes at its catch-up."""
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     state: str | None = None
     """The ledger: a SQLite path (relative to the root) or a PostgreSQL URL; `.sleipnir/state.db` by default."""
@@ -224,7 +227,7 @@ class JobRun:
         self.run_id = uuid.uuid4().hex[:16]
         self.progress = Progress()
         self.result = RunResult(run_id=self.run_id, plan_id=plan.id, job=plan.name, status="running", progress=self.progress)
-        self.scope = _ledger_scope(plan.id, options.input_path)
+        self.scope = _ledger_scope(plan.id, options.input_path) + (f":{options.scope}" if options.scope else "")
         """What the ledger keys items under: the plan id, and the `--input` file when one replaces the source."""
         self.source_node = next(n for n in plan.nodes if isinstance(n, Source))
         self.sink_node = next(n for n in plan.nodes if isinstance(n, Sink))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -390,7 +391,7 @@ class Service:
         for fire in missed:  # one at a time, oldest first
             if self._draining:
                 return
-            await self._guarded(job, f"catch-up of {fire.isoformat()}", lambda: self._scheduled(job))
+            await self._guarded(job, f"catch-up of {fire.isoformat()}", functools.partial(self._scheduled, job, fire))
 
     async def _scheduler(self) -> None:
         assert self.state is not None
@@ -425,12 +426,12 @@ class Service:
             return
         if decision == "queue":
             _log("queued", f"the run due {fire.isoformat()} waits for the previous one", job=job.name)
-        self._spawn(self._guarded(job, cause, lambda: self._scheduled(job), queued=decision == "queue"), self._run_tasks)
+        self._spawn(self._guarded(job, cause, lambda: self._scheduled(job, fire), queued=decision == "queue"), self._run_tasks)
 
-    async def _scheduled(self, job: _Job) -> RunResult | PipelineResult:
-        # A fire time is a new run over the source as it is now (`--fresh`): without it, a second run of the
-        # same plan would find every item done by the first and do nothing.
-        return await self._execute(job, None, fresh=True)
+    async def _scheduled(self, job: _Job, fire: datetime) -> RunResult | PipelineResult:
+        # A fire time is a new run over the source as it is now, with a ledger entry of its own: a second fire
+        # time does not find every item done by the first, and overlapping runs (`overlap: allow`) keep apart.
+        return await self._execute(job, None, scope=f"schedule:{fire.isoformat()}")
 
     # -- runs ---------------------------------------------------------------------------------------------
 
@@ -485,9 +486,12 @@ class Service:
         )
         return None if ok else reason
 
-    def _options(self, plan: Plan, input_path: str | None, *, fresh: bool = False) -> RunOptions:
+    def _options(
+        self, plan: Plan, input_path: str | None, *, scope: str | None = None, fresh: bool = False
+    ) -> RunOptions:
         return RunOptions(
             input_path=input_path,
+            scope=scope,
             fresh=fresh,
             environ=self.environ,
             state=self.manifest.get("state"),
@@ -514,14 +518,18 @@ class Service:
     def _cost(self, metrics: Mapping[str, Any], plan: Plan) -> float | None:
         return self.cost(metrics["tokens_by_model"], plan.root) if self.cost else None
 
-    async def _execute(self, job: _Job, input_path: str | None, *, run: JobRun | None = None, fresh: bool = False) -> RunResult | PipelineResult:
+    async def _execute(
+        self, job: _Job, input_path: str | None, *, run: JobRun | None = None, scope: str | None = None
+    ) -> RunResult | PipelineResult:
         plan = job.plan if run is None else run.plan
-        options = self._options(plan, input_path, fresh=fresh) if run is None else run.options
+        options = self._options(plan, input_path, scope=scope) if run is None else run.options
         result: RunResult | PipelineResult
         if plan.kind == "pipeline":
             steps = [n for n in plan.nodes if isinstance(n, JobStep)]
             hooks = {step.id: self._hooks(step.plan) for step in steps}
-            result = pipeline = await run_pipeline(plan, dataclasses.replace(options, hooks=Hooks()), job_hooks=hooks)
+            result = pipeline = await run_pipeline(
+                plan, dataclasses.replace(options, hooks=Hooks()), job_hooks=hooks, runs=self._runs
+            )
             runs = [(pipeline.jobs[step.id], step.plan) for step in steps if step.id in pipeline.jobs]
         else:
             run = run or JobRun(plan, options)

@@ -230,7 +230,7 @@ class HeldRuns(Service):
         self.started: list[str] = []
         self.release: dict[str, asyncio.Event] = {}
 
-    async def _scheduled(self, job: Any) -> RunResult | PipelineResult:
+    async def _scheduled(self, job: Any, fire: Any) -> RunResult | PipelineResult:
         self.started.append(job.name)
         event = self.release.setdefault(job.name, asyncio.Event())
         await event.wait()
