@@ -1,4 +1,5 @@
-"""Schedules, triggers and conditions: cron expressions, IANA timezones and time windows.
+"""Schedules, triggers, conditions and monitoring: cron expressions, IANA timezones, time windows, and a
+Pushgateway export that names its URL.
 
 A cron expression has five fields or is one of the `@daily`-style macros, and croniter must accept it; a timezone
 must be one zoneinfo can load; a `time_window` gives `start` and `end` as HH:MM. Values holding a `${...}`
@@ -76,6 +77,16 @@ class _Schedules(DocumentVisitor):
                         _TRIGGER_KEYS,
                         _TRIGGER_NEEDS,
                     )
+        monitoring = job.get("monitoring")
+        pushed = isinstance(monitoring, dict) and monitoring.get("export_to") == "pushgateway"
+        if pushed and isinstance(monitoring, dict) and not monitoring.get("pushgateway_url"):
+            self.sink.emit(
+                "missing-key",
+                "`export_to: pushgateway` needs `pushgateway_url`",
+                document.span_at((*path, "monitoring", "export_to")),
+                label="pushed where?",
+                help="add `pushgateway_url: http://pushgateway:9091`, or export to `textfile` or `prometheus`",
+            )
 
     def _schedule(self, document: Document, owner: dict[str, Any], path: Path) -> None:
         schedule = owner.get("schedule")
