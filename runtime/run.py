@@ -24,8 +24,8 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,156 +42,23 @@ from .providers.base import ChatRequest, ProviderConfig, ProviderError
 from .providers.registry import ProviderPool, resolve_api_key, resolve_endpoint
 from .render import ItemError, PreparedCall, ReplyError
 from .secrets import MissingSecret, reveal
+from .state import Hooks, ItemFailure, Progress, RunOptions, RunResult, RunStopped, chain_hooks
+
+__all__ = [
+    "DEFAULT_STATE",
+    "Hooks",
+    "ItemFailure",
+    "JobRun",
+    "Progress",
+    "RunOptions",
+    "RunResult",
+    "RunStopped",
+    "chain_hooks",
+    "run_job",
+]
 
 DEFAULT_STATE = ".sleipnir/state.db"
 DEFAULT_COMPLETION_TOKENS = 256
-
-
-class RunStopped(Exception):
-    """The run stopped before its end; `reason` says why (`failed`, `interrupted`, `timed_out`)."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-@dataclass(slots=True, kw_only=True)
-class Hooks:
-    """Lifecycle callbacks, each keyword-only; any may be None."""
-
-    on_start: Callable[..., None] | None = None
-    on_progress: Callable[..., None] | None = None
-    on_complete: Callable[..., None] | None = None
-    on_error: Callable[..., None] | None = None
-    on_alert: Callable[..., None] | None = None
-    on_item_failed: Callable[..., None] | None = None
-    """An item that failed or was skipped: key, stage (`input`, `prompt`, `output`), error, attempts, outcome."""
-    on_notify: Callable[..., None] | None = None
-    """The job's complete event, fired when `output.on_complete: notify` and the run succeeded."""
-    on_notice: Callable[..., None] | None = None
-    """A line for the person running the job: a fallback to the mock provider, a resumed run."""
-
-
-def chain_hooks(*all_hooks: Hooks) -> Hooks:
-    """One set of hooks calling each of `all_hooks` in order (a progress bar, a logger, an alert dispatcher)."""
-
-    def chain(name: str) -> Callable[..., None] | None:
-        callbacks = [c for h in all_hooks if (c := getattr(h, name)) is not None]
-        if len(callbacks) <= 1:
-            return callbacks[0] if callbacks else None
-
-        def call(**event: Any) -> None:
-            for callback in callbacks:
-                callback(**event)
-
-        return call
-
-    return Hooks(**{name: chain(name) for name in Hooks.__dataclass_fields__})
-
-
-@dataclass(slots=True, kw_only=True)
-class RunOptions:
-    input_path: str | None = None
-    """`--input FILE`: replaces the job's source."""
-    limit: int | None = None
-    """`--limit N`: only the first N items of the source."""
-    fresh: bool = False
-    retry_failed: bool = False
-    scope: str | None = None
-    """A name for this run's ledger entry beside the plan id: `serve` gives each fire time its own, so that
-    runs of one job that overlap (`overlap: allow`) keep apart, and a run cut short resumes at its catch-up."""
-    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
-    state: str | None = None
-    """The ledger: a SQLite path (relative to the root) or a PostgreSQL URL; `.sleipnir/state.db` by default."""
-    cache: bool = False
-    """Reuse answers of identical earlier calls (`.sleipnir/cache.db`); errors are never cached."""
-    keep_outputs: bool = False
-    """Keep every output row in the result (the Python API); the CLI streams them only to the sink."""
-    hooks: Hooks = field(default_factory=Hooks)
-    handle_signals: bool = False
-    """Install SIGINT/SIGTERM handlers that stop the run gracefully (the CLI does)."""
-    progress_every: float = 0.2
-    """Seconds between progress callbacks."""
-
-
-@dataclass(slots=True, kw_only=True)
-class ItemFailure:
-    key: str
-    stage: str
-    """`input`, `prompt` or `output`."""
-    error: str
-    attempts: int = 0
-
-
-@dataclass(slots=True, kw_only=True)
-class Progress:
-    """The mutable run state: counts by bucket, and the metrics."""
-
-    total: int | None = None
-    read: int = 0
-    already_done: int = 0
-    in_flight: int = 0
-    succeeded: int = 0
-    skipped: int = 0
-    failed: int = 0
-    calls: int = 0
-    retries: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    tokens_by_model: dict[str, list[int]] = field(default_factory=dict)
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def done(self) -> int:
-        return self.succeeded + self.skipped + self.failed
-
-    @property
-    def percent(self) -> float | None:
-        if not self.total:
-            return None
-        return min(100.0, 100.0 * (self.done + self.already_done) / self.total)
-
-
-@dataclass(slots=True, kw_only=True)
-class RunResult:
-    """What a run did."""
-
-    run_id: str
-    plan_id: str
-    job: str
-    status: str
-    """`succeeded`, `failed`, `interrupted` or `timed_out`."""
-    message: str = ""
-    progress: Progress
-    wall_time: float = 0.0
-    outputs: list[Row] = field(default_factory=list)
-    errors: list[ItemFailure] = field(default_factory=list)
-    notices: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "succeeded"
-
-    @property
-    def metrics(self) -> dict[str, Any]:
-        p = self.progress
-        processed = p.succeeded + p.skipped + p.failed
-        return {
-            "execution_time": self.wall_time,
-            "items_processed": p.succeeded,
-            "items_skipped": p.skipped,
-            "items_failed": p.failed,
-            "items_already_done": p.already_done,
-            "calls": p.calls,
-            "retries": p.retries,
-            "prompt_tokens": p.prompt_tokens,
-            "completion_tokens": p.completion_tokens,
-            "token_usage": p.prompt_tokens + p.completion_tokens,
-            "success_rate": p.succeeded / processed if processed else 1.0,
-            "error_rate": (p.failed + p.skipped) / processed if processed else 0.0,
-            "tokens_by_model": {m: {"prompt": t[0], "completion": t[1]} for m, t in p.tokens_by_model.items()},
-        }
 
 
 class _Batch:
