@@ -264,11 +264,15 @@ def test_map_reduce_and_fan_out_fan_in_gather_every_output(tmp_path: Path) -> No
 
 
 def test_the_whole_job_deadline_stops_the_run(tmp_path: Path) -> None:
-    with LLMServer(latency=0.3) as slow:
+    # 30 items one at a time at 0.2 s each need 6 s; the deadline is 2 s, long enough on a loaded machine for
+    # some items to be done (and written) before it.
+    with LLMServer(latency=0.2) as slow:
         slow.set_schemas({"sentiment": SENTIMENT})
-        root = workspace(tmp_path, job_at(slow, extra="execution:\n        concurrency: 1\n        timeout: 0.5").replace("      execution:\n        concurrency: 3\n", ""), rows=10)
+        extra = "execution:\n        concurrency: 1\n        timeout: 2"
+        root = workspace(tmp_path, job_at(slow, extra=extra).replace("      execution:\n        concurrency: 3\n", ""), rows=30)
         result = run(compiled(root))
-    assert result.status == "timed_out" and 0 < result.progress.succeeded < 10
+    assert result.status == "timed_out" and 0 < result.progress.succeeded < 30
+    assert len(lines(root / "out" / ".scored.jsonl.partial")) == result.progress.succeeded, "what was done is kept"
 
 
 def test_progress_hooks_are_called_with_counts(tmp_path: Path, llm: LLMServer) -> None:
