@@ -2,22 +2,19 @@
 
 This is the runtime's side of the estimate: the compiler knows no databases, so the CLI hands it this counter.
 The query is wrapped, never edited (`SELECT COUNT(*) FROM (<query>) AS items`), and its `:name` parameters are
-bound, never formatted in.
+bound, never formatted in. Connections are made as the sources make them (`runtime/dbconn.py`), read-only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import re
-import sqlite3
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
-import psycopg
-
-from ..compiler.expressions import parse_substitutions, resolve
-from ..compiler.ir import Plan, Secret, Source
+from ..compiler.ir import Plan, Source
+from .dbconn import connect_postgresql, connect_sqlite, parse_database_url, postgresql_query
+from .secrets import reveal
 
 
 def connection_url(plan: Plan, name: str, environ: Mapping[str, str] | None = None) -> str:
@@ -25,23 +22,13 @@ def connection_url(plan: Plan, name: str, environ: Mapping[str, str] | None = No
     environ = os.environ if environ is None else environ
     for connection in plan.resources.connections:
         if connection.name == name:
-            url = connection.url
-            if isinstance(url, Secret):
-                return resolve(parse_substitutions(url.ref), environ.get)
-            return url
+            return str(reveal(connection.url, environ))
     return name
 
 
-def sqlite_path(url: str, root: str) -> Path | None:
-    """The file of a SQLite URL or path, relative to the workspace root; None for other databases."""
-    if url.startswith(("postgresql://", "postgres://")):
-        return None
-    path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
-    return Path(root, path) if not Path(path).is_absolute() else Path(path)
-
-
 def counter_for(plan: Plan, environ: Mapping[str, str] | None = None) -> Callable[[Source, str], int | None]:
-    """An item counter for `compiler.estimate`: database sources are counted with `COUNT(*)`."""
+    """An item counter for `compiler.estimate`: database sources are counted with `COUNT(*)`; a SQLite file
+    that does not exist yet has no count."""
 
     def count(source: Source, root: str) -> int | None:
         query = source.options.get("query")
@@ -50,22 +37,17 @@ def counter_for(plan: Plan, environ: Mapping[str, str] | None = None) -> Callabl
         url = connection_url(plan, str(source.options.get("connection", "default")), environ)
         parameters: dict[str, Any] = dict(source.options.get("parameters") or {})
         wrapped = f"SELECT COUNT(*) FROM ({query.rstrip().rstrip(';')}) AS items"
-        path = sqlite_path(url, root)
-        if path is not None:
-            if not path.exists():
+        database = parse_database_url(url, root=root)
+        if database.path is not None:
+            if not database.path.exists():
                 return None
-            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as database:
-                row = database.execute(wrapped, parameters).fetchone()
+            with contextlib.closing(connect_sqlite(database.path, read_only=True)) as connection:
+                row = connection.execute(wrapped, parameters).fetchone()
             return int(row[0])
-        return _count_postgresql(url, wrapped, parameters)
+        with contextlib.closing(connect_postgresql(database.url, read_only=True)) as connection:
+            found = connection.execute(postgresql_query(wrapped).encode(), parameters).fetchone()
+            connection.rollback()
+        return int(found[0]) if found else None
 
     return count
 
-
-def _count_postgresql(url: str, query: str, parameters: dict[str, Any]) -> int | None:
-    # psycopg binds `%(name)s`; the job's `:name` placeholders are rewritten to that form, values stay bound.
-    bound = re.sub(r"(?<!:):([A-Za-z_][A-Za-z0-9_]*)", r"%(\1)s", query.replace("%", "%%"))
-    with psycopg.connect(url) as connection, connection.cursor() as cursor:
-        cursor.execute(bound.encode(), parameters)
-        row = cursor.fetchone()
-    return int(row[0]) if row else None

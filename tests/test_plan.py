@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from test_sources import pg_table, postgres_url  # noqa: F401 (fixtures)
 
 from sleipnir.cli import main
 from sleipnir.compiler.ir import PromptCall, Source, from_json
@@ -162,3 +163,26 @@ def test_select_plans_only_the_documents_it_keeps(tmp_path: Path, monkeypatch: p
     assert not everything.ok, "the keyed job needs its key to plan"
     scheduled = plan(environ={}, select=lambda d: bool(d.body.get("schedule")))
     assert scheduled.ok and [p.name for p in scheduled.plans] == ["scoring"]
+
+
+def test_estimate_counts_a_postgresql_source_with_its_parameters_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    import psycopg
+
+    url, table = request.getfixturevalue("postgres_url"), request.getfixturevalue("pg_table")
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(f'CREATE TABLE "{table}" (id INTEGER, note TEXT)'.encode())
+        for n in range(12):
+            connection.execute(f'INSERT INTO "{table}" VALUES (%s, %s)'.encode(), (n, "it's 100%" if n % 2 else "plain"))
+    (tmp_path / "sleipnir.yaml").write_text(f"name: pg\nconnections:\n  warehouse: {url}\n", encoding="utf-8")
+    (tmp_path / "job.yaml").write_text(
+        "job:\n  name: counted\n  input:\n    connection: warehouse\n"
+        f"    query: \"SELECT id FROM {table} WHERE note = :note AND note <> ':literal'\"\n"
+        "    parameters:\n      note: \"it's 100%\"\n",
+        encoding="utf-8",
+    )
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run("plan", "counted", "--estimate")
+    assert code == 0, err
+    assert "6 items" in out.splitlines()[-1], "COUNT(*) with :note bound, the ':literal' left as written"
