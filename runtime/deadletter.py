@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .sinks import repair_torn_line
+
 
 class DeadLetter:
     def __init__(self, path: str, root: str, *, plan_id: str, job: str) -> None:
@@ -25,13 +27,10 @@ class DeadLetter:
         """The keys this plan already dead-lettered (a torn last line is dropped)."""
         if not self.path.exists():
             return set()
+        repair_torn_line(self.path)
         keys: set[str] = set()
-        with self.path.open("rb+") as file:
-            data = file.read()
-            end = data.rfind(b"\n") + 1
-            if end < len(data):
-                file.truncate(end)
-            for line in data[:end].splitlines():
+        with self.path.open("rb") as file:
+            for line in file:
                 try:
                     entry = json.loads(line)
                 except ValueError:

@@ -123,7 +123,7 @@ class FileSink:
             self.target.parent.mkdir(parents=True, exist_ok=True)
             self._recover()
             if resume and self.spool.exists():
-                _repair_torn_line(self.spool)
+                repair_torn_line(self.spool)
             elif resume and self.mode == "replace" and self.target.exists():
                 self._seed()
             else:
@@ -260,7 +260,7 @@ class FileSink:
         yield from self._run_rows(last, skip=replaced)
 
 
-def _repair_torn_line(path: Path) -> None:
+def repair_torn_line(path: Path) -> None:
     """Cut a last line that has no newline: a batch the crash interrupted, whose `write` never returned."""
     with path.open("r+b") as spool:
         end = spool.seek(0, os.SEEK_END)

@@ -355,3 +355,13 @@ def test_on_complete_notify_fires_the_complete_event(tmp_path: Path, llm: LLMSer
     fired: list[str] = []
     result = run(compiled(root), hooks=Hooks(on_notify=lambda *, job, run_id, result: fired.append(job)))
     assert result.ok and fired == ["scored"]
+
+
+def test_the_dead_letter_drops_a_torn_last_line_and_knows_its_keys(tmp_path: Path) -> None:
+    from sleipnir.runtime.deadletter import DeadLetter
+
+    path = tmp_path / "dead.jsonl"
+    path.write_text('{"plan": "p", "key": "a"}\n{"plan": "other", "key": "b"}\n{"plan": "p", "ke', encoding="utf-8")
+    letter = DeadLetter("dead.jsonl", str(tmp_path), plan_id="p", job="j")
+    assert letter.open() == {"a"}
+    assert path.read_text(encoding="utf-8").endswith('"b"}\n'), "the torn line is cut, whole lines are kept"
