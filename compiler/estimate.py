@@ -32,6 +32,7 @@ import networkx as nx
 from .diagnostics import Diagnostics
 from .ir import JobStep, Plan, PromptCall, Sink, Source, Split
 from .loader import decode, load, locate, node_span
+from .lower import suffix_format
 from .workspace import PRICES_FILE, display_path
 
 CHARS_PER_TOKEN = 4
@@ -349,8 +350,7 @@ def _file_rows(root: str, source: Source, fields: tuple[str, ...]) -> _Rows:
     if not isinstance(written, str):
         return _Rows(count=None, basis="unknown: the file source has no path")
     path = Path(root) / written
-    suffix = path.suffix.lower()
-    fmt = source.options.get("format") or {".json": "json", ".csv": "csv"}.get(suffix, "jsonl")
+    fmt = source.options.get("format") or suffix_format(written)
     try:
         count, chars, groups = _scan(path, str(fmt), fields)
     except FileNotFoundError:

@@ -61,6 +61,12 @@ DEFAULT_PROVIDER = "openai"
 DEFAULT_CALL_TIMEOUT = 60.0
 OPENAI_PREFIXES = ("gpt-", "o1", "o3", "o4", "chatgpt-", "text-embedding-")
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv"}
+"""File formats by suffix; any other suffix reads as jsonl. The runtime uses the same table for `--input`."""
+
+
+def suffix_format(path: str) -> str:
+    """The format a data file's suffix says: `jsonl`, `json` or `csv` (jsonl for any other suffix)."""
+    return FORMATS.get(posixpath.splitext(path)[1].lower(), "jsonl")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -163,7 +169,7 @@ class _JobLowering:
         key = given.pop("key", None)
         keep = tuple(given.pop("keep", ()) or ())
         if source == "file" and "format" not in given and isinstance(given.get("path"), str):
-            given["format"] = FORMATS.get(posixpath.splitext(given["path"])[1].lower(), "jsonl")
+            given["format"] = suffix_format(given["path"])
         if source in ("database", "sqlite", "postgresql"):
             given["connection"] = self._use_connection(given.get("connection"))
         node = Source(
@@ -196,7 +202,7 @@ class _JobLowering:
         name = self.job.document.name or "job"
         dead_letter = given.pop("dead_letter", None) or f".sleipnir/dead_letter/{name}.jsonl"
         if destination == "file" and "format" not in given and isinstance(given.get("path"), str):
-            given["format"] = FORMATS.get(posixpath.splitext(given["path"])[1].lower(), "jsonl")
+            given["format"] = suffix_format(given["path"])
         if database:
             given["connection"] = self._use_connection(given.get("connection"))
             given.setdefault("table", f"{name.replace('.', '_').replace('-', '_')}_results")

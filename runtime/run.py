@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..compiler.ir import Merge, Plan, PromptCall, Provider, Reduce, Sink, Source, Split, thaw
+from ..compiler.lower import suffix_format
 from . import sinks, sources
 from .cache import ResponseCache, cache_key
 from .conditions import holds
@@ -288,7 +289,7 @@ class JobRun:
         total: int | None = None
         try:
             if self.options.input_path is not None:
-                total = _count_path(self.options.input_path, _suffix_format(self.options.input_path))
+                total = _count_path(self.options.input_path, suffix_format(self.options.input_path))
             elif node.source == "file":
                 total = _count_file(node, context.root)
             elif self.options.input_path is None and node.source in ("database", "sqlite", "postgresql"):
@@ -726,17 +727,13 @@ def _ledger_scope(plan_id: str, input_path: str | None) -> str:
     return f"{plan_id}:input:{digest}"
 
 
-def _suffix_format(path: str) -> str:
-    return {".json": "json", ".csv": "csv"}.get(os.path.splitext(path)[1].lower(), "jsonl")
-
-
 def _count_file(node: Source, root: str) -> int | None:
     """Rows in a file source, cheaply (lines for JSON Lines and CSV), for the progress bar."""
     path = str(node.options.get("path") or "")
     if not path:
         return None
     full = path if os.path.isabs(path) else os.path.join(root, path)
-    return _count_path(full, str(node.options.get("format") or _suffix_format(path)))
+    return _count_path(full, str(node.options.get("format") or suffix_format(path)))
 
 
 def _count_path(full: str, fmt: str) -> int | None:

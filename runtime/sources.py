@@ -36,7 +36,7 @@ import httpx
 import psycopg
 import psycopg.rows
 
-from ..compiler import ir
+from ..compiler import ir, lower
 from ..compiler.diagnostics import suggestion_help
 from .dbconn import (
     DatabaseError,
@@ -70,8 +70,8 @@ __all__ = [
     "send",
 ]
 
-FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv"}
-"""File formats by suffix (as the compiler fills in `format`); any other suffix reads as jsonl."""
+FORMATS = lower.FORMATS
+"""File formats by suffix, the compiler's table (it fills in `format` from it); any other suffix reads as jsonl."""
 RAW_LIMIT = 4096
 """How much of an unreadable row a `RowError` keeps, in characters."""
 API_TOKEN_VARIABLES = ("API_TOKEN", "SLEIPNIR_API_TOKEN")
@@ -96,7 +96,7 @@ class SourceFactory(Protocol):
 
 def file_format(path: str | Path, given: object = None) -> str:
     """The format of a data file: `given` when set, else from the suffix (jsonl for an unknown one)."""
-    fmt = str(given) if given else FORMATS.get(Path(path).suffix.lower(), "jsonl")
+    fmt = str(given) if given else lower.suffix_format(str(path))
     if fmt not in ("jsonl", "json", "csv"):
         raise ValueError(f"unknown file format {fmt!r} (use jsonl, json or csv)")
     return fmt
