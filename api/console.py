@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .compiler.estimate import load_prices, price_of
+from .compiler.estimate import Price, load_prices, price_of
+from .compiler.workspace import PRICES_FILE
 from .runtime.pipeline import PipelineResult
 from .runtime.run import Hooks, RunResult
 from .runtime.run import Progress as RunProgress
@@ -62,8 +65,9 @@ class LiveProgress:
 
 def cost_of(tokens_by_model: Mapping[str, Any], root: str) -> float | None:
     """The estimated cost of a run's tokens at list prices (stdlib prices.yaml and the workspace's)."""
+    workspace_prices = Path(root) / PRICES_FILE
     try:
-        prices = load_prices(root)
+        prices = _prices(root, workspace_prices.stat().st_mtime_ns if workspace_prices.exists() else None)
     except ValueError:
         return None
     total = 0.0
@@ -71,8 +75,15 @@ def cost_of(tokens_by_model: Mapping[str, Any], root: str) -> float | None:
         price = price_of(prices, model)
         if price is None:
             return None
-        total += usage["prompt"] / 1e6 * price.input + usage["completion"] / 1e6 * price.output
+        total += price.cost(usage["prompt"], usage["completion"])
     return total
+
+
+@functools.lru_cache(maxsize=16)
+def _prices(root: str, version: int | None) -> dict[str, Price]:
+    """The price table of `root`, read once per version of its `prices.yaml` (`sleipnir runs` prices every row,
+    `serve` every run)."""
+    return load_prices(root)
 
 
 def summary(result: RunResult, root: str) -> Table:
