@@ -22,7 +22,7 @@ from rich.table import Table
 from .compiler.documents import MANIFEST_NAMES
 from .compiler.workspace import display_path, find_root
 from .console import cost_of
-from .runtime.dbconn import mask_secrets, mask_url
+from .runtime.dbconn import DatabaseError, DatabaseURL, mask_secrets, mask_url, parse_database_url
 from .runtime.ledger import Ledger, RunRecord
 from .runtime.run import DEFAULT_STATE
 
@@ -52,7 +52,8 @@ def runs_command(job: str | None, limit: int, as_json: bool, workspace: Path | N
     root = find_root(start.absolute()) or start.absolute()
     try:
         url = _state_url(root)
-        records = _read_runs(url, root, job, limit)
+        database = _database(url, root)
+        records = _read_runs(database, url, root, job, limit)
     except _Problem as problem:
         click.echo(f"error: {problem}", err=True)
         sys.exit(EXIT_PROBLEMS)
@@ -60,7 +61,7 @@ def runs_command(job: str | None, limit: int, as_json: bool, workspace: Path | N
     if as_json:
         click.echo(json.dumps(data, indent=2))
     if records is None:
-        where = display_path(_sqlite_path(url, root))
+        where = display_path(database.path) if database.path is not None else database.display
         click.echo(f"no runs yet: there is no run ledger at {where} (the first run makes it)", err=as_json)
     elif not data:
         click.echo(f"no runs of `{job}` yet" if job else "no runs yet", err=as_json)
@@ -134,23 +135,21 @@ def _place_of_state(text: str, shown: str) -> str:
     return shown
 
 
-def _is_postgres(url: str) -> bool:
-    return url.startswith(("postgresql://", "postgres://"))
+def _database(url: str, root: Path) -> DatabaseURL:
+    """Where the ledger is, read as `Ledger` reads it."""
+    try:
+        return parse_database_url(url, root=str(root))
+    except DatabaseError as error:
+        raise _Problem(f"the run ledger: {error}") from None
 
 
-def _sqlite_path(url: str, root: Path) -> Path:
-    # The same resolution as `Ledger`: a path relative to the workspace root, with or without `sqlite:///`.
-    path = Path(url.removeprefix("sqlite:///").removeprefix("sqlite://"))
-    return path if path.is_absolute() else root / path
-
-
-def _read_runs(url: str, root: Path, job: str | None, limit: int) -> list[RunRecord] | None:
+def _read_runs(database: DatabaseURL, url: str, root: Path, job: str | None, limit: int) -> list[RunRecord] | None:
     """The newest runs; None when the SQLite ledger does not exist yet (it is not created here)."""
-    if not _is_postgres(url) and not _sqlite_path(url, root).is_file():
+    if database.path is not None and not database.path.is_file():
         return None
     try:
         ledger = Ledger(url, str(root))
-    except (psycopg.Error, sqlite3.Error, OSError) as error:
+    except (DatabaseError, psycopg.Error, sqlite3.Error, OSError) as error:
         raise _Problem(f"cannot open the run ledger {mask_url(url)}: {mask_secrets(str(error).strip(), url)}") from None
     try:
         return ledger.runs(job, limit)

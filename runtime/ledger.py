@@ -4,22 +4,21 @@ Items are keyed by (plan id, item key). A batch is recorded only after its sink 
 resume, the sink says which keys it already holds and the ledger takes them as done, so an item is never
 written twice and never lost, wherever a run was killed. Runs are recorded too, for `sleipnir runs`.
 
-The store is SQLite under `.sleipnir/` by default (WAL, synchronous commits) and PostgreSQL when `sleipnir.yaml`
+Raises `dbconn.DatabaseError` (its message safe to print) when the store cannot be opened. The store is SQLite
+under `.sleipnir/` by default (WAL, synchronous commits) and PostgreSQL when `sleipnir.yaml`
 sets `state:` to a `postgresql://` URL. Calls are synchronous: the runtime makes them from a worker thread.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import psycopg
+from .dbconn import connect_postgresql, connect_sqlite, parse_database_url
 
 DONE = "succeeded"
 FAILED = "failed"
@@ -68,16 +67,15 @@ class Ledger:
     def __init__(self, url: str, root: str = ".") -> None:
         self.url = url
         self._lock = threading.Lock()
-        self._postgres = url.startswith(("postgresql://", "postgres://"))
+        # Connections are made as the sources and sinks make them: one reading of a URL, passwords masked.
+        database = parse_database_url(url, root=root)
+        self._postgres = database.kind == "postgresql"
         if self._postgres:
-            self._pg = psycopg.connect(url, autocommit=False)
+            self._pg = connect_postgresql(database.url)
             self._mark = "%s"
         else:
-            path = Path(url.removeprefix("sqlite:///").removeprefix("sqlite://"))
-            path = path if path.is_absolute() else Path(root) / path
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._sqlite = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._sqlite.execute("PRAGMA journal_mode=WAL")
+            assert database.path is not None
+            self._sqlite = connect_sqlite(database.path)
             # NORMAL is durable against a killed process in WAL mode (only an OS crash can lose the last commit),
             # and what the sink holds counts as done on resume anyway.
             self._sqlite.execute("PRAGMA synchronous=NORMAL")

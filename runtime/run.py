@@ -35,6 +35,7 @@ from . import sinks, sources
 from .cache import ResponseCache, cache_key
 from .conditions import holds
 from .counting import counter_for
+from .dbconn import DatabaseError
 from .deadletter import DeadLetter
 from .io import IOContext, Row, RowError, SinkError, SourceError
 from .ledger import DONE, FAILED, FINAL, SKIPPED, Ledger, Outcome
@@ -221,7 +222,7 @@ class JobRun:
             self.result.status = "succeeded" if self.progress.failed == 0 else "failed"
         except RunStopped as stop:
             self.result.status, self.result.message = stop.reason, stop.message
-        except (SourceError, SinkError, MissingSecret, ProviderError, ValueError) as error:
+        except (SourceError, SinkError, MissingSecret, ProviderError, DatabaseError, ValueError) as error:
             self.result.status, self.result.message = "failed", str(error)
         finally:
             with contextlib.suppress(Exception):
