@@ -680,10 +680,9 @@ class JobRun:
             for node in level:
                 try:
                     await self._step(node, {"category": name}, earlier, extra=extra)
-                except (ItemError, _CallFailed) as error:
-                    message = error.message if isinstance(error, _CallFailed) else str(error)
-                    self.stopping = RunStopped("failed", f"group {name} failed: {message}")
-                    raise RunStopped("failed", message) from None
+                except (ItemError, _CallFailed) as error:  # str() of either is its message
+                    self.stopping = RunStopped("failed", f"group {name} failed: {error}")
+                    raise RunStopped("failed", str(error)) from None
         return {"category": name, **earlier}
 
     async def _all(self, extra: dict[str, Any]) -> Row:
@@ -691,9 +690,8 @@ class JobRun:
         for node in self.all_calls:
             try:
                 await self._step(node, {}, earlier, extra=extra)
-            except (ItemError, _CallFailed) as error:
-                message = error.message if isinstance(error, _CallFailed) else str(error)
-                raise RunStopped("failed", f"{node.id} failed: {message}") from None
+            except (ItemError, _CallFailed) as error:  # str() of either is its message
+                raise RunStopped("failed", f"{node.id} failed: {error}") from None
         return {self.key_field or "key": "all", **earlier}
 
     # -- progress -----------------------------------------------------------------------------------------
