@@ -71,7 +71,8 @@ class _Batch:
     def __init__(self, number: int, pending: int) -> None:
         self.number = number
         self.pending = pending
-        self.rows: list[Row] = []
+        self.rows: list[tuple[int, Row]] = []
+        """(row number, output row): written in input order, whatever order the calls finished in."""
         self.outcomes: list[Outcome] = []
         self.dead: list[dict[str, Any]] = []
         self.done = asyncio.Event()
@@ -483,7 +484,7 @@ class JobRun:
                 if name in item.row:
                     row[name] = item.row[name]
             row.update(outputs)
-            batch.rows.append(row)
+            batch.rows.append((item.index, row))
             batch.outcomes.append(Outcome(key=item.key, status=DONE, attempts=max(1, attempts)))
             if self.options.keep_outputs:
                 self.result.outputs.append(row)
@@ -595,7 +596,8 @@ class JobRun:
         async with self.flush_lock:
             if batch.done.is_set():
                 return
-            rows, dead, outcomes = batch.rows, batch.dead, batch.outcomes
+            rows = [row for _, row in sorted(batch.rows, key=lambda entry: entry[0])]
+            dead, outcomes = batch.dead, batch.outcomes
             batch.rows, batch.dead, batch.outcomes = [], [], []
             # One hand-off to a worker thread a batch: the rows, then the dead letters, then the record.
             failed = await asyncio.to_thread(self._write_batch, sink, rows, dead, outcomes)
