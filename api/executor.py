@@ -25,8 +25,8 @@ from .compiler.overrides import Override
 from .compiler.planner import PlanResult
 from .compiler.planner import plan as compile_plan
 from .compiler.render import RENDERERS
-from .runtime.pipeline import PipelineResult, run_pipeline
-from .runtime.run import Hooks, JobRun, Progress, RunOptions, RunResult
+from .runtime.engine.job import Hooks, JobRun, Progress, RunOptions, RunResult
+from .runtime.engine.pipeline import PipelineResult, run_pipeline
 
 EVENTS = ("start", "progress", "complete", "error")
 

@@ -44,8 +44,8 @@ import httpx
 
 from sleipnir.compiler.ir import Plan, PromptCall, thaw
 from sleipnir.compiler.planner import plan
-from sleipnir.runtime.render import PreparedCall
-from sleipnir.runtime.run import JobRun, RunOptions
+from sleipnir.runtime.engine.job import JobRun, RunOptions
+from sleipnir.runtime.engine.render import PreparedCall
 
 REPO = Path(__file__).resolve().parent.parent
 CONCURRENCY = 100

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -100,15 +99,3 @@ class Diagnostics:
 
     def sorted(self) -> list[Diagnostic]:
         return sorted(self.items, key=Diagnostic.sort_key)
-
-
-def did_you_mean(name: str, candidates: Iterable[str], *, cutoff: float = 0.6) -> str | None:
-    """The closest candidate to `name`, for a "did you mean" help line; None when nothing is close."""
-    matches = difflib.get_close_matches(name, list(candidates), n=1, cutoff=cutoff)
-    return matches[0] if matches else None
-
-
-def suggestion_help(name: str, candidates: Iterable[str], *, cutoff: float = 0.6) -> str | None:
-    """`did you mean `x`?` for the closest candidate, or None."""
-    match = did_you_mean(name, candidates, cutoff=cutoff)
-    return f"did you mean `{match}`?" if match else None

@@ -8,7 +8,8 @@ from typing import Any
 
 import yaml
 
-from .diagnostics import Diagnostics, suggestion_help
+from .diagnostics import Diagnostics
+from .ir.common import suggestion_help
 from .loader import YamlDocument, locate, node_span
 from .span import Span
 

@@ -31,8 +31,8 @@ import networkx as nx
 
 from .diagnostics import Diagnostics
 from .ir import JobStep, Plan, PromptCall, Sink, Source, Split
+from .ir.common import suffix_format
 from .loader import decode, load, locate, node_span
-from .lower import suffix_format
 from .workspace import PRICES_FILE, display_path
 
 CHARS_PER_TOKEN = 4

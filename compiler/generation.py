@@ -19,8 +19,9 @@ import yaml
 
 from .checker import CheckResult
 from .checker import check as run_check
-from .diagnostics import Diagnostic, Diagnostics, suggestion_help
+from .diagnostics import Diagnostic, Diagnostics
 from .documents import Document
+from .ir.common import suggestion_help
 from .loader import SourceFile, load
 from .registry import Registry
 from .template import expand, template_overrides

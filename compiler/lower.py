@@ -41,13 +41,13 @@ from .ir import (
     frozen,
     ordered,
 )
+from .ir.common import DEFAULT_DATABASE, suffix_format
 from .loader import Nodes, node_map
 from .model import MONITORED
 from .overlay import Place
 from .registry import Registry
-from .resolve import Effective, is_secret_env
+from .resolve import Effective
 
-DEFAULT_DATABASE = ".sleipnir/sleipnir.db"
 DEFAULT_LOGGING = {
     "level": "INFO",
     "format": "text",
@@ -60,14 +60,6 @@ DEFAULT_LOGGING = {
 DEFAULT_PROVIDER = "openai"
 DEFAULT_CALL_TIMEOUT = 60.0
 OPENAI_PREFIXES = ("gpt-", "o1", "o3", "o4", "chatgpt-", "text-embedding-")
-FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv"}
-"""File formats by suffix; any other suffix reads as jsonl. The runtime uses the same table for `--input`."""
-
-
-def suffix_format(path: str) -> str:
-    """The format a data file's suffix says: `jsonl`, `json` or `csv` (jsonl for any other suffix)."""
-    return FORMATS.get(posixpath.splitext(path)[1].lower(), "jsonl")
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkspaceSettings:
@@ -565,17 +557,3 @@ def lower_pipeline(
         settings=frozen(settings) if settings else EMPTY,
         span=document.span,
     )
-
-
-def secret_or_text(value: str, environ: Mapping[str, str]) -> str | Secret:
-    """A manifest value such as a connection URL: `${NAME}` references are sealed as secrets, when the name looks
-    secret or the value is a URL (which may hold a password); plain text stays as written."""
-    from .expressions import names_in, parse_substitutions, resolve
-
-    names = tuple(dict.fromkeys(names_in(value)))
-    if not names:
-        return value
-    resolved = resolve(parse_substitutions(value), lambda n: environ.get(n, ""))
-    if any(is_secret_env(n) for n in names) or "://" in value or "://" in resolved:
-        return Secret(ref=value, names=names, digest=digest(resolved) if resolved else None)
-    return resolved

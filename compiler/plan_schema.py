@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import types
 import typing
 from dataclasses import MISSING, fields
@@ -215,7 +216,7 @@ def _ref_name(cls: type) -> str:
 
 
 def _record(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls, vars(ir))
+    hints = typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))
     properties: dict[str, Any] = {}
     required: list[str] = []
     if cls in ir.NODE_KINDS.values():

@@ -17,11 +17,12 @@ from typing import Any
 from .checker import CheckResult, check, gc_paused
 from .checks.expressions import ScalarSpans
 from .codes import Severity
-from .diagnostics import Diagnostic, Diagnostics, suggestion_help
+from .diagnostics import Diagnostic, Diagnostics
 from .documents import Document
-from .expressions import UnsetVariableError
 from .ir import Plan
-from .lower import DEFAULT_DATABASE, WorkspaceSettings, lower_job, lower_pipeline, secret_or_text
+from .ir.common import DEFAULT_DATABASE, secret_or_text, suggestion_help
+from .ir.expressions import UnsetVariableError
+from .lower import WorkspaceSettings, lower_job, lower_pipeline
 from .overrides import Override, command_line
 from .resolve import Effective, choose_profile, effective, resolve_plain
 
@@ -52,6 +53,12 @@ class PlanResult:
     def report(self) -> CheckResult:
         """Every diagnostic, as a check result the diagnostic renderers print."""
         return replace(self.check, diagnostics=self.diagnostics)
+
+    def rendered(self) -> str:
+        """Every diagnostic as text, for a log (`serve` logs why a workspace does not compile)."""
+        from .render import RENDERERS
+
+        return str(RENDERERS["human"](self.report, False))
 
 
 def plan(

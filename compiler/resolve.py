@@ -13,7 +13,6 @@ the plan carries secrets only as references.
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -21,9 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .checks.expressions import ScalarSpans
-from .diagnostics import Diagnostics, suggestion_help
+from .diagnostics import Diagnostics
 from .documents import Document, Path
-from .expressions import (
+from .ir import Secret, Setting, digest
+from .ir.common import is_secret_env, suggestion_help
+from .ir.expressions import (
     ExpressionError,
     Region,
     Substitution,
@@ -34,7 +35,6 @@ from .expressions import (
     parse_substitutions,
     resolve,
 )
-from .ir import Secret, Setting, digest
 from .loader import Nodes, node_map, node_span
 from .model import JOB
 from .overlay import INPUT_SHORTHAND, PROMPT_SHORTHAND, OverlayError, Place, apply_tracked
@@ -45,15 +45,10 @@ from .validate import explain_value
 
 SECRET_KEYS = frozenset({"api_key", "password", "token", "secret", "auth"})
 """Keys whose values are secrets."""
-SECRET_ENV_PATTERNS = ("*_KEY", "*_TOKEN", "*SECRET*", "*PASSWORD*")
-"""Environment variables whose values are secrets."""
 JOB_KEYS = frozenset(key.name for key in JOB.children())
 
 
 @functools.lru_cache(maxsize=4096)
-def is_secret_env(name: str) -> bool:
-    return any(fnmatch.fnmatchcase(name.upper(), pattern) for pattern in SECRET_ENV_PATTERNS)
-
 
 def _is_secret_key(key: str | int) -> bool:
     # `secret_env`, `api_key_env`: the name of a variable that holds a secret, which is not itself secret.

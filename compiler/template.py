@@ -19,9 +19,10 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
-from .diagnostics import Diagnostics, Label, suggestion_help
+from .diagnostics import Diagnostics, Label
 from .documents import Document, Path
-from .expressions import ExpressionError, Part, Substitution, Text, names_in, parse_substitutions
+from .ir.common import suggestion_help
+from .ir.expressions import ExpressionError, Part, Substitution, Text, names_in, parse_substitutions
 from .overrides import Override, command_line, scalar
 from .schemas import fast_validator
 from .span import Span

@@ -13,8 +13,9 @@ from typing import Any, Protocol
 from jsonschema import ValidationError
 from jsonschema.exceptions import best_match
 
-from .diagnostics import Diagnostics, suggestion_help
+from .diagnostics import Diagnostics
 from .documents import Document, Path
+from .ir.common import suggestion_help
 from .schemas import explaining_validator, fast_validator
 from .span import Span
 

@@ -11,7 +11,7 @@ import operator
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..compiler.expressions import (
+from ..compiler.ir.expressions import (
     And,
     Boolean,
     Comparison,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..compiler.expressions import parse_substitutions, resolve
 from ..compiler.ir import Secret
+from ..compiler.ir.expressions import parse_substitutions, resolve
 
 
 class MissingSecret(Exception):

@@ -23,7 +23,8 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from sleipnir.compiler.planner import plan as compile_plan
-from sleipnir.runtime.alerts import (
+from sleipnir.runtime.engine.job import JobRun, RunOptions
+from sleipnir.runtime.serve.alerts import (
     AlertDispatcher,
     AlertEvent,
     AlertRule,
@@ -31,8 +32,7 @@ from sleipnir.runtime.alerts import (
     Notifier,
     evaluate,
 )
-from sleipnir.runtime.logs import chain_hooks, configure, log_hooks
-from sleipnir.runtime.run import JobRun, RunOptions
+from sleipnir.runtime.serve.logs import chain_hooks, configure, log_hooks
 
 sys.path.insert(0, str(Path(__file__).parent))
 from llm_server import LLMServer

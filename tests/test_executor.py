@@ -19,8 +19,8 @@ from test_run_process import llm, make_workspace, scoring_job, server, write_ite
 
 import sleipnir
 from sleipnir import AsyncJobExecutor, CompileError, JobExecutor
-from sleipnir.runtime.pipeline import PipelineResult
-from sleipnir.runtime.run import RunResult
+from sleipnir.runtime.engine.job import RunResult
+from sleipnir.runtime.engine.pipeline import PipelineResult
 
 REPO = Path(__file__).resolve().parent.parent
 __all__ = ["llm", "server"]  # fixtures shared with test_run_process

@@ -11,10 +11,11 @@ from hypothesis import strategies as st
 from lark import Lark
 from textpos import position, where
 
-from sleipnir.compiler import check, expressions
+from sleipnir.compiler import check
 from sleipnir.compiler.checks.expressions import check_alert_condition, check_when
 from sleipnir.compiler.diagnostics import Diagnostic
-from sleipnir.compiler.expressions import (
+from sleipnir.compiler.ir import expressions
+from sleipnir.compiler.ir.expressions import (
     METRICS,
     And,
     Boolean,

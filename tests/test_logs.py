@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from sleipnir.compiler.planner import plan as compile_plan
-from sleipnir.runtime.logs import (
+from sleipnir.runtime.engine.job import Hooks, JobRun, RunOptions
+from sleipnir.runtime.serve.logs import (
     REDACTED,
     Redactor,
     chain_hooks,
@@ -25,7 +26,6 @@ from sleipnir.runtime.logs import (
     logger_name,
     secrets_in,
 )
-from sleipnir.runtime.run import Hooks, JobRun, RunOptions
 
 sys.path.insert(0, str(Path(__file__).parent))
 from llm_server import LLMServer

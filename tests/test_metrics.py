@@ -17,9 +17,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from test_runs_command import history_workspace, mock_job, run_job
 
+from sleipnir.cli.console import cost_of
 from sleipnir.compiler.model import MONITORED
-from sleipnir.console import cost_of
-from sleipnir.runtime.metrics import (
+from sleipnir.runtime.serve.metrics import (
     ALWAYS,
     SERIES,
     RunMetrics,

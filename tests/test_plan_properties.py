@@ -36,8 +36,8 @@ from test_plan_goldens import check_invariants
 from test_properties import paths
 from textpos import position
 
-from sleipnir.compiler.expressions import ExpressionError, Substitution, Text, format, parse_substitutions
 from sleipnir.compiler.ir import JobStep, Plan, PromptCall, Secret, Sink, Source, from_json, to_json
+from sleipnir.compiler.ir.expressions import ExpressionError, Substitution, Text, format, parse_substitutions
 from sleipnir.compiler.planner import PlanResult, plan
 
 SECRET = "sk-test-not-real"

@@ -22,7 +22,7 @@ from sleipnir.runtime.providers.base import ChatRequest, ChatResponse, Provider,
 from sleipnir.runtime.providers.mock import MockProvider
 from sleipnir.runtime.providers.openai import OpenAIProvider, resolve_api_key, resolve_endpoint, retry_after
 from sleipnir.runtime.providers.registry import ProviderPool, known_protocols, make_provider
-from sleipnir.runtime.schema_fill import fill
+from sleipnir.runtime.providers.schema_fill import fill
 
 KEY = "sk-test-0123456789abcdefSECRET"
 STDLIB_PROMPTS = sorted((Path(__file__).parent.parent / "stdlib" / "prompts").glob("*/*.yaml"))

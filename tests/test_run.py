@@ -15,9 +15,9 @@ import yaml
 
 from sleipnir.compiler.ir import Plan
 from sleipnir.compiler.planner import plan as compile_plan
-from sleipnir.runtime.limits import Attempts, RateLimiter, with_retries
+from sleipnir.runtime.engine.job import Hooks, JobRun, RunOptions, RunResult
+from sleipnir.runtime.engine.limits import Attempts, RateLimiter, with_retries
 from sleipnir.runtime.providers.base import ProviderError
-from sleipnir.runtime.run import Hooks, JobRun, RunOptions, RunResult
 
 sys.path.insert(0, str(Path(__file__).parent))
 from llm_server import LLMServer
@@ -358,7 +358,7 @@ def test_on_complete_notify_fires_the_complete_event(tmp_path: Path, llm: LLMSer
 
 
 def test_the_dead_letter_drops_a_torn_last_line_and_knows_its_keys(tmp_path: Path) -> None:
-    from sleipnir.runtime.deadletter import DeadLetter
+    from sleipnir.runtime.io.deadletter import DeadLetter
 
     path = tmp_path / "dead.jsonl"
     path.write_text('{"plan": "p", "key": "a"}\n{"plan": "other", "key": "b"}\n{"plan": "p", "ke', encoding="utf-8")

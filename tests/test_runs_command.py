@@ -21,9 +21,9 @@ from click.testing import CliRunner, Result
 from test_sources import postgres_url
 
 from sleipnir import JobExecutor
-from sleipnir.ops_runs import runs_command
-from sleipnir.runtime.ledger import Ledger
-from sleipnir.runtime.run import RunResult
+from sleipnir.cli.runs import runs_command
+from sleipnir.runtime.engine.job import RunResult
+from sleipnir.runtime.engine.ledger import Ledger
 
 __all__ = ["history_workspace", "mock_job", "postgres_url", "run_job"]
 

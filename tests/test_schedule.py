@@ -21,13 +21,13 @@ import psycopg
 import pytest
 from test_sources import pg_table, postgres_url
 
-from sleipnir.ops_serve import clock_from_environ
-from sleipnir.runtime.metrics import RunMetrics
-from sleipnir.runtime.pipeline import PipelineResult
-from sleipnir.runtime.run import Progress, RunResult
-from sleipnir.runtime.schedule import CronSchedule, overlap_decision, parse_duration
-from sleipnir.runtime.serve import FastClock, Service
-from sleipnir.runtime.triggers import (
+from sleipnir.cli.serve import clock_from_environ
+from sleipnir.runtime.engine.job import Progress, RunResult
+from sleipnir.runtime.engine.pipeline import PipelineResult
+from sleipnir.runtime.serve.metrics import RunMetrics
+from sleipnir.runtime.serve.schedule import CronSchedule, overlap_decision, parse_duration
+from sleipnir.runtime.serve.service import FastClock, Service
+from sleipnir.runtime.serve.triggers import (
     FileGlob,
     TriggerState,
     WebhookBodyError,
@@ -230,7 +230,7 @@ class HeldRuns(Service):
         self.started: list[str] = []
         self.release: dict[str, asyncio.Event] = {}
 
-    async def _scheduled(self, job: Any, fire: Any) -> RunResult | PipelineResult:
+    async def run_scheduled(self, job: Any, fire: Any) -> RunResult | PipelineResult:
         self.started.append(job.name)
         event = self.release.setdefault(job.name, asyncio.Event())
         await event.wait()

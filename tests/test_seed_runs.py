@@ -22,8 +22,8 @@ import yaml
 
 from sleipnir.compiler.ir import Plan, PromptCall, Source, thaw
 from sleipnir.compiler.planner import plan as compile_plan
-from sleipnir.runtime.pipeline import run_pipeline
-from sleipnir.runtime.run import JobRun, RunOptions
+from sleipnir.runtime.engine.job import JobRun, RunOptions
+from sleipnir.runtime.engine.pipeline import run_pipeline
 
 sys.path.insert(0, str(Path(__file__).parent))
 from llm_server import LLMServer

@@ -46,7 +46,7 @@ def command(name: str) -> list[str]:
     """How to start `sleipnir NAME`: through the CLI once it registers the command, else the command object."""
     if name in cli_main.commands:
         return [sys.executable, "-m", "sleipnir", name]
-    return [sys.executable, "-c", f"from sleipnir.ops_serve import {name}_command as c; c(prog_name='sleipnir {name}')"]
+    return [sys.executable, "-c", f"from sleipnir.cli.serve import {name}_command as c; c(prog_name='sleipnir {name}')"]
 
 
 def wait_for(ready: Callable[[], bool], what: str, process: subprocess.Popen[bytes] | None = None) -> None:
@@ -462,7 +462,7 @@ def test_soak_a_simulated_day_of_20_jobs_with_real_triggers(tmp_path: Path, requ
         pytest.skip("the soak test runs only with -m soak")
     from datetime import datetime, timedelta
 
-    from sleipnir.runtime.schedule import CronSchedule
+    from sleipnir.runtime.serve.schedule import CronSchedule
 
     files: dict[str, str] = {}
     for index, (cron, zone) in enumerate(SOAK_CRONS):

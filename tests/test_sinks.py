@@ -21,10 +21,9 @@ import psycopg
 import pytest
 from test_sources import Reply, Server, http_server, pg_table, postgres_url, sink_node, source_node
 
-from sleipnir.runtime import sources
-from sleipnir.runtime.io import IOContext, SinkError
-from sleipnir.runtime.sinks import FileSink, make_sink
-from sleipnir.runtime.sources import make_source
+from sleipnir.runtime.io import IOContext, SinkError, sources
+from sleipnir.runtime.io.sinks import FileSink, make_sink
+from sleipnir.runtime.io.sources import make_source
 
 __all__ = ["http_server", "pg_table", "postgres_url"]  # fixtures shared with test_sources
 
@@ -92,7 +91,7 @@ def test_a_killed_writer_resumes_with_no_row_lost_or_doubled(tmp_path: Path) -> 
         """
         import sys
         from pathlib import Path
-        from sleipnir.runtime.sinks import FileSink
+        from sleipnir.runtime.io.sinks import FileSink
         sink = FileSink(target=Path(sys.argv[1]), format="jsonl", mode="replace", key_field="id", shown="r")
         sink.open(resume=False)
         batch = 0

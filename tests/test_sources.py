@@ -22,16 +22,15 @@ import pytest
 from sleipnir.compiler.ir import Sink as SinkNode
 from sleipnir.compiler.ir import Source as SourceNode
 from sleipnir.compiler.ir import frozen
-from sleipnir.runtime import dbconn, sources
-from sleipnir.runtime.dbconn import (
+from sleipnir.runtime.io import IOContext, RowError, SourceError, dbconn, sources
+from sleipnir.runtime.io.dbconn import (
     DatabaseError,
     mask_secrets,
     mask_url,
     parse_database_url,
     postgresql_query,
 )
-from sleipnir.runtime.io import IOContext, RowError, SourceError
-from sleipnir.runtime.sources import make_source
+from sleipnir.runtime.io.sources import make_source
 
 # -- shared fixtures: PostgreSQL and an HTTP server ---------------------------------------------------------
 

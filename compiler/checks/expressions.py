@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from ..diagnostics import Diagnostics, suggestion_help
+from ..diagnostics import Diagnostics
 from ..documents import Document, Path
-from ..expressions import (
+from ..ir.common import suggestion_help
+from ..ir.expressions import (
     METRICS,
     And,
     Boolean,

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
-from ..diagnostics import Label, suggestion_help
+from ..diagnostics import Label
 from ..documents import Document, Path
+from ..ir.common import suggestion_help
 
 if TYPE_CHECKING:
     from ..checker import CheckContext

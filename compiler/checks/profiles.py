@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..diagnostics import suggestion_help
 from ..documents import Document, Path
+from ..ir.common import suggestion_help
 from ..overlay import PROMPT_SHORTHAND, OverlayError, apply, prompt_targets
 from ..schemas import fast_validator
 from ..span import Span

@@ -18,8 +18,8 @@ from jinja2.sandbox import SandboxedEnvironment
 from jsonschema import exceptions as schema_exceptions
 from jsonschema import validators
 
-from ..diagnostics import suggestion_help
 from ..documents import Document
+from ..ir.common import suggestion_help
 from ..loader import locate, node_span
 from ..span import Span
 

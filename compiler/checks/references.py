@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..diagnostics import Label, suggestion_help
+from ..diagnostics import Label
 from ..documents import Document, Path
+from ..ir.common import suggestion_help
 from . import DocumentVisitor
 
 if TYPE_CHECKING:

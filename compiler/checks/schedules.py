@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from croniter import croniter
 
-from ..diagnostics import suggestion_help
 from ..documents import Document, Path
+from ..ir.common import suggestion_help
 from . import DocumentVisitor
 
 if TYPE_CHECKING:

@@ -26,8 +26,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..schema_fill import fill
 from .base import ChatRequest, ChatResponse, ProviderConfig, ProviderError
+from .schema_fill import fill
 
 __all__ = ["MockProvider", "estimate_tokens", "reply"]
 

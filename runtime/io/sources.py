@@ -36,8 +36,9 @@ import httpx
 import psycopg
 import psycopg.rows
 
-from ..compiler import ir, lower
-from ..compiler.diagnostics import suggestion_help
+from ...compiler import ir
+from ...compiler.ir.common import FORMATS, suffix_format, suggestion_help
+from . import IOContext, Row, RowError, Source, SourceError
 from .dbconn import (
     DatabaseError,
     DatabaseURL,
@@ -49,7 +50,6 @@ from .dbconn import (
     plain_value,
     postgresql_query,
 )
-from .io import IOContext, Row, RowError, Source, SourceError
 
 __all__ = [
     "BUILTIN_SOURCES",
@@ -70,7 +70,7 @@ __all__ = [
     "send",
 ]
 
-FORMATS = lower.FORMATS
+
 """File formats by suffix, the compiler's table (it fills in `format` from it); any other suffix reads as jsonl."""
 RAW_LIMIT = 4096
 """How much of an unreadable row a `RowError` keeps, in characters."""
@@ -96,7 +96,7 @@ class SourceFactory(Protocol):
 
 def file_format(path: str | Path, given: object = None) -> str:
     """The format of a data file: `given` when set, else from the suffix (jsonl for an unknown one)."""
-    fmt = str(given) if given else lower.suffix_format(str(path))
+    fmt = str(given) if given else suffix_format(str(path))
     if fmt not in ("jsonl", "json", "csv"):
         raise ValueError(f"unknown file format {fmt!r} (use jsonl, json or csv)")
     return fmt

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
-from ..compiler.ir import JobStep, Plan
-from .run import Hooks, JobRun, RunOptions, RunResult
+from ...compiler.ir import JobStep, Plan
+from .job import Hooks, JobRun, RunOptions, RunResult
 
 
 @dataclass(slots=True, kw_only=True)

@@ -1,4 +1,4 @@
-"""`sleipnir serve` and `sleipnir trigger`: the command-line faces of `sleipnir.runtime.serve`.
+"""`sleipnir serve` and `sleipnir trigger`: the command-line faces of `sleipnir.runtime.serve.service`.
 
 `serve_command` and `trigger_command` are click commands that `cli.py` registers on the `sleipnir` group.
 
@@ -19,11 +19,11 @@ from datetime import UTC, datetime
 
 import click
 
+from ..runtime.engine.job import RunResult
+from ..runtime.engine.pipeline import PipelineResult
+from ..runtime.serve.logs import Redactor, TextFormatter
+from ..runtime.serve.service import Clock, FastClock, Service, SystemClock
 from .console import cost_of, result_data, stderr_console, summary
-from .runtime.logs import Redactor, TextFormatter
-from .runtime.pipeline import PipelineResult
-from .runtime.run import RunResult
-from .runtime.serve import Clock, FastClock, Service, SystemClock
 
 __all__ = ["clock_from_environ", "serve_command", "trigger_command"]
 

@@ -57,7 +57,8 @@ from typing import IO, Any, Protocol
 import httpx
 import psycopg
 
-from ..compiler import ir
+from ...compiler import ir
+from . import IOContext, Row, RowError, Sink, SinkError, SourceError
 from .dbconn import (
     DatabaseError,
     DatabaseURL,
@@ -68,7 +69,6 @@ from .dbconn import (
     quote_identifier,
     quote_table,
 )
-from .io import IOContext, Row, RowError, Sink, SinkError, SourceError
 from .sources import database_of, file_format, load_factory, read_rows, request_auth, send
 
 __all__ = [

@@ -13,11 +13,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .compiler.estimate import Price, load_prices, price_of
-from .compiler.workspace import PRICES_FILE
-from .runtime.pipeline import PipelineResult
-from .runtime.run import Hooks, RunResult
-from .runtime.run import Progress as RunProgress
+from ..compiler.estimate import Price, load_prices, price_of
+from ..compiler.workspace import PRICES_FILE
+from ..runtime.engine.job import Hooks, RunResult
+from ..runtime.engine.job import Progress as RunProgress
+from ..runtime.engine.pipeline import PipelineResult
 
 
 class LiveProgress:

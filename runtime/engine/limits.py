@@ -22,8 +22,8 @@ from typing import TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from ..compiler.ir import Retry
-from .providers.base import ProviderError
+from ...compiler.ir import Retry
+from ..providers.base import ProviderError
 from .render import ReplyError
 
 T = TypeVar("T")

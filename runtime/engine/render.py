@@ -18,7 +18,7 @@ import jsonschema_rs
 from jinja2 import meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from ..compiler.ir import PromptCall, PromptModule, thaw
+from ...compiler.ir import PromptCall, PromptModule, thaw
 
 _ENVIRONMENT = ImmutableSandboxedEnvironment(
     undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False

@@ -34,9 +34,10 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 
-from ..compiler.ir import Plan, Source
-from ..compiler.lower import DEFAULT_DATABASE, secret_or_text
-from .dbconn import (
+from ...compiler.ir import Plan, Source
+from ...compiler.ir.common import DEFAULT_DATABASE, secret_or_text
+from ..engine.ledger import Ledger
+from ..io.dbconn import (
     DatabaseError,
     connect_postgresql,
     connect_sqlite,
@@ -44,8 +45,7 @@ from .dbconn import (
     parse_database_url,
     postgresql_query,
 )
-from .ledger import Ledger
-from .secrets import MissingSecret, reveal
+from ..secrets import MissingSecret, reveal
 
 __all__ = [
     "FileGlob",

@@ -13,19 +13,19 @@ from typing import Any, TypeVar
 
 import click
 
-from . import running
-from .compiler import generation, plan_schema, schemas
-from .compiler.checker import check as run_check
-from .compiler.diagnostics import Diagnostics
-from .compiler.estimate import estimate
-from .compiler.ir import Plan, to_json
-from .compiler.planner import plan as compile_plan
-from .compiler.render import RENDERERS
-from .compiler.render.plan_graph import render_dot, render_mermaid
-from .compiler.render.plan_text import render_plan
-from .ops_runs import runs_command
-from .ops_serve import serve_command, trigger_command
-from .runtime.counting import counter_for
+from ..compiler import generation, plan_schema, schemas
+from ..compiler.checker import check as run_check
+from ..compiler.diagnostics import Diagnostics
+from ..compiler.estimate import estimate
+from ..compiler.ir import Plan, to_json
+from ..compiler.planner import plan as compile_plan
+from ..compiler.render import RENDERERS
+from ..compiler.render.plan_graph import render_dot, render_mermaid
+from ..compiler.render.plan_text import render_plan
+from ..runtime.io.counting import counter_for
+from . import run as running
+from .runs import runs_command
+from .serve import serve_command, trigger_command
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 

@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..compiler.ir import Secret
-from .run import Hooks, Progress, RunResult, chain_hooks
+from ...compiler.ir import Secret
+from ..engine.job import Hooks, Progress, RunResult, chain_hooks
 
 __all__ = [
     "REDACTED",

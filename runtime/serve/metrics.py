@@ -41,7 +41,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from .dbconn import mask_secrets, mask_url
+from ..io.dbconn import mask_secrets, mask_url
 
 __all__ = [
     "ALWAYS",

@@ -32,13 +32,13 @@ from typing import Any
 
 import httpx
 
-from ..compiler.expressions import ExpressionError
-from ..compiler.ir import Secret
-from .conditions import holds
+from ...compiler.ir import Secret
+from ...compiler.ir.expressions import ExpressionError
+from ..conditions import holds
+from ..engine.job import Hooks, RunResult
+from ..secrets import MissingSecret, reveal
 from .logs import Redactor
-from .run import Hooks, RunResult
 from .schedule import parse_duration
-from .secrets import MissingSecret, reveal
 
 __all__ = [
     "ACTIONS",

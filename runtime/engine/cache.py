@@ -10,7 +10,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from .providers.base import ChatRequest, ChatResponse
+from ..providers.base import ChatRequest, ChatResponse
 
 
 def cache_key(provider: str, request: ChatRequest) -> str:

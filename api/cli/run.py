@@ -12,18 +12,18 @@ from typing import Any
 
 import click
 
-from .compiler.estimate import estimate
-from .compiler.ir import JobStep, Plan
-from .compiler.lower import DEFAULT_LOGGING
-from .compiler.planner import plan as compile_plan
-from .compiler.render import RENDERERS
-from .compiler.render.plan_text import render_plan
+from ..compiler.estimate import estimate
+from ..compiler.ir import JobStep, Plan
+from ..compiler.lower import DEFAULT_LOGGING
+from ..compiler.planner import plan as compile_plan
+from ..compiler.render import RENDERERS
+from ..compiler.render.plan_text import render_plan
+from ..runtime.engine.job import Hooks, JobRun, RunOptions, RunResult, chain_hooks
+from ..runtime.engine.pipeline import PipelineResult, run_pipeline
+from ..runtime.serve.alerts import AlertDispatcher
+from ..runtime.serve.logs import configure, log_hooks, secrets_in
+from ..runtime.serve.metrics import export_after_run
 from .console import LiveProgress, cost_of, result_data, stderr_console, summary
-from .runtime.alerts import AlertDispatcher
-from .runtime.logs import configure, log_hooks, secrets_in
-from .runtime.metrics import export_after_run
-from .runtime.pipeline import PipelineResult, run_pipeline
-from .runtime.run import Hooks, JobRun, RunOptions, RunResult, chain_hooks
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 

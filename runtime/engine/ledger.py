@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .dbconn import connect_postgresql, connect_sqlite, parse_database_url
+from ..io.dbconn import connect_postgresql, connect_sqlite, parse_database_url
 
 DONE = "succeeded"
 FAILED = "failed"

@@ -12,9 +12,9 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..compiler.ir import Plan, Source
+from ...compiler.ir import Plan, Source
+from ..secrets import reveal
 from .dbconn import connect_postgresql, connect_sqlite, parse_database_url, postgresql_query
-from .secrets import reveal
 
 
 def connection_url(plan: Plan, name: str, environ: Mapping[str, str] | None = None) -> str:

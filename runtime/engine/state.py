@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .io import Row
+from ..io import Row
 
 
 class RunStopped(Exception):

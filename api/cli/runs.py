@@ -19,12 +19,12 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from .compiler.documents import MANIFEST_NAMES
-from .compiler.workspace import display_path, find_root
+from ..compiler.documents import MANIFEST_NAMES
+from ..compiler.workspace import display_path, find_root
+from ..runtime.engine.job import DEFAULT_STATE
+from ..runtime.engine.ledger import Ledger, RunRecord
+from ..runtime.io.dbconn import DatabaseError, DatabaseURL, mask_secrets, mask_url, parse_database_url
 from .console import cost_of
-from .runtime.dbconn import DatabaseError, DatabaseURL, mask_secrets, mask_url, parse_database_url
-from .runtime.ledger import Ledger, RunRecord
-from .runtime.run import DEFAULT_STATE
 
 __all__ = ["run_data", "runs_command"]
 

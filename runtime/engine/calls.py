@@ -1,0 +1,206 @@
+"""The item worker: the per-item chain of prompt calls, from a row to its outputs.
+
+Each call node is made ready once (`render.PreparedCall`): templates compiled, the output schema's validator
+built, its provider client taken from the pool. For an item, the levels of calls run in order; the calls of one
+level (a stack's parallel group) run at the same time; a call whose `when` does not hold is skipped. A call
+waits for a concurrency slot, then its provider's rate limiter, and is retried per its retry policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from ...compiler.ir import PromptCall, Provider, thaw
+from ..conditions import holds
+from ..io import Row
+from ..providers.base import ChatRequest, ProviderConfig, ProviderError
+from ..providers.registry import ProviderPool, resolve_api_key, resolve_endpoint
+from ..secrets import reveal
+from .cache import ResponseCache, cache_key
+from .context import RunContext
+from .limits import Attempts, RateLimiter, with_retries
+from .render import ItemError, PreparedCall, ReplyError
+
+DEFAULT_COMPLETION_TOKENS = 256
+
+__all__ = ["DEFAULT_COMPLETION_TOKENS", "CallFailed", "ItemError", "ItemFailed", "ItemWorker"]
+
+
+class CallFailed(Exception):
+    """A call that failed after its retries; `node` says which, so its `on_failure` strategy applies."""
+
+    def __init__(self, node: PromptCall, message: str, attempts: int) -> None:
+        super().__init__(message)
+        self.node = node
+        self.message = message
+        self.attempts = attempts
+
+
+class ItemFailed(Exception):
+    """An item that could not be done: at `stage` (`input`: it cannot be called for; `prompt`: a call failed
+    after its retries), to be handled by `strategy` (the job's `on_input_error`, or the call's `on_failure`)."""
+
+    def __init__(self, stage: str, message: str, attempts: int, strategy: str) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.message = message
+        self.attempts = attempts
+        self.strategy = strategy
+
+
+class ItemWorker:
+    """Makes an item's calls. `prepare()` once before the first item, `aclose()` after the last."""
+
+    def __init__(self, run: RunContext) -> None:
+        self.run = run
+        self.prepared: dict[str, PreparedCall] = {}
+        self.pool = ProviderPool()
+        self.providers: dict[str, Any] = {}
+        self.limiters: dict[str, RateLimiter] = {}
+        self.served: dict[str, str] = {}
+        """The model each call's tokens are counted under: a fallback to `mock` costs nothing."""
+        self.cache: ResponseCache | None = None
+        self.semaphore = asyncio.Semaphore(run.shape.concurrency)
+        """Bounds the calls in flight (a stack's parallel group makes several calls for one item)."""
+
+    # -- set-up -------------------------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        plan = self.run.plan
+        providers = {p.name: p for p in plan.resources.providers}
+        job_limits = thaw(plan.resources.rate_limit)
+        for node in plan.nodes:
+            if not isinstance(node, PromptCall):
+                continue
+            self.prepared[node.id] = PreparedCall(node, plan.resources.prompt(node.prompt, node.version))
+            spec = providers.get(node.provider) or Provider(name=node.provider, protocol=node.provider)
+            config = self._provider_config(node, spec)
+            self.providers[node.id] = self.pool.get(config)
+            self.served[node.id] = "mock" if config.protocol == "mock" and spec.protocol != "mock" else node.model
+            if node.provider not in self.limiters:
+                # One bucket per provider: the job's own limits, else the provider's from sleipnir.yaml.
+                self.limiters[node.provider] = RateLimiter(
+                    job_limits.get("requests_per_minute") or spec.requests_per_minute,
+                    job_limits.get("tokens_per_minute") or spec.tokens_per_minute,
+                )
+
+    def _provider_config(self, node: PromptCall, spec: Provider) -> ProviderConfig:
+        environ = self.run.environ
+        if spec.protocol == "mock":
+            return ProviderConfig(name=spec.name, protocol="mock")
+        explicit_key = reveal(node.options.get("api_key"), environ) if node.options.get("api_key") else None
+        configured_env = spec.api_key.names[0] if spec.api_key is not None else None
+        api_key = resolve_api_key(explicit_key, configured_env, environ)
+        endpoint = reveal(node.options.get("endpoint"), environ) if node.options.get("endpoint") else None
+        base_url = resolve_endpoint(endpoint, reveal(spec.base_url, environ) if spec.base_url else None, environ)
+        reachable = endpoint or spec.base_url or environ.get("OPENAI_BASE_URL")
+        if not api_key and not reachable and spec.fallback == "mock":
+            self.run.notice(
+                f"no API key for provider `{spec.name}` (set {configured_env or 'OPENAI_API_KEY'}): "
+                "calls go to the offline `mock` provider (sleipnir.yaml fallback_provider)"
+            )
+            return ProviderConfig(name="mock", protocol="mock")
+        return ProviderConfig(name=spec.name, protocol=spec.protocol, base_url=base_url, api_key=api_key)
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.pool.aclose()
+        if self.cache is not None:
+            self.cache.close()
+
+    # -- one item -----------------------------------------------------------------------------------------
+
+    async def outputs(self, row: Row) -> tuple[dict[str, Any], int]:
+        """The item's outputs and the attempts its calls took; raises `ItemFailed`."""
+        earlier: dict[str, Any] = {}
+        attempts = 0
+        try:
+            for level in self.run.shape.item_levels:
+                if len(level) == 1:
+                    attempts += await self.step(level[0], row, earlier)
+                else:
+                    counts = await asyncio.gather(*(self.step(node, row, dict(earlier), into=earlier) for node in level))
+                    attempts += sum(counts)
+        except ItemError as error:
+            raise ItemFailed("input", str(error), attempts, self.run.shape.on_input) from None
+        except CallFailed as failed:
+            raise ItemFailed("prompt", failed.message, failed.attempts, failed.node.on_failure) from None
+        return self._shape(earlier), attempts
+
+    def _shape(self, earlier: Mapping[str, Any]) -> dict[str, Any]:
+        """Output fields: a prompt's output under its name; a stack's under the stack's name, by step id."""
+        shaped: dict[str, Any] = {}
+        for level in self.run.shape.item_levels:
+            for node in level:
+                if node.output not in earlier:
+                    continue
+                if node.namespace:
+                    shaped.setdefault(node.namespace, {})[node.output] = earlier[node.output]
+                else:
+                    shaped[node.output] = earlier[node.output]
+        return shaped
+
+    async def step(self, node: PromptCall, row: Row, earlier: dict[str, Any], *, into: dict[str, Any] | None = None, extra: Mapping[str, Any] | None = None) -> int:
+        """One call for an item; its output goes into `earlier` (or `into`). Returns the attempts made."""
+        if node.when and not holds(node.when, {**earlier, "input": row}):
+            return 0
+        prepared = self.prepared[node.id]
+        context = prepared.context(row, earlier, extra)
+        messages = prepared.messages(context)
+        output, attempts = await self._call(node, prepared, messages)
+        (into if into is not None else earlier)[node.output] = output
+        return attempts
+
+    async def _call(self, node: PromptCall, prepared: PreparedCall, messages: tuple[dict[str, str], ...]) -> tuple[Any, int]:
+        request = ChatRequest(model=node.model, messages=messages, **prepared.request_options)
+        provider = self.providers[node.id]
+        limiter = self.limiters[node.provider]
+        served = self.served[node.id]
+        progress = self.run.progress
+        estimate = sum(len(m["content"]) for m in messages) // 4 + int(request.max_tokens or DEFAULT_COMPLETION_TOKENS)
+
+        cache = self.cache
+        key = cache_key(f"{node.provider}:{served}", request) if cache is not None else ""
+        if cache is not None:
+            cached = await asyncio.to_thread(cache.get, key)
+            if cached is not None:
+                with contextlib.suppress(ReplyError):
+                    return prepared.parse(cached.text), 0
+
+        async def attempt() -> Any:
+            async with self.semaphore:
+                if limiter.active:
+                    await limiter.acquire(estimate)
+                else:
+                    limiter._served.append(time.monotonic())
+                progress.calls += 1
+                try:
+                    response = await provider.complete(request)
+                except ProviderError as error:
+                    if error.kind == "rate_limit":
+                        limiter.throttled()
+                    raise
+            progress.prompt_tokens += response.prompt_tokens
+            progress.completion_tokens += response.completion_tokens
+            usage = progress.tokens_by_model.setdefault(served, [0, 0])
+            usage[0] += response.prompt_tokens
+            usage[1] += response.completion_tokens
+            parsed = prepared.parse(response.text)
+            if cache is not None:
+                await asyncio.to_thread(cache.put, key, response)  # only answers that parsed and validated
+            return parsed
+
+        def on_retry(error: BaseException, delay: float) -> None:
+            progress.retries += 1
+
+        attempts = Attempts()
+        try:
+            output = await with_retries(node.retry, attempt, attempts, on_retry=on_retry)
+        except (ProviderError, ReplyError) as error:
+            message = error.message if isinstance(error, ProviderError) else str(error)
+            raise CallFailed(node, f"{node.id}: {message}", attempts.count) from None
+        return output, attempts.count

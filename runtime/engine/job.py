@@ -1,0 +1,258 @@
+"""Running one job's plan: rows stream from the source through the prompt calls to the sink.
+
+The immutable `Plan` is kept apart from the mutable run state (`context.RunContext`): items move through
+pending (not yet read), ready (queued), in flight, and then succeeded, skipped or failed; the counts are in
+`Progress`, the outcomes in the ledger. `JobRun` sets the run up and hands the work to collaborators with one
+job each:
+
+- the reader (`reader.py`) reads the source into a bounded queue, skipping what is already done;
+- `execution.concurrency` workers take items from the queue, and the item worker (`calls.py`) makes each
+  item's chain of prompt calls;
+- the writer (`writer.py`) writes each batch to the sink when all its items are done, then records it in the
+  ledger;
+- the gatherer (`gather.py`) makes the `reduce` and `fan_in` calls once every item is done.
+
+A stop (a `fail` strategy, Ctrl-C, SIGTERM, `execution.timeout`) stops reading, lets the calls in flight end,
+writes what is done, and records it: the run can be resumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ...compiler.ir import Plan
+from ..io import IOContext, SinkError, SourceError, sinks, sources
+from ..io.dbconn import DatabaseError
+from ..io.deadletter import DeadLetter
+from ..providers.base import ProviderError
+from ..secrets import MissingSecret, reveal
+from .cache import ResponseCache
+from .calls import ItemFailed, ItemWorker
+from .context import RunContext
+from .gather import Gatherer
+from .ledger import Ledger
+from .reader import Reader, count_items, detect_key_field
+from .state import Hooks, ItemFailure, Progress, RunOptions, RunResult, RunStopped, chain_hooks
+from .writer import Batch, Item, Writer
+
+__all__ = [
+    "DEFAULT_STATE",
+    "Hooks",
+    "ItemFailure",
+    "JobRun",
+    "Progress",
+    "RunOptions",
+    "RunResult",
+    "RunStopped",
+    "chain_hooks",
+    "run_job",
+]
+
+DEFAULT_STATE = ".sleipnir/state.db"
+
+
+class JobRun:
+    """One run of one job plan."""
+
+    def __init__(self, plan: Plan, options: RunOptions) -> None:
+        self.context = RunContext(plan, options)
+        self.plan = plan
+        self.options = options
+        self.run_id = self.context.run_id
+        self.result = self.context.result
+        self.progress = self.context.progress
+
+    @property
+    def stopping(self) -> RunStopped | None:
+        return self.context.stopping
+
+    def stop(self, reason: str, message: str) -> None:
+        """Stop the run from outside (serve, when it shuts down): no new items; what is in flight finishes."""
+        self.context.stop(reason, message)
+
+    # -- the run ------------------------------------------------------------------------------------------
+
+    async def run(self) -> RunResult:
+        run = self.context
+        started = time.monotonic()
+        hooks = self.options.hooks
+        worker = ItemWorker(run)
+        ledger: Ledger | None = None
+        sink = None
+        complete = False
+        try:
+            context = self._io_context()
+            worker.prepare()
+            if self.options.cache:
+                worker.cache = ResponseCache(Path(self.plan.root) / ".sleipnir" / "cache.db")
+            ledger = await asyncio.to_thread(self._open_ledger, context)
+            node = run.shape.source
+            if not run.key_field:
+                run.key_field = await asyncio.to_thread(detect_key_field, node, context, self.options.input_path)
+            sink = sinks.make_sink(run.shape.sink, key_field=run.key_field, context=context)
+            deadletter = DeadLetter(run.shape.sink.dead_letter, self.plan.root, plan_id=run.scope, job=self.plan.name)
+            resume = not self.options.fresh and await asyncio.to_thread(ledger.has_items, run.scope)
+            writer = Writer(run, sink, deadletter, ledger)
+            await writer.reconcile(resume)
+            # The sink is open before the source: a SQLite sink switches its file to WAL, which a reader holding
+            # the same file would block.
+            source = sources.make_source(node, context=context, input_path=self.options.input_path)
+            self.progress.total = await asyncio.to_thread(
+                count_items, self.plan, node, context, input_path=self.options.input_path, limit=self.options.limit, environ=run.environ
+            )
+            if hooks.on_start:
+                hooks.on_start(run_id=self.run_id, plan=self.plan)
+            await asyncio.to_thread(ledger.start_run, self.run_id, run.scope, self.plan.name)
+            with self._signals():
+                reader = Reader(run, ledger, writer, resume=resume)
+                await self._deadline(self._stream(source, reader, worker, writer))
+                if run.shape.collecting and run.stopping is None:
+                    await self._deadline(Gatherer(run, worker, ledger, sink).collect())
+            if run.stopping is not None:
+                raise run.stopping
+            # `--retry-failed` leaves items never tried undone on purpose: its output is not the whole run yet.
+            complete = not self.options.retry_failed
+            self.result.status = "succeeded" if self.progress.failed == 0 else "failed"
+        except RunStopped as stop:
+            self.result.status, self.result.message = stop.reason, stop.message
+        except (SourceError, SinkError, MissingSecret, ProviderError, DatabaseError, ValueError) as error:
+            self.result.status, self.result.message = "failed", str(error)
+        finally:
+            await worker.aclose()
+            if sink is not None:
+                try:
+                    await asyncio.to_thread(sink.close, complete=complete)
+                except SinkError as error:
+                    self.result.status, self.result.message = "failed", str(error)
+            self.result.wall_time = time.monotonic() - started
+            if ledger is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(ledger.finish_run, self.run_id, self.result.status, run.summary())
+                    await asyncio.to_thread(ledger.close)
+        self._announce()
+        return self.result
+
+    def _announce(self) -> None:
+        hooks = self.options.hooks
+        if self.result.ok:
+            if hooks.on_notify and self.context.shape.sink.options.get("on_complete") == "notify":
+                hooks.on_notify(job=self.plan.name, run_id=self.run_id, result=self.result)
+            if hooks.on_complete:
+                hooks.on_complete(result=self.result)
+        elif hooks.on_error:
+            hooks.on_error(error=self.result.message or self.result.status, result=self.result)
+
+    def _io_context(self) -> IOContext:
+        environ = self.context.environ
+        connections = {c.name: str(reveal(c.url, environ)) for c in self.plan.resources.connections}
+        return IOContext(root=self.plan.root, environ=environ, connections=connections, job=self.plan.name)
+
+    def _open_ledger(self, context: IOContext) -> Ledger:
+        url = context.connection(self.options.state or DEFAULT_STATE)
+        ledger = Ledger(url, self.plan.root)
+        if self.options.fresh:
+            ledger.reset(self.context.scope)
+        return ledger
+
+    # -- stops --------------------------------------------------------------------------------------------
+
+    async def _deadline(self, work: Any) -> None:
+        timeout = self.context.shape.timeout
+        if not timeout:
+            await work
+            return
+        remaining = float(timeout) - (time.monotonic() - self.progress.started)
+        try:
+            async with asyncio.timeout(max(0.0, remaining)):
+                await work
+        except TimeoutError:
+            self.context.stop("timed_out", f"the job passed its execution.timeout of {timeout}s")
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        if not self.options.handle_signals:
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self._stop_on_signal, sig)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError):
+                pass
+        try:
+            yield
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    def _stop_on_signal(self, sig: signal.Signals) -> None:
+        if self.context.stopping is None:
+            name = signal.Signals(sig).name
+            self.context.stop("interrupted", f"stopped by {name}: the calls in flight finished, what is done is written")
+            self.context.notice(f"{name}: finishing the calls in flight, then stopping (the run can be resumed)")
+
+    # -- streaming items ----------------------------------------------------------------------------------
+
+    async def _stream(self, source: Any, reader: Reader, worker: ItemWorker, writer: Writer) -> None:
+        run = self.context
+        concurrency = run.shape.concurrency
+        queue: asyncio.Queue[tuple[Batch, Item] | None] = asyncio.Queue(maxsize=concurrency * 2)
+        workers = [asyncio.create_task(self._work(queue, worker, writer)) for _ in range(concurrency)]
+        reporter = asyncio.create_task(self._report())
+        try:
+            await reader.read(source, queue)
+        finally:
+            for _ in workers:
+                await queue.put(None)
+            results = await asyncio.gather(*workers, return_exceptions=True)
+            reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporter
+            # A stop leaves batches with items never started: write what is done of them.
+            await writer.flush_open()
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(source.close)
+            for outcome in results:
+                if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
+                    raise outcome
+        run.progress_now()
+
+    async def _work(self, queue: asyncio.Queue[Any], worker: ItemWorker, writer: Writer) -> None:
+        """One of the `execution.concurrency` workers: items from the queue, through their calls, to the writer."""
+        run = self.context
+        progress = run.progress
+        while True:
+            entry = await queue.get()
+            if entry is None:
+                return
+            batch, item = entry
+            if run.stopping is not None:
+                continue  # never started: left for a resume
+            progress.in_flight += 1
+            try:
+                outputs, attempts = await worker.outputs(item.row)
+            except ItemFailed as failed:
+                writer.failed(batch, item, failed.stage, failed.message, failed.attempts, failed.strategy)
+            else:
+                writer.succeeded(batch, item, outputs, attempts)
+            finally:
+                progress.in_flight -= 1
+            await writer.finished(batch)
+
+    async def _report(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.progress_every)
+            self.context.progress_now()
+
+
+def run_job(plan: Plan, options: RunOptions | None = None) -> RunResult:
+    """Run a job plan to its end (a fresh event loop); see `JobRun`."""
+    return asyncio.run(JobRun(plan, options or RunOptions()).run())

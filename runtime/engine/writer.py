@@ -1,0 +1,176 @@
+"""The writer: finished items to the sink, the dead letter and the ledger, a batch at a time.
+
+A batch (`input.batch_size`) is written when its last item is done: its rows in input order (whatever order
+the calls finished in), then its dead letters, then its outcomes in the ledger, in one hand-off to a worker
+thread. Only then is the batch recorded, so a kill between the write and the record costs nothing: on resume,
+what the sink and the dead letter hold counts as done (`reconcile`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+from ..io import Row, SinkError
+from ..io.deadletter import DeadLetter
+from .context import RunContext
+from .ledger import DONE, FAILED, SKIPPED, Ledger, Outcome
+from .state import ItemFailure
+
+SKIPPING = ("skip", "alert", "retry")
+"""Failure strategies that send an item to the dead letter and go on."""
+
+
+@dataclass(slots=True)
+class Item:
+    index: int
+    key: str
+    row: Row
+
+
+class Batch:
+    """One batch from the source: its items' results, written when the last one is in."""
+
+    __slots__ = ("dead", "done", "number", "outcomes", "pending", "rows")
+
+    def __init__(self, number: int, pending: int) -> None:
+        self.number = number
+        self.pending = pending
+        self.rows: list[tuple[int, Row]] = []
+        """(row number, output row): written in input order, whatever order the calls finished in."""
+        self.outcomes: list[Outcome] = []
+        self.dead: list[dict[str, Any]] = []
+        self.done = asyncio.Event()
+
+
+class Writer:
+    """Records what happened to each item and writes each batch once it is complete."""
+
+    def __init__(self, run: RunContext, sink: Any, deadletter: DeadLetter, ledger: Ledger) -> None:
+        self.run = run
+        self.sink = sink
+        self.deadletter = deadletter
+        self.ledger = ledger
+        self.open: list[Batch] = []
+        """Batches read and not yet written."""
+        self.in_flight_keys: set[str] = set()
+        """Keys read in this run and not yet recorded: a repeated key is not processed twice."""
+        self._lock = asyncio.Lock()
+
+    async def reconcile(self, resume: bool) -> None:
+        """What the sink and the dead letter already hold is done, whatever the ledger says (a kill may have
+        come between a write and its record)."""
+        written = await asyncio.to_thread(self.sink.open, resume=resume)
+        dead = await asyncio.to_thread(self.deadletter.open) if resume else set()
+        outcomes = [Outcome(key=k, status=DONE) for k in written] + [Outcome(key=k, status=SKIPPED) for k in dead - written]
+        if outcomes and not self.run.shape.collecting:
+            await asyncio.to_thread(self.ledger.record, self.run.scope, self.run.run_id, outcomes)
+        if resume:
+            self.run.notice("resuming: items already done are skipped (pass --fresh to start over)")
+
+    # -- outcomes -----------------------------------------------------------------------------------------
+
+    def succeeded(self, batch: Batch, item: Item, outputs: dict[str, Any], attempts: int) -> None:
+        run = self.run
+        if run.shape.collecting:
+            batch.outcomes.append(Outcome(key=item.key, status=DONE, attempts=max(1, attempts), output={"row": item.row, "outputs": outputs}))
+        else:
+            key_field = run.key_field
+            row = {key_field: item.row.get(key_field, item.key) if key_field != "row" else item.index}
+            for name in run.shape.source.keep:
+                if name in item.row:
+                    row[name] = item.row[name]
+            row.update(outputs)
+            batch.rows.append((item.index, row))
+            batch.outcomes.append(Outcome(key=item.key, status=DONE, attempts=max(1, attempts)))
+            if run.options.keep_outputs:
+                run.result.outputs.append(row)
+        run.progress.succeeded += 1
+
+    def failed(self, batch: Batch, item: Item, stage: str, message: str, attempts: int, strategy: str) -> None:
+        run = self.run
+        if len(run.result.errors) < 1000:
+            run.result.errors.append(ItemFailure(key=item.key, stage=stage, error=message, attempts=attempts))
+        hooks = run.options.hooks
+        if hooks.on_item_failed:
+            outcome = "skipped" if strategy in SKIPPING else "failed"
+            hooks.on_item_failed(key=item.key, stage=stage, error=message, attempts=attempts, outcome=outcome)
+        if strategy == "alert" or run.shape.alert_on.get({"input": "input_error", "prompt": "prompt_failure"}[stage], False):
+            run.alert(stage, item.key, message)
+        if strategy in SKIPPING:
+            batch.dead.append({"key": item.key, "stage": stage, "input": item.row, "error": message, "attempts": attempts})
+            batch.outcomes.append(Outcome(key=item.key, status=SKIPPED, attempts=attempts, error=message))
+            run.progress.skipped += 1
+            return
+        batch.outcomes.append(Outcome(key=item.key, status=FAILED, attempts=attempts, error=message))
+        run.progress.failed += 1
+        run.stop("failed", f"item {item.key} failed ({stage}): {message}")
+
+    async def input_error(self, batch: Batch, message: str, *, key: str, row: Row) -> None:
+        self.failed(batch, Item(index=-1, key=key, row=row), "input", message, 0, self.run.shape.on_input)
+        await self.finished(batch)
+
+    async def finished(self, batch: Batch) -> None:
+        """One item of `batch` is done; the last one writes the batch."""
+        batch.pending -= 1
+        if batch.pending == 0:
+            await self.flush(batch)
+            with contextlib.suppress(ValueError):
+                self.open.remove(batch)
+
+    # -- writing ------------------------------------------------------------------------------------------
+
+    async def flush_open(self) -> None:
+        """After a stop: write what is done of the batches whose other items were never started."""
+        for batch in list(self.open):
+            await self.flush(batch)
+
+    async def flush(self, batch: Batch) -> None:
+        """Write a batch's rows and dead letters durably, then record its outcomes."""
+        async with self._lock:
+            if batch.done.is_set():
+                return
+            rows = [row for _, row in sorted(batch.rows, key=lambda entry: entry[0])]
+            dead, outcomes = batch.dead, batch.outcomes
+            batch.rows, batch.dead, batch.outcomes = [], [], []
+            # One hand-off to a worker thread a batch: the rows, then the dead letters, then the record.
+            failed = await asyncio.to_thread(self._write_batch, rows, dead, outcomes)
+            if failed is not None:
+                outcomes = await self._output_error(rows, outcomes, failed)
+                await asyncio.to_thread(self.ledger.record, self.run.scope, self.run.run_id, outcomes)
+            self.in_flight_keys.difference_update(o.key for o in outcomes)
+            if batch.pending <= 0:
+                batch.done.set()
+
+    def _write_batch(self, rows: list[Row], dead: list[dict[str, Any]], outcomes: list[Outcome]) -> str | None:
+        """In a worker thread: write durably, then record. Returns the sink's error instead of recording."""
+        if rows:
+            try:
+                self.sink.write(rows)
+            except SinkError as error:
+                return str(error)
+        if dead:
+            self.deadletter.write(dead)
+        self.ledger.record(self.run.scope, self.run.run_id, outcomes)
+        return None
+
+    async def _output_error(self, rows: list[Row], outcomes: list[Outcome], message: str) -> list[Outcome]:
+        run = self.run
+        strategy = run.shape.on_output
+        if run.shape.alert_on.get("output_error") or strategy == "alert":
+            run.alert("output", None, message)
+        key_field = run.key_field
+        keys = {str(r.get(key_field)) for r in rows}
+        run.progress.succeeded -= len(rows)
+        if strategy in ("skip", "alert"):
+            await asyncio.to_thread(
+                self.deadletter.write,
+                [{"key": str(r.get(key_field)), "stage": "output", "input": r, "error": message, "attempts": 1} for r in rows],
+            )
+            run.progress.skipped += len(rows)
+            return [Outcome(key=o.key, status=SKIPPED, error=message) if o.key in keys else o for o in outcomes]
+        run.progress.failed += len(rows)
+        run.stop("failed", f"the output could not be written: {message}")
+        return [o for o in outcomes if o.key not in keys]

@@ -1,0 +1,103 @@
+"""The scheduler loop of `serve`: it sleeps until the next fire time of any job (on the service's `Clock`),
+fires what is due, makes up the runs a downtime missed (`catchup`), and applies `overlap` when a run comes due
+while the job's previous run goes."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ...compiler.ir import Plan, thaw
+from .jobs import ServedJob, log_event
+from .schedule import CronSchedule, overlap_decision
+
+if TYPE_CHECKING:
+    from .service import Service
+
+
+class Scheduler:
+    """Fires the served jobs' schedules."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def schedule_of(self, plan: Plan) -> CronSchedule | None:
+        settings = plan.settings.get("schedule")
+        if not settings:
+            return None
+        try:
+            return CronSchedule.from_settings(thaw(settings))
+        except (KeyError, ValueError) as error:
+            log_event("config", f"its schedule cannot run: {error}", job=plan.name, level=logging.ERROR)
+            return None
+
+    def first_due(self, job: ServedJob, now: datetime) -> datetime | None:
+        if job.schedule is None or not job.schedule.enabled:
+            return None
+        return self.next_fire(job, job.schedule.first_due, now)
+
+    def next_fire(self, job: ServedJob, step: Callable[[datetime], datetime], moment: datetime) -> datetime | None:
+        try:
+            return step(moment)
+        except (ValueError, KeyError, StopIteration) as error:  # croniter found no date (a 30 February)
+            log_event("config", f"no next fire time for {job.schedule}: {error}", job=job.name, level=logging.ERROR)
+            return None
+
+    async def catch_up(self, now: datetime) -> None:
+        """Make up the runs missed while serve was down, per each schedule's `catchup`."""
+        assert self.service.state is not None
+        for job in self.service.jobs.values():
+            if job.schedule is None:
+                continue
+            last = await asyncio.to_thread(self.service.state.handled_until, job.name)
+            missed = job.schedule.missed(last, now)
+            if missed:
+                shown = ", ".join(m.isoformat() for m in missed[:5]) + (" ..." if len(missed) > 5 else "")
+                log_event("catchup", f"making up {len(missed)} missed runs ({job.schedule.catchup}): {shown}", job=job.name)
+                self.service.spawn(self._make_up(job, missed), self.service.run_tasks)
+            await asyncio.to_thread(self.service.state.set_handled_until, job.name, now)
+
+    async def _make_up(self, job: ServedJob, missed: list[datetime]) -> None:
+        for fire in missed:  # one at a time, oldest first
+            if self.service.draining:
+                return
+            await self.service.runs.guarded(job, f"catch-up of {fire.isoformat()}", functools.partial(self.service.run_scheduled, job, fire))
+
+    async def loop(self) -> None:
+        assert self.service.state is not None
+        while not self.service.stopped.is_set():
+            self.service.wake.clear()  # before reading the plans: a reload from here on wakes the next wait
+            now = self.service.clock.now()
+            handled: dict[str, datetime] = {}
+            for job in list(self.service.jobs.values()):
+                while job.next_due is not None and job.next_due <= now and job.schedule is not None:
+                    fire = job.next_due
+                    job.next_due = self.next_fire(job, job.schedule.next_fire, fire)
+                    self._fire(job, fire)
+                    handled[job.name] = fire
+            for name, fire in handled.items():
+                await asyncio.to_thread(self.service.state.set_handled_until, name, fire)
+            due = [job.next_due for job in self.service.jobs.values() if job.next_due is not None]
+            waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self.service.wake.wait())]
+            if due:
+                waits.append(asyncio.ensure_future(self.service.clock.sleep_until(min(due))))
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
+
+    def _fire(self, job: ServedJob, fire: datetime) -> None:
+        decision = overlap_decision(job.overlap, running=job.running, waiting=job.waiting)
+        cause = f"schedule {fire.isoformat()}"
+        if decision == "skip":
+            log_event("skipped", f"skipped the run due {fire.isoformat()}: the previous run is still going (overlap: {job.overlap})", job=job.name)
+            self.service.metrics.skipped(job.name, "overlap")
+            return
+        if decision == "queue":
+            log_event("queued", f"the run due {fire.isoformat()} waits for the previous one", job=job.name)
+        self.service.spawn(self.service.runs.guarded(job, cause, lambda: self.service.run_scheduled(job, fire), queued=decision == "queue"), self.service.run_tasks)
