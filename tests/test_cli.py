@@ -1,10 +1,15 @@
-"""The `sleipnir schema` command writes exactly the published schemas."""
+"""The command line: `sleipnir schema` writes exactly the published schemas, every command is listed with its own
+summary, and the commands that only compile load no runtime."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+import click
+import pytest
 from click.testing import CliRunner
 
 from sleipnir.cli import main
@@ -35,3 +40,37 @@ def test_schema_rejects_an_unknown_kind_as_a_usage_error() -> None:
     result = CliRunner().invoke(main, ["schema", "jobs"])
     assert result.exit_code == 2
     assert "Traceback" not in result.output
+
+
+def test_every_command_is_listed_with_its_own_summary() -> None:
+    import inspect
+
+    from sleipnir.cli import COMMANDS
+
+    assert sorted(COMMANDS) == sorted(main.list_commands(click.Context(main)))
+    for name, entry in COMMANDS.items():
+        command = main.get_command(click.Context(main), name)
+        assert command is not None and command.help is not None
+        assert inspect.cleandoc(command.help).splitlines()[0] == entry.summary, name
+
+
+HEAVY = ("aiohttp", "httpx", "psycopg", "prometheus_client", "sleipnir.runtime", "sleipnir.executor")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["check", "WORKSPACE"], ["schema"], ["plan", "WORKSPACE/job.yaml"]])
+def test_commands_that_compile_import_no_runtime(tmp_path: Path, argv: list[str]) -> None:
+    """`--help`, `check`, `schema` and `plan` load neither the runtime nor an HTTP stack nor a database driver."""
+    (tmp_path / "job.yaml").write_text(
+        "job:\n  name: one\n  input: {type: file, path: data.jsonl}\n"
+        "  prompts: [{name: classifier, version: 1.0.0, model: mock}]\n"
+        "  output: {type: file, path: out.jsonl}\n",
+        encoding="utf-8",
+    )
+    args = [a.replace("WORKSPACE", str(tmp_path)) for a in argv]
+    script = (
+        "import sys\nfrom sleipnir.cli import main\n"
+        f"try:\n    main({args!r})\nexcept SystemExit as done:\n    code = done.code\n"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r} or m.startswith({HEAVY!r})))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr

@@ -78,7 +78,7 @@ def test_resume_repairs_a_torn_last_line_and_no_row_is_written_twice(tmp_path: P
         spool.write(b'{"id": 3}\n{"id": 4, "lab')  # a batch torn by a crash: its write never returned
     resumed = file_sink(tmp_path)
     assert resumed.open(resume=True) == {"0", "1", "2", "3"}
-    # The runtime writes only keys the sink did not return (runtime/io.py), and the spool is published as it is.
+    # The runtime writes only keys the sink did not return (runtime/io/__init__.py), and the spool is published as it is.
     resumed.write([{"id": 4}, {"id": 5}])
     resumed.close(complete=True)
     assert lines(target) == [{"id": 0}, {"id": 1}, {"id": 2}, {"id": 3}, {"id": 4}, {"id": 5}]

@@ -1,4 +1,4 @@
-"""`sleipnir run-job`: compile, then run with a progress bar and a summary, and choose the exit code."""
+"""`sleipnir run-job` (and `run`): compile, then run with a progress bar and a summary, and choose the exit code."""
 
 from __future__ import annotations
 
@@ -23,10 +23,52 @@ from ..runtime.engine.pipeline import PipelineResult, run_pipeline
 from ..runtime.serve.alerts import AlertDispatcher
 from ..runtime.serve.logs import configure, log_hooks, secrets_in
 from ..runtime.serve.metrics import export_after_run
+from .common import F, guarded
 from .console import LiveProgress, cost_of, result_data, stderr_console, summary
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 
+
+
+def _run_options(function: F) -> F:
+    for option in reversed(
+        (
+            click.argument("target"),
+            click.option("--input", "input_path", type=click.Path(dir_okay=False), help="Read the items from this file instead of the job's source."),
+            click.option("--profile", metavar="NAME", help="Apply this profile."),
+            click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Override a value; repeatable."),
+            click.option("--param-file", "param_files", multiple=True, type=click.Path(), help="A YAML mapping of overrides."),
+            click.option("--dry-run", is_flag=True, help="Print the plan and stop: nothing is called."),
+            click.option("--limit", type=click.IntRange(min=1), help="Run only the first N items (a sample run)."),
+            click.option("--fresh", is_flag=True, help="Forget earlier runs of this plan and start over."),
+            click.option("--retry-failed", is_flag=True, help="Re-run only the items that failed before."),
+            click.option("--cache", is_flag=True, help="Reuse answers of identical earlier calls (never errors)."),
+            click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout."),
+        )
+    ):
+        function = option(function)
+    return function
+
+
+@click.command("run-job")
+@_run_options
+@guarded
+def run_job(**options: Any) -> None:
+    """Run a job (or pipeline) by name or file: stream its items through its prompts to its output.
+
+    A rerun does only what is not done yet; --fresh starts over. Ctrl-C or SIGTERM lets the calls in flight
+    finish, writes what is done and exits non-zero: run the same command again to resume. Exits 0 when every
+    item succeeded, 1 when the run failed or was stopped (130 on Ctrl-C), 2 on a usage or internal error.
+    """
+    sys.exit(run_command(**options))
+
+
+@click.command("run")
+@_run_options
+@guarded
+def run_alias(**options: Any) -> None:
+    """Same as `run-job`."""
+    sys.exit(run_command(**options))
 
 
 def run_command(

@@ -11,6 +11,9 @@ Offsets here are 0-based character positions inside the expression's own text (`
 line and column in a YAML file is the caller's job (`compiler/checks/expressions.py`).
 """
 
+# Over 600 lines on purpose: two grammars' typed nodes, builders and error explainers belong together, since
+# each friendly message is written against one grammar's parser states (see `_MISTAKES`).
+
 from __future__ import annotations
 
 import functools

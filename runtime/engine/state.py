@@ -1,5 +1,5 @@
 """The mutable side of a run, kept apart from the immutable plan: its options, its lifecycle hooks, its counts
-by bucket (`Progress`) and its result. `runtime/run.py` moves items through the buckets; the CLI, the Python
+by bucket (`Progress`) and its result. `runtime/engine/` (the job run and its collaborators) moves items through the buckets; the CLI, the Python
 API, `serve`, the log and the alert dispatcher read them through the hooks.
 """
 

@@ -2,7 +2,7 @@
 
 This is the runtime's side of the estimate: the compiler knows no databases, so the CLI hands it this counter.
 The query is wrapped, never edited (`SELECT COUNT(*) FROM (<query>) AS items`), and its `:name` parameters are
-bound, never formatted in. Connections are made as the sources make them (`runtime/dbconn.py`), read-only.
+bound, never formatted in. Connections are made as the sources make them (`runtime/io/dbconn.py`), read-only.
 """
 
 from __future__ import annotations

@@ -1,0 +1,69 @@
+"""`sleipnir check` and `sleipnir schema`: the compiler's front end, for CI and editors."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..compiler import plan_schema, schemas
+from ..compiler.checker import check as run_check
+from ..compiler.render import RENDERERS
+from .common import EXIT_OK, EXIT_PROBLEMS, guarded, use_color
+
+
+@click.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(sorted(RENDERERS)),
+    default="human",
+    show_default=True,
+    help="How to print the diagnostics.",
+)
+@click.option("--strict", is_flag=True, help="Fail on warnings too.")
+@click.option(
+    "--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True
+)
+@guarded
+def check(paths: tuple[str, ...], output_format: str, strict: bool, color: str) -> None:
+    """Validate jobs, templates, pipelines, stacks and prompts.
+
+    PATHS are files or folders; with none, the workspace containing the current folder is checked.
+    Exits 0 when clean, 1 when problems are found, 2 on a usage or internal error.
+    """
+    result = run_check(paths, strict=strict)
+    text = RENDERERS[output_format](result, use_color(color) and output_format == "human")
+    click.echo(text)
+    sys.exit(EXIT_OK if result.ok else EXIT_PROBLEMS)
+
+
+@click.command()
+@click.argument("kind", required=False, type=click.Choice((*schemas.ALL, plan_schema.NAME)))
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write `<kind>.schema.json` files into this folder instead of printing.",
+)
+@guarded
+def schema(kind: str | None, output: Path | None) -> None:
+    """Print or write Sleipnir's JSON Schemas (draft-07), for editors and other tools.
+
+    KIND is a document kind, `workspace` (sleipnir.yaml), `sleipnir` (any document) or `plan` (the JSON of
+    `sleipnir plan --format json`). With KIND and no --output, prints that schema; with --output, writes the
+    chosen schema, or all of them, into the folder.
+    """
+    if output is None:
+        if kind is None:
+            click.echo("\n".join((*schemas.ALL, plan_schema.NAME)))
+        else:
+            click.echo(plan_schema.render() if kind == plan_schema.NAME else schemas.render(kind), nl=False)
+        return
+    documents = [k for k in ([kind] if kind else schemas.ALL) if k != plan_schema.NAME]
+    written = schemas.write(output, documents)
+    if kind in (None, plan_schema.NAME):
+        written.append(plan_schema.write(str(output)))
+    for target in written:
+        click.echo(str(target))

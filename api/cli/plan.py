@@ -1,0 +1,132 @@
+"""`sleipnir plan` and `sleipnir create-job-from-template`: what would run, and new jobs from templates."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from ..compiler import generation
+from ..compiler.diagnostics import Diagnostics
+from ..compiler.estimate import estimate
+from ..compiler.ir import Plan, to_json
+from ..compiler.planner import plan as compile_plan
+from ..compiler.render import RENDERERS
+from ..compiler.render.plan_graph import render_dot, render_mermaid
+from ..compiler.render.plan_text import render_plan
+from .common import EXIT_PROBLEMS, guarded, use_color
+
+PLAN_FORMATS = ("text", "json", "dot", "mermaid")
+
+
+@click.command()
+@click.argument("target", required=False)
+@click.option("--profile", metavar="NAME", help="Apply this profile (default: SLEIPNIR_PROFILE, then sleipnir.yaml).")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Override a value; repeatable.")
+@click.option(
+    "--param-file", "param_files", multiple=True, type=click.Path(), help="A YAML mapping of overrides; repeatable."
+)
+@click.option("--format", "output_format", type=click.Choice(PLAN_FORMATS), default="text", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the plan here, not to stdout.")
+@click.option("--estimate", "count_rows", is_flag=True, help="Count a database source's rows with COUNT(*).")
+@click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True)
+@guarded
+def plan(
+    target: str | None,
+    profile: str | None,
+    params: tuple[str, ...],
+    param_files: tuple[str, ...],
+    output_format: str,
+    out: Path | None,
+    count_rows: bool,
+    color: str,
+) -> None:
+    """Show exactly what would run, with every value resolved and where it came from.
+
+    TARGET is a job or pipeline name (`name@1.0.0` for a version), a file, or a folder (every job and pipeline
+    in it); without it, the workspace around the current folder. `--format json` prints the plan the runtime
+    runs (for several targets, a JSON array); `dot` and `mermaid` draw its graph. Exits 0 when planned, 1 on a
+    problem in the documents or the overrides (printed, and nothing is planned), 2 on a usage or internal error.
+    """
+    result = compile_plan(target, profile=profile, params=params, param_files=param_files)
+    if result.diagnostics:
+        click.echo(RENDERERS["human"](result.report, use_color(color)), err=True)
+    if not result.ok:
+        sys.exit(EXIT_PROBLEMS)
+    text = _plan_text(result.plans, output_format, count_rows, color=use_color(color) and out is None)
+    if out is None:
+        click.echo(text, nl=not text.endswith("\n"))
+        return
+    sink = Diagnostics()
+    if not generation.write(out, text if text.endswith("\n") else text + "\n", force=True, sink=sink):
+        for problem in sink:
+            click.echo(f"error[{problem.code}]: {problem.path}: {problem.message}", err=True)
+        sys.exit(EXIT_PROBLEMS)
+
+
+def _plan_text(plans: tuple[Plan, ...], output_format: str, count_rows: bool, *, color: bool) -> str:
+    if output_format == "json":
+        if len(plans) == 1:
+            return to_json(plans[0])
+        return "[\n" + ",\n".join(to_json(p).rstrip("\n") for p in plans) + "\n]\n"
+    if output_format in ("dot", "mermaid"):
+        draw = render_dot if output_format == "dot" else render_mermaid
+        return "\n".join(draw(p) for p in plans)
+    now = datetime.now(UTC)
+    blocks = []
+    for planned in plans:
+        counter = None
+        if count_rows:
+            from ..runtime.io.counting import counter_for  # `--estimate` counts rows in the database
+
+            counter = counter_for(planned)
+        blocks.append(render_plan(planned, estimate=estimate(planned, count_items=counter), now=now, color=color))
+    return "\n\n".join(blocks)
+
+
+@click.command("create-job-from-template")
+@click.argument("template")
+@click.option("--name", required=True, metavar="NAME", help="The job's name, and the value of `${job_name}`.")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Set a parameter; repeatable.")
+@click.option(
+    "--param-file", "param_files", multiple=True, type=click.Path(), help="A YAML mapping of parameters; repeatable."
+)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the job here, not to stdout.")
+@click.option("--force", is_flag=True, help="Overwrite an existing --output file.")
+@click.option(
+    "--workspace",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Find templates in this workspace (default: the one around the current folder) and the stdlib.",
+)
+@guarded
+def create_job_from_template(
+    template: str,
+    name: str,
+    params: tuple[str, ...],
+    param_files: tuple[str, ...],
+    output: Path | None,
+    force: bool,
+    workspace: Path | None,
+) -> None:
+    """Make a job from TEMPLATE: a template's name (its newest version), `name@1.0.0`, or a template file.
+
+    A `--param` wins over every `--param-file`; later ones win over earlier ones. Exits 0 when the job is
+    made, 1 on a problem (nothing is written then), 2 on a usage or internal error.
+    """
+    made = generation.generate(
+        template,
+        name=name,
+        params=params,
+        param_files=param_files,
+        workspace=workspace,
+        output=output,
+        force=force,
+    )
+    if made.result.diagnostics:
+        click.echo(RENDERERS["human"](made.result, use_color("auto")), err=True)
+    if made.text is None:
+        sys.exit(EXIT_PROBLEMS)
+    if output is None:
+        click.echo(made.text, nl=False)
