@@ -54,6 +54,8 @@ LATENCY_GOAL = 0.9
 """At 50 ms, the runtime should reach at least this share of concurrency/latency items/s."""
 BARE_GOAL = 0.5
 """At 0 ms, the runtime should reach at least this share of the bare aiohttp loop."""
+ANSWERS_GOAL = 0.05
+"""At 0 ms, recording every answer as it arrives should cost under this share of the run's time."""
 RSS_GOAL = 1.2
 """Peak RSS on the big run should be at most this many times that on the small run."""
 PROMPT = ("sentiment_analyzer", "2.1.0")
@@ -209,9 +211,11 @@ async def _timed(work: Any, items: int) -> Timing:
     return Timing(items=items, wall=time.perf_counter() - wall, cpu=time.process_time() - cpu)
 
 
-async def runtime_run(job_plan: Plan, items: int, output: Path) -> Timing:
-    """A fresh run of the job; fails unless every item succeeded and the sink holds a row for each."""
-    run = JobRun(job_plan, RunOptions(fresh=True, environ=ENVIRON))
+async def runtime_run(job_plan: Plan, items: int, output: Path, *, record_answers: bool = True) -> Timing:
+    """A fresh run of the job; fails unless every item succeeded and the sink holds a row for each.
+    `record_answers=False` leaves out the durable answers, to measure what they cost."""
+    output.unlink(missing_ok=True)
+    run = JobRun(job_plan, RunOptions(fresh=True, environ=ENVIRON, record_answers=record_answers))
     wall, cpu = time.perf_counter(), time.process_time()
     result = await run.run()
     timing = Timing(items=items, wall=time.perf_counter() - wall, cpu=time.process_time() - cpu)
@@ -287,6 +291,10 @@ def measure_latency(
             timings = {
                 "runtime": asyncio.run(runtime_run(job_plan, items, root / "output" / "scores.jsonl")),
             }
+            if latency == 0:
+                timings["unrecorded"] = asyncio.run(
+                    runtime_run(job_plan, items, root / "output" / "scores.jsonl", record_answers=False)
+                )
             if round_number == 0:
                 check_bodies(server.requests(last=1000)["bodies"], bodies)
             timings["aiohttp"] = asyncio.run(aiohttp_loop(url, bodies))
@@ -294,7 +302,7 @@ def measure_latency(
                 if name not in best or timing.wall < best[name].wall:
                     best[name] = timing
         best["httpx"] = asyncio.run(httpx_loop(url, bodies))
-        expected = items * (repeat * 2 + 1)
+        expected = items * (repeat * (3 if latency == 0 else 2) + 1)
         count = server.requests(last=0)["count"]
         assert count == expected, f"the server answered {count} chat requests, expected {expected}"
         return best
@@ -351,10 +359,13 @@ def report_latency(latency: float, best: Mapping[str, Timing], repeat: int) -> N
     print(f"\nserver latency {latency * 1000:.0f} ms:")
     labels = {
         "runtime": f"sleipnir JobRun      (best of {repeat})",
+        "unrecorded": "  without durable answers   ",
         "aiohttp": f"bare aiohttp loop    (best of {repeat})",
         "httpx": "bare httpx loop      (1 run)    ",
     }
     for name, label in labels.items():
+        if name not in best:
+            continue
         timing = best[name]
         print(
             f"  {label}: {timing.rate:8,.0f} items/s  ({timing.wall:6.2f} s, "
@@ -409,6 +420,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"  runtime at 0 ms: {at_zero:.3f} of the bare aiohttp loop "
         f"({verdict(at_zero >= BARE_GOAL)} the goal of at least {BARE_GOAL})"
+    )
+    overhead = results[0.0]["unrecorded"].rate / results[0.0]["runtime"].rate - 1
+    print(
+        f"  durable answers at 0 ms: {overhead:+.1%} time an item against the same run without them "
+        f"({verdict(overhead < ANSWERS_GOAL)} the goal of under {ANSWERS_GOAL:.0%})"
     )
     bare_slow = results[slow]["aiohttp"].rate
     print(

@@ -337,7 +337,7 @@ def _rows(
     if source.source == "file":
         return _file_rows(plan.root, source, fields)
     if source.source == "run_input":
-        return _Rows(count=None, basis="unknown: the items come from `--input FILE` at run time")
+        return _Rows(count=1, basis="1 item (no input): the prompts run once; `--input FILE` gives items instead")
     counted = count_items(source, plan.root) if count_items is not None else None
     if counted is None:
         hint = "" if count_items is not None else ", pass --estimate to count them"

@@ -190,7 +190,8 @@ class _JobLowering:
             "file" if "path" in given else "database" if "table" in given else "api" if "endpoint" in given else "stdout"
         )
         database = destination in ("database", "sqlite", "postgresql")
-        mode = given.pop("mode", None) or ("upsert" if database else "replace" if destination == "file" else "append")
+        # Files and databases alike keep what earlier runs wrote, merged by item key.
+        mode = given.pop("mode", None) or ("upsert" if database or destination == "file" else "append")
         name = self.job.document.name or "job"
         dead_letter = given.pop("dead_letter", None) or f".sleipnir/dead_letter/{name}.jsonl"
         if destination == "file" and "format" not in given and isinstance(given.get("path"), str):

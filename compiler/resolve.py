@@ -23,7 +23,7 @@ from .checks.expressions import ScalarSpans
 from .diagnostics import Diagnostics
 from .documents import Document, Path
 from .ir import Secret, Setting, digest
-from .ir.common import is_secret_env, suggestion_help
+from .ir.common import RUN_TIME_NAMES, is_secret_env, suggestion_help
 from .ir.expressions import (
     ExpressionError,
     Region,
@@ -45,6 +45,7 @@ from .validate import explain_value
 
 SECRET_KEYS = frozenset({"api_key", "password", "token", "secret", "auth"})
 """Keys whose values are secrets."""
+OUTPUT_PATH = ("output", "path")
 JOB_KEYS = frozenset(key.name for key in JOB.children())
 
 
@@ -348,6 +349,8 @@ class _Resolver:
         names = [p.name for p in parts if isinstance(p, Substitution)]
         if not names:
             return resolve(parts, self._text)  # only `$${` escapes: the text, still from the file
+        if place == OUTPUT_PATH and any(n in RUN_TIME_NAMES for n in names):
+            return self._run_time_path(place, parts)
         values = [self._parameter(n) for n in names]
         from_env = [n for n, v in zip(names, values, strict=True) if v is _MISSING]
         if secret or any(is_secret_env(n) for n in from_env) or any(isinstance(v, Secret) for v in values):
@@ -364,6 +367,21 @@ class _Resolver:
         if origins:
             self.result.origins[place] = ", ".join(origins)
         return resolved
+
+    def _run_time_path(self, place: Place, parts: Sequence[Text | Substitution]) -> str:
+        """`output.path` with `${run.id}`, `${run.date}` or `${trigger.file_stem}`: those stay for the runtime
+        to fill when the run starts; the other substitutions resolve now."""
+        pieces = []
+        for part in parts:
+            if isinstance(part, Substitution) and part.name in RUN_TIME_NAMES:
+                pieces.append(format((part,)))
+                continue
+            try:
+                pieces.append(resolve((part,), self._text).replace("${", "$${"))
+            except UnsetVariableError as error:
+                self._unset(place, error)
+                pieces.append(format((part,)))
+        return "".join(pieces)
 
     def _parameter(self, name: str) -> Any:
         head, *rest = name.split(".")

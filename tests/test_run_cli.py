@@ -296,7 +296,8 @@ def test_input_after_a_run_of_the_jobs_own_source_processes_the_custom_rows(scor
     result = invoke(["run-job", "score", "--input", str(custom), "--json"], server)
     assert result.exit_code == 0, result.stderr
     assert json_of(result)["metrics"]["items_processed"] == 3
-    assert [row["id"] for row in rows_of(scoring / "out" / "scores.jsonl")] == ["k000", "k001", "k002"]
+    # The output accumulates by item key: the custom rows replace theirs, the others stay.
+    assert [row["id"] for row in rows_of(scoring / "out" / "scores.jsonl")] == [f"k{i:03d}" for i in range(20)]
 
 
 def test_a_missing_input_file_is_an_error_without_a_traceback(scoring: Path, server: LLMServer) -> None:

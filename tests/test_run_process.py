@@ -227,9 +227,11 @@ def test_sigkill_three_times_then_resume_writes_every_key_once_to_a_file(tmp_pat
             process.wait()
         assert process.returncode == -signal.SIGKILL
         written = spooled_keys(spool)
-        # Nothing is published before the end; no key is spooled twice; nothing recorded done is missing.
+        # Nothing is published before the end; nothing recorded done is missing. (A row written just before
+        # the kill, whose record the kill cut off, is written again by the resume from its recorded answers,
+        # without a call; the publish keeps one row a key.)
         assert not target.exists()
-        assert len(written) == len(set(written)) >= threshold
+        assert len(set(written)) >= threshold
         assert set(ledger_keys(ws)) <= set(written)
         if moment:
             assert "resuming" in (tmp_path / f"run{moment}" / "stderr").read_text()
@@ -372,7 +374,8 @@ def test_fail_stops_without_publishing_and_retry_failed_redoes_only_the_failure(
     metrics = result_of(rest.stdout)["metrics"]
     assert metrics["items_processed"] == 40 - len(done) - 1
     assert server.requests(0)["count"] == calls + 1 + 40 - len(done) - 1
-    assert sorted(json.loads(line)["id"] for line in target.read_text().splitlines()) == keys
+    # The run's rows are merged by key into what the output held before.
+    assert sorted(json.loads(line)["id"] for line in target.read_text().splitlines()) == sorted(["earlier", *keys])
 
 
 def test_retry_failed_does_not_publish_half_a_run(tmp_path: Path, server: LLMServer) -> None:
@@ -442,10 +445,12 @@ def pg_source(postgres_url: str, pg_table: str) -> Iterator[str]:
 def test_postgresql_source_sink_and_ledger(
     tmp_path: Path, server: LLMServer, postgres_url: str, pg_table: str, pg_source: str
 ) -> None:
+    # The ledger on PostgreSQL outlives the test: a job name of its own keeps this run's items apart.
+    job_name = pg_table.replace("sleipnir_t_", "pg_scores_")
     manifest = f"name: warehouse_runs\nstate: {postgres_url}\nconnections:\n  warehouse: {postgres_url}\n"
     job = f"""\
         job:
-          name: pg_scores
+          name: {job_name}
           input:
             source: database
             connection: warehouse
@@ -472,9 +477,10 @@ def test_postgresql_source_sink_and_ledger(
         with psycopg.connect(postgres_url) as connection:
             return sorted(str(k) for (k,) in connection.execute(f'SELECT review_id FROM "{pg_table}"'.encode()))
 
-    first = sleipnir(["run-job", "pg_scores", "--json"], ws, env)
+    first = sleipnir(["run-job", job_name, "--json"], ws, env)
     assert first.returncode == 0, first.stderr
     plan_id = result_of(first.stdout)["plan_id"]
+    scope = f"job:{job_name}"
     try:
         assert result_of(first.stdout)["metrics"]["items_processed"] == 8
         assert table_keys() == english  # the bound :lang read only the English rows
@@ -482,20 +488,20 @@ def test_postgresql_source_sink_and_ledger(
         assert not (ws / ".sleipnir" / "state.db").exists()  # the ledger is on PostgreSQL
         with psycopg.connect(postgres_url) as connection:
             recorded = connection.execute(
-                "SELECT item_key, status FROM sleipnir_items WHERE plan_id = %s ORDER BY item_key", [plan_id]
+                "SELECT item_key, status FROM sleipnir_items WHERE plan_id = %s ORDER BY item_key", [scope]
             ).fetchall()
             scored = connection.execute(f'SELECT scorer FROM "{pg_table}"'.encode()).fetchall()
         assert recorded == [(key, "succeeded") for key in english]
         assert {json.loads(text)["label"] for (text,) in scored} <= {"good", "bad"}
 
-        second = sleipnir(["run-job", "pg_scores", "--json"], ws, env)
+        second = sleipnir(["run-job", job_name, "--json"], ws, env)
         assert second.returncode == 0, second.stderr
         metrics = result_of(second.stdout)["metrics"]
         assert (metrics["items_processed"], metrics["items_already_done"]) == (0, 8)
         assert server.requests(0)["count"] == 8
         assert table_keys() == english
 
-        fresh = sleipnir(["run-job", "pg_scores", "--fresh", "--json"], ws, env)
+        fresh = sleipnir(["run-job", job_name, "--fresh", "--json"], ws, env)
         assert fresh.returncode == 0, fresh.stderr
         assert result_of(fresh.stdout)["metrics"]["items_processed"] == 8
         assert server.requests(0)["count"] == 16
@@ -505,5 +511,6 @@ def test_postgresql_source_sink_and_ledger(
         assert runs == [("succeeded",)] * 3
     finally:
         with psycopg.connect(postgres_url, autocommit=True) as connection:
-            connection.execute("DELETE FROM sleipnir_items WHERE plan_id = %s", [plan_id])
+            for table in ("sleipnir_items", "sleipnir_answers", "sleipnir_work"):
+                connection.execute(f"DELETE FROM {table} WHERE plan_id = %s".encode(), [scope])
             connection.execute("DELETE FROM sleipnir_runs WHERE plan_id = %s", [plan_id])

@@ -1,8 +1,8 @@
 """Every complete example of the product document runs, not only checks and plans.
 
 The seed examples (spec/examples) are copied into a temporary workspace and each job and pipeline is run with
-the examples' own manifest (`fallback_provider: mock`, so no key is needed). A job without an `input` gets its
-items from `--input`, as a user would give them; the basic job reads the `reviews` table the test creates in the
+the examples' own manifest (`fallback_provider: mock`, so no key is needed), exactly as printed: a job without an
+`input` runs its prompts once, for one item with an empty row (a scheduled report); the basic job reads the `reviews` table the test creates in the
 workspace database; the environment-variables job calls a real OpenAI-compatible server on 127.0.0.1 through the
 `OPENAI_API_KEY` and `API_ENDPOINT` it names.
 """
@@ -96,17 +96,18 @@ def test_the_seed_example_runs(workspace: Path, server: LLMServer, file: str, ki
         assert outcome.ok, {entry: run.message for entry, run in outcome.jobs.items()}
         assert len(outcome.jobs) == len(plan.nodes)
         return
-    run = asyncio.run(JobRun(plan, RunOptions(environ=environ, input_path=_input_for(plan, workspace))).run())
+    run = asyncio.run(JobRun(plan, RunOptions(environ=environ)).run())
     assert run.ok, run.message
     assert run.progress.succeeded >= 1 and run.progress.failed == 0
+    if _has_no_input(plan):
+        assert run.progress.succeeded == 1, "a job without input runs its prompts once"
     if file == "environment_variables.yaml":
-        assert server.requests()["count"] - before == len(ROWS), "the job called the endpoint its variables name"
+        assert server.requests()["count"] - before == 1, "the job called the endpoint its variables name, once"
     if file == "basic_job.yaml":
         with sqlite3.connect(workspace / ".sleipnir" / "examples.db") as connection:
             stored = connection.execute("SELECT COUNT(*) FROM sentiment_results").fetchone()[0]
         assert stored == len(ROWS), "the basic job writes its results back to the workspace database"
 
 
-def _input_for(plan: Plan, root: Path) -> str | None:
-    source = next(node for node in plan.nodes if isinstance(node, Source))
-    return str(root / "items.jsonl") if source.source == "run_input" else None
+def _has_no_input(plan: Plan) -> bool:
+    return next(node for node in plan.nodes if isinstance(node, Source)).source == "run_input"

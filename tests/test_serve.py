@@ -416,7 +416,8 @@ def test_trigger_checks_the_conditions_then_runs_by_hand(tmp_path: Path) -> None
     write_rows(tmp_path / "other.jsonl", ["o1"])
     other = trigger("night_only", "--input", str(tmp_path / "other.jsonl"), start="2024-05-01T23:00:00Z")
     assert other.returncode == 0, other.stderr
-    assert [row["id"] for row in lines(ws / "out" / "night_only.jsonl")] == ["o1"]
+    # Runs accumulate in the output by item key: the by-hand run adds its row to the earlier ones.
+    assert [row["id"] for row in lines(ws / "out" / "night_only.jsonl")] == ["i1", "i2", "o1"]
 
     unknown = trigger("nightly_onyl", start="2024-05-01T23:00:00Z")
     assert unknown.returncode == 1 and "no job or pipeline named `nightly_onyl`" in unknown.stderr

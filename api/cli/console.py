@@ -98,6 +98,8 @@ def summary(result: RunResult, root: str) -> Table:
         ("skipped", f"{p.skipped:,}"),
         ("failed", f"{p.failed:,}"),
         ("already done", f"{p.already_done:,}"),
+        *([("redone (stale)", f"{p.stale:,}: {', '.join(result.changed_prompts) or 'their rows changed'}")] if p.stale else []),
+        *([("answers reused", f"{p.reused:,}")] if p.reused else []),
         ("calls", f"{p.calls:,}"),
         ("retries", f"{p.retries:,}"),
         ("tokens", f"{p.prompt_tokens:,} prompt + {p.completion_tokens:,} completion"),

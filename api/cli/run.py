@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import sys
@@ -20,6 +21,10 @@ from ..compiler.render import RENDERERS
 from ..compiler.render.plan_text import render_plan
 from ..runtime.engine.job import Hooks, JobRun, RunOptions, RunResult, chain_hooks
 from ..runtime.engine.pipeline import PipelineResult, run_pipeline
+from ..runtime.io import SourceError
+from ..runtime.io.dbconn import DatabaseError
+from ..runtime.providers.base import ProviderError
+from ..runtime.secrets import MissingSecret
 from ..runtime.serve.alerts import AlertDispatcher
 from ..runtime.serve.logs import configure, log_hooks, secrets_in
 from ..runtime.serve.metrics import export_after_run
@@ -38,9 +43,10 @@ def _run_options(function: F) -> F:
             click.option("--profile", metavar="NAME", help="Apply this profile."),
             click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Override a value; repeatable."),
             click.option("--param-file", "param_files", multiple=True, type=click.Path(), help="A YAML mapping of overrides."),
-            click.option("--dry-run", is_flag=True, help="Print the plan and stop: nothing is called."),
+            click.option("--dry-run", is_flag=True, help="Print the plan and what a run would call, and stop: nothing is called."),
             click.option("--limit", type=click.IntRange(min=1), help="Run only the first N items (a sample run)."),
-            click.option("--fresh", is_flag=True, help="Forget earlier runs of this plan and start over."),
+            click.option("--fresh", is_flag=True, help="Forget earlier runs of this job (and their answers) and redo everything."),
+            click.option("--keep-stale", is_flag=True, help="Keep the results of items whose work changed; do only new items."),
             click.option("--retry-failed", is_flag=True, help="Re-run only the items that failed before."),
             click.option("--cache", is_flag=True, help="Reuse answers of identical earlier calls (never errors)."),
             click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout."),
@@ -81,6 +87,7 @@ def run_command(
     dry_run: bool,
     limit: int | None,
     fresh: bool,
+    keep_stale: bool,
     retry_failed: bool,
     cache: bool,
     as_json: bool,
@@ -96,31 +103,31 @@ def run_command(
         click.echo(f"error: `{target}` holds {len(compiled.plans)} jobs and pipelines; name one of them", err=True)
         return EXIT_FAILED
     plan = compiled.plans[0]
-    if dry_run:
-        click.echo(render_plan(plan, estimate=estimate(plan), now=datetime.now(UTC)))
-        return EXIT_OK
     if input_path is not None and not os.path.isfile(input_path):
         click.echo(f"error[io-error]: {input_path}: no such file", err=True)
         return EXIT_FAILED
     manifest = compiled.check.workspace.manifest
     settings = manifest.body if manifest is not None else {}
-    live = LiveProgress(console, plan.name)
-    alerts: list[str] = []
     environ = dict(os.environ)
-    jobs = {n.id: n.plan for n in plan.nodes if isinstance(n, JobStep)} if plan.kind == "pipeline" else {"": plan}
-    operations = {entry: Operations(job, settings, environ) for entry, job in jobs.items()}
-    hooks = {entry: ops.hooks(live.hooks(alerts)) for entry, ops in operations.items()}
     options = RunOptions(
         input_path=os.path.abspath(input_path) if input_path else None,
         limit=limit,
         fresh=fresh,
+        keep_stale=keep_stale,
         retry_failed=retry_failed,
         cache=cache,
         state=settings.get("state"),
         environ=environ,
-        hooks=hooks.get("", Hooks()),
-        handle_signals=True,
     )
+    if dry_run:
+        click.echo(render_plan(plan, estimate=estimate(plan), now=datetime.now(UTC)))
+        return _dry_run(plan, options)
+    live = LiveProgress(console, plan.name)
+    alerts: list[str] = []
+    jobs = {n.id: n.plan for n in plan.nodes if isinstance(n, JobStep)} if plan.kind == "pipeline" else {"": plan}
+    operations = {entry: Operations(job, settings, environ) for entry, job in jobs.items()}
+    hooks = {entry: ops.hooks(live.hooks(alerts)) for entry, ops in operations.items()}
+    options = dataclasses.replace(options, hooks=hooks.get("", Hooks()), handle_signals=True)
     result: RunResult | PipelineResult | None = None
     try:
         if plan.kind == "pipeline":
@@ -148,6 +155,24 @@ def run_command(
     if as_json:
         sys.stdout.write(json.dumps(result_data(result, plan.root), indent=2, default=str) + "\n")
     return _exit_code(runs, result)
+
+
+def _dry_run(plan: Plan, options: RunOptions) -> int:
+    """What a run would call, read from the source and the ledger, with its estimated cost; nothing is called."""
+    if plan.kind != "job":
+        return EXIT_OK
+    try:
+        found = asyncio.run(JobRun(plan, options).survey())
+    except (SourceError, ProviderError, DatabaseError, MissingSecret, ValueError) as error:
+        click.echo(f"error: {error}", err=True)
+        return EXIT_FAILED
+    cost = estimate(plan, count_items=lambda _node, _root: found.to_call).cost
+    click.echo(
+        f"\nwould call {found.to_call} of {found.total} items: {found.new} new, {found.stale} stale, "
+        f"{found.failed} failed before; {found.done} already done"
+    )
+    click.echo("estimated cost " + (f"${cost:.4f}" if cost is not None else "unknown (a model has no price)"))
+    return EXIT_OK
 
 
 class Operations:

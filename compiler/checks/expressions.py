@@ -19,7 +19,7 @@ import yaml
 
 from ..diagnostics import Diagnostics
 from ..documents import Document, Path
-from ..ir.common import suggestion_help
+from ..ir.common import RUN_TIME_NAMES, suggestion_help
 from ..ir.expressions import (
     METRICS,
     And,
@@ -113,6 +113,8 @@ def _check_set(
             continue
         if part.name.split(".")[0] in params or os.environ.get(part.name):
             continue
+        if part.name in RUN_TIME_NAMES and path[-2:] == ("output", "path"):
+            continue  # filled when the run starts
         sink.emit(
             "unset-variable",
             part.required_message or f"`{part.name}` is not set and has no default",

@@ -5,6 +5,7 @@
 - Did-you-mean help for an unknown name (`did_you_mean`, `suggestion_help`): for diagnostics and run-time errors.
 - Secret references in text (`is_secret_env`, `secret_or_text`): a connection URL or a manifest value holding
   `${NAME}` is sealed as a `Secret`, whether the compiler lowers it or `serve` reads the manifest.
+- `RUN_TIME_NAMES`: the `${...}` names an output path may use that only the run knows.
 - `DEFAULT_DATABASE`: where a workspace keeps its SQLite data when `sleipnir.yaml` names no `database:`.
 """
 
@@ -21,6 +22,9 @@ from .plan import Secret, digest
 DEFAULT_DATABASE = ".sleipnir/sleipnir.db"
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv"}
 """File formats by suffix; any other suffix reads as jsonl."""
+RUN_TIME_NAMES = frozenset({"run.id", "run.date", "trigger.file_stem"})
+"""Names an output path may use that only the run knows: the run's id, its date (UTC, `YYYY-MM-DD`), and the stem
+of the file a `file_created` trigger (or `--input`) gave it. The compiler leaves them; the runtime fills them."""
 SECRET_ENV_PATTERNS = ("*_KEY", "*_TOKEN", "*SECRET*", "*PASSWORD*")
 """Environment variables whose values are secrets."""
 

@@ -177,7 +177,7 @@ class Source(Node):
 
     kind: ClassVar[str] = "source"
     source: str
-    """`file`, `database`, `postgresql`, `sqlite`, `api`, or `run_input` (the items come from `--input FILE`)."""
+    """`file`, `database`, `postgresql`, `sqlite`, `api`, or `run_input` (no `input:`: the items come from `--input FILE`, else the prompts run once, for one item with an empty row)."""
     options: Frozen = EMPTY
     """The rest of the input: `path`, `format`, `query`, `parameters`, `connection`, `endpoint`, `auth`."""
     batch_size: int = 100

@@ -14,7 +14,8 @@ from ..providers.base import ChatRequest, ChatResponse
 
 
 def cache_key(provider: str, request: ChatRequest) -> str:
-    """What makes two calls the same call: the provider, the model, its settings and the rendered prompt."""
+    """What makes two calls the same call: the provider, the model, its settings, the output schema and the
+    rendered prompt. Also the fingerprint under which a run records each answer (`answers.py`)."""
     material = json.dumps(
         [
             provider,
@@ -23,10 +24,12 @@ def cache_key(provider: str, request: ChatRequest) -> str:
             request.max_tokens,
             request.top_p,
             request.json_output,
+            request.output_schema,
             [dict(m) for m in request.messages],
         ],
         sort_keys=True,
         ensure_ascii=False,
+        default=dict,
     )
     return hashlib.sha256(material.encode()).hexdigest()
 

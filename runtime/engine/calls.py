@@ -10,22 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from ...compiler.ir import PromptCall, Provider, thaw
+from ...compiler.ir import PromptCall, Provider, thaw, to_data
 from ..conditions import holds
 from ..io import Row
 from ..providers.base import ChatRequest, ProviderConfig, ProviderError
-from ..providers.registry import ProviderPool, resolve_api_key, resolve_endpoint
+from ..providers.registry import DEFAULT_BASE_URL, ProviderPool, resolve_api_key, resolve_endpoint
 from ..secrets import reveal
+from .answers import AnswerWriter
 from .cache import ResponseCache, cache_key
 from .context import RunContext
+from .ledger import Answer
 from .limits import Attempts, RateLimiter, with_retries
 from .render import ItemError, PreparedCall, ReplyError
 
 DEFAULT_COMPLETION_TOKENS = 256
+KEYED_PROTOCOLS = ("openai",)
+"""Protocols whose default endpoint needs a key (the public OpenAI API)."""
 
 __all__ = ["DEFAULT_COMPLETION_TOKENS", "CallFailed", "ItemError", "ItemFailed", "ItemWorker"]
 
@@ -66,6 +72,12 @@ class ItemWorker:
         self.cache: ResponseCache | None = None
         self.semaphore = asyncio.Semaphore(run.shape.concurrency)
         """Bounds the calls in flight (a stack's parallel group makes several calls for one item)."""
+        self.answers: AnswerWriter | None = None
+        """Where answers are recorded as they arrive (None: not recorded, for the benchmark's baseline)."""
+        self.work: dict[str, str] = {}
+        """Each call's work fingerprint: what it sends, less the item (see `prepare`)."""
+        self._work_digest = b""
+        self._call_digests: dict[str, bytes] = {}
 
     # -- set-up -------------------------------------------------------------------------------------------
 
@@ -81,12 +93,23 @@ class ItemWorker:
             config = self._provider_config(node, spec)
             self.providers[node.id] = self.pool.get(config)
             self.served[node.id] = "mock" if config.protocol == "mock" and spec.protocol != "mock" else node.model
+            self.work[node.id] = _work_fingerprint(node, plan, self.served[node.id])
+            self._call_digests[node.id] = self.work[node.id].encode()
             if node.provider not in self.limiters:
                 # One bucket per provider: the job's own limits, else the provider's from sleipnir.yaml.
                 self.limiters[node.provider] = RateLimiter(
                     job_limits.get("requests_per_minute") or spec.requests_per_minute,
                     job_limits.get("tokens_per_minute") or spec.tokens_per_minute,
                 )
+
+        self._work_digest = hashlib.sha256(json.dumps(sorted(self.work.items())).encode()).digest()
+
+    def fingerprint(self, row: Row) -> str:
+        """The fingerprint of an item's work: its row and every call it goes through (model, prompt version and
+        text, parameters, options, output schema, the model that serves it). A rerun redoes an item whose
+        fingerprint changed."""
+        text = json.dumps(row, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":"))
+        return hashlib.sha256(self._work_digest + text.encode()).hexdigest()[:32]
 
     def _provider_config(self, node: PromptCall, spec: Provider) -> ProviderConfig:
         environ = self.run.environ
@@ -97,16 +120,30 @@ class ItemWorker:
         api_key = resolve_api_key(explicit_key, configured_env, environ)
         endpoint = reveal(node.options.get("endpoint"), environ) if node.options.get("endpoint") else None
         base_url = resolve_endpoint(endpoint, reveal(spec.base_url, environ) if spec.base_url else None, environ)
-        reachable = endpoint or spec.base_url or environ.get("OPENAI_BASE_URL")
-        if not api_key and not reachable and spec.fallback == "mock":
-            self.run.notice(
-                f"no API key for provider `{spec.name}` (set {configured_env or 'OPENAI_API_KEY'}): "
-                "calls go to the offline `mock` provider (sleipnir.yaml fallback_provider)"
+        # An endpoint set explicitly to a server of one's own (vLLM, Ollama) is called without a key; the public
+        # endpoint never is, even when a workspace names it.
+        keyless = bool(endpoint or spec.base_url or environ.get("OPENAI_BASE_URL")) and base_url != DEFAULT_BASE_URL
+        if not api_key and not keyless and spec.protocol in KEYED_PROTOCOLS:
+            variable = configured_env or "OPENAI_API_KEY"
+            if spec.fallback == "mock":
+                self.run.notice(
+                    f"no API key for provider `{spec.name}` (set {variable}): "
+                    "calls go to the offline `mock` provider (sleipnir.yaml fallback_provider)"
+                )
+                return ProviderConfig(name="mock", protocol="mock")
+            # Never a surprise call to the public endpoint without a key: the run stops before any call.
+            raise ProviderError(
+                f"provider `{spec.name}` needs an API key and none is set: set {variable}, point it at a keyless "
+                "server with `base_url` (or OPENAI_BASE_URL), or run offline with `fallback_provider: mock` in "
+                "sleipnir.yaml",
+                retryable=False,
+                kind="client",
             )
-            return ProviderConfig(name="mock", protocol="mock")
         return ProviderConfig(name=spec.name, protocol=spec.protocol, base_url=base_url, api_key=api_key)
 
     async def aclose(self) -> None:
+        if self.answers is not None:
+            await self.answers.aclose()
         with contextlib.suppress(Exception):
             await self.pool.aclose()
         if self.cache is not None:
@@ -114,22 +151,27 @@ class ItemWorker:
 
     # -- one item -----------------------------------------------------------------------------------------
 
-    async def outputs(self, row: Row) -> tuple[dict[str, Any], int]:
-        """The item's outputs and the attempts its calls took; raises `ItemFailed`."""
+    async def outputs(
+        self, row: Row, *, key: str, recorded: Mapping[str, tuple[str, Any]] | None = None
+    ) -> tuple[dict[str, Any], int, list[asyncio.Future[None]]]:
+        """The item's outputs, the attempts its calls took, and the commits of its new answers (the item is
+        done once they are); raises `ItemFailed`. `recorded` holds the answers an earlier run recorded for the
+        item (call id -> (request fingerprint, output)): a call whose request is the same is not made again."""
         earlier: dict[str, Any] = {}
         attempts = 0
+        item = _ItemCalls(key, recorded or {})
         try:
             for level in self.run.shape.item_levels:
                 if len(level) == 1:
-                    attempts += await self.step(level[0], row, earlier)
+                    attempts += await self.step(level[0], row, earlier, item=item)
                 else:
-                    counts = await asyncio.gather(*(self.step(node, row, dict(earlier), into=earlier) for node in level))
+                    counts = await asyncio.gather(*(self.step(node, row, dict(earlier), into=earlier, item=item) for node in level))
                     attempts += sum(counts)
         except ItemError as error:
             raise ItemFailed("input", str(error), attempts, self.run.shape.on_input) from None
         except CallFailed as failed:
             raise ItemFailed("prompt", failed.message, failed.attempts, failed.node.on_failure) from None
-        return self._shape(earlier), attempts
+        return self._shape(earlier), attempts, item.commits
 
     def _shape(self, earlier: Mapping[str, Any]) -> dict[str, Any]:
         """Output fields: a prompt's output under its name; a stack's under the stack's name, by step id."""
@@ -144,24 +186,49 @@ class ItemWorker:
                     shaped[node.output] = earlier[node.output]
         return shaped
 
-    async def step(self, node: PromptCall, row: Row, earlier: dict[str, Any], *, into: dict[str, Any] | None = None, extra: Mapping[str, Any] | None = None) -> int:
+    async def step(
+        self,
+        node: PromptCall,
+        row: Row,
+        earlier: dict[str, Any],
+        *,
+        into: dict[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        item: _ItemCalls | None = None,
+    ) -> int:
         """One call for an item; its output goes into `earlier` (or `into`). Returns the attempts made."""
         if node.when and not holds(node.when, {**earlier, "input": row}):
             return 0
         prepared = self.prepared[node.id]
         context = prepared.context(row, earlier, extra)
         messages = prepared.messages(context)
-        output, attempts = await self._call(node, prepared, messages)
+        request = ChatRequest(model=node.model, messages=messages, **prepared.request_options)
+        answer = item.recorded.get(node.id) if item is not None else None
+        fingerprint = self._request_fingerprint(node.id, messages) if item is not None else ""
+        if answer is not None and answer[0] == fingerprint:
+            self.run.progress.reused += 1
+            output, attempts = answer[1], 0
+        else:
+            output, attempts = await self._call(node, prepared, request)
+            if item is not None and self.answers is not None:
+                item.commits.append(self.answers.submit(Answer(key=item.key, call=node.id, fingerprint=fingerprint, output=output)))
         (into if into is not None else earlier)[node.output] = output
         return attempts
 
-    async def _call(self, node: PromptCall, prepared: PreparedCall, messages: tuple[dict[str, str], ...]) -> tuple[Any, int]:
-        request = ChatRequest(model=node.model, messages=messages, **prepared.request_options)
+    def _request_fingerprint(self, call: str, messages: tuple[dict[str, str], ...]) -> str:
+        """What the call sends for this item: its work (model, settings, output schema, the model that serves
+        it) and the rendered messages."""
+        digest = hashlib.sha256(self._call_digests[call])
+        for message in messages:
+            digest.update(b"\x00" + message["role"].encode() + b"\x00" + message["content"].encode())
+        return digest.hexdigest()[:32]
+
+    async def _call(self, node: PromptCall, prepared: PreparedCall, request: ChatRequest) -> tuple[Any, int]:
         provider = self.providers[node.id]
         limiter = self.limiters[node.provider]
         served = self.served[node.id]
         progress = self.run.progress
-        estimate = sum(len(m["content"]) for m in messages) // 4 + int(request.max_tokens or DEFAULT_COMPLETION_TOKENS)
+        estimate = sum(len(m["content"]) for m in request.messages) // 4 + int(request.max_tokens or DEFAULT_COMPLETION_TOKENS)
 
         cache = self.cache
         key = cache_key(f"{node.provider}:{served}", request) if cache is not None else ""
@@ -204,3 +271,26 @@ class ItemWorker:
             message = error.message if isinstance(error, ProviderError) else str(error)
             raise CallFailed(node, f"{node.id}: {message}", attempts.count) from None
         return output, attempts.count
+
+
+class _ItemCalls:
+    """The item a call is made for, the answers an earlier run recorded for it, and the commits of its new ones."""
+
+    __slots__ = ("commits", "key", "recorded")
+
+    def __init__(self, key: str, recorded: Mapping[str, tuple[str, Any]]) -> None:
+        self.key = key
+        self.recorded = recorded
+        self.commits: list[asyncio.Future[None]] = []
+
+
+_ANSWER_FIELDS = ("prompt", "version", "scope", "output", "namespace", "model", "provider", "options", "parameters", "inputs", "when")
+"""What of a call node shapes its answers (not its timeout, retries or failure strategy)."""
+
+
+def _work_fingerprint(node: PromptCall, plan: Any, served: str) -> str:
+    data = to_data(plan, for_hash=True)
+    call = next(n for n in data["nodes"] if n["id"] == node.id)
+    module = next(m for m in data["resources"]["prompts"] if (m["name"], m["version"]) == (node.prompt, node.version))
+    material = [{k: call.get(k) for k in _ANSWER_FIELDS}, module, served]
+    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:32]

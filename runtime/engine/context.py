@@ -56,9 +56,13 @@ class RunContext:
         self.run_id = uuid.uuid4().hex[:16]
         self.progress = Progress()
         self.result = RunResult(run_id=self.run_id, plan_id=plan.id, job=plan.name, status="running", progress=self.progress)
-        self.scope = ledger_scope(plan.id, options.input_path) + (f":{options.scope}" if options.scope else "")
-        """What the ledger keys items under: the plan id, and the `--input` file when one replaces the source."""
-        self.key_field = self.shape.source.key or ""
+        self.scope = ledger_scope(plan.name, options.input_path) + (f":{options.scope}" if options.scope else "")
+        """What the ledger keys items under: the job, and the `--input` file when one replaces the source, and
+        serve's fire time. Not the plan: an item is redone when its own work changed, not when the plan did."""
+        self.no_input = self.shape.source.source == "run_input" and options.input_path is None
+        """A job without `input:` run without `--input`: its prompts run once, for one item with an empty row,
+        keyed by the run's scope (serve's fire time) or, without one, by the run id."""
+        self.key_field = "run" if self.no_input else self.shape.source.key or ""
         self.stopping: RunStopped | None = None
 
     def stop(self, reason: str, message: str) -> None:
@@ -87,8 +91,8 @@ class RunContext:
         return {**self.result.metrics, "message": self.result.message}
 
 
-def ledger_scope(plan_id: str, input_path: str | None) -> str:
+def ledger_scope(job: str, input_path: str | None) -> str:
     if input_path is None:
-        return plan_id
+        return f"job:{job}"
     digest = hashlib.sha256(os.path.abspath(input_path).encode()).hexdigest()[:16]
-    return f"{plan_id}:input:{digest}"
+    return f"job:{job}:input:{digest}"

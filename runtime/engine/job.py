@@ -23,21 +23,23 @@ import contextlib
 import signal
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ...compiler.ir import Plan
 from ..io import IOContext, SinkError, SourceError, sinks, sources
-from ..io.dbconn import DatabaseError
+from ..io.dbconn import DatabaseError, parse_database_url
 from ..io.deadletter import DeadLetter
 from ..providers.base import ProviderError
 from ..secrets import MissingSecret, reveal
+from .answers import AnswerWriter
 from .cache import ResponseCache
 from .calls import ItemFailed, ItemWorker
 from .context import RunContext
 from .gather import Gatherer
 from .ledger import Ledger
-from .reader import Reader, count_items, detect_key_field
+from .reader import Reader, Survey, count_items, detect_key_field, survey
 from .state import Hooks, ItemFailure, Progress, RunOptions, RunResult, RunStopped, chain_hooks
 from .writer import Batch, Item, Writer
 
@@ -92,25 +94,37 @@ class JobRun:
             if self.options.cache:
                 worker.cache = ResponseCache(Path(self.plan.root) / ".sleipnir" / "cache.db")
             ledger = await asyncio.to_thread(self._open_ledger, context)
+            if not await asyncio.to_thread(ledger.lock, run.scope):
+                raise RunStopped(
+                    "failed",
+                    f"another run of `{self.plan.name}` over the same input is in progress (its state is "
+                    f"{self.options.state or DEFAULT_STATE}); wait for it to end, or stop it, and run again",
+                )
+            await asyncio.to_thread(self._compare_work, ledger, worker)
             node = run.shape.source
             if not run.key_field:
                 run.key_field = await asyncio.to_thread(detect_key_field, node, context, self.options.input_path)
             sink = sinks.make_sink(run.shape.sink, key_field=run.key_field, context=context)
-            deadletter = DeadLetter(run.shape.sink.dead_letter, self.plan.root, plan_id=run.scope, job=self.plan.name)
+            deadletter = DeadLetter(run.shape.sink.dead_letter, self.plan.root, plan_id=self.plan.id, job=self.plan.name)
             resume = not self.options.fresh and await asyncio.to_thread(ledger.has_items, run.scope)
+            answers = not self.options.fresh and await asyncio.to_thread(ledger.has_answers, run.scope)
+            if self.options.record_answers:
+                worker.answers = AnswerWriter(ledger, run.scope)
             writer = Writer(run, sink, deadletter, ledger)
-            await writer.reconcile(resume)
+            await writer.start(resume)
+            if resume:
+                run.notice("resuming: items already done are skipped (pass --fresh to start over)")
             # The sink is open before the source: a SQLite sink switches its file to WAL, which a reader holding
             # the same file would block.
-            source = sources.make_source(node, context=context, input_path=self.options.input_path)
+            source = None if run.no_input else sources.make_source(node, context=context, input_path=self.options.input_path)
             self.progress.total = await asyncio.to_thread(
                 count_items, self.plan, node, context, input_path=self.options.input_path, limit=self.options.limit, environ=run.environ
             )
             if hooks.on_start:
                 hooks.on_start(run_id=self.run_id, plan=self.plan)
-            await asyncio.to_thread(ledger.start_run, self.run_id, run.scope, self.plan.name)
+            await asyncio.to_thread(ledger.start_run, self.run_id, self.plan.id, self.plan.name)
             with self._signals():
-                reader = Reader(run, ledger, writer, resume=resume)
+                reader = Reader(run, ledger, writer, worker, resume=resume, answers=answers)
                 await self._deadline(self._stream(source, reader, worker, writer))
                 if run.shape.collecting and run.stopping is None:
                     await self._deadline(Gatherer(run, worker, ledger, sink).collect())
@@ -138,6 +152,32 @@ class JobRun:
         self._announce()
         return self.result
 
+    async def survey(self) -> Survey:
+        """What the run would call, without calling anything: new, stale, failed-before and done items."""
+        run = self.context
+        worker = ItemWorker(run)
+        worker.prepare()
+        context = self._io_context()
+        url = context.connection(self.options.state or DEFAULT_STATE)
+        database = parse_database_url(url, root=self.plan.root)
+        # A dry run leaves no trace: with no state store yet, nothing was done before.
+        fresh = database.path is not None and not Path(database.path).exists()
+        ledger = None if fresh else await asyncio.to_thread(Ledger, url, self.plan.root)
+        source = None
+        try:
+            node = run.shape.source
+            if not run.key_field:
+                run.key_field = await asyncio.to_thread(detect_key_field, node, context, self.options.input_path)
+            if not run.no_input:
+                source = sources.make_source(node, context=context, input_path=self.options.input_path)
+            return await survey(run, ledger, worker, source)
+        finally:
+            if source is not None:
+                await asyncio.to_thread(source.close)
+            if ledger is not None:
+                await asyncio.to_thread(ledger.close)
+            await worker.aclose()
+
     def _announce(self) -> None:
         hooks = self.options.hooks
         if self.result.ok:
@@ -151,7 +191,26 @@ class JobRun:
     def _io_context(self) -> IOContext:
         environ = self.context.environ
         connections = {c.name: str(reveal(c.url, environ)) for c in self.plan.resources.connections}
-        return IOContext(root=self.plan.root, environ=environ, connections=connections, job=self.plan.name)
+        given = self.options.input_path
+        run = {
+            "run.id": self.run_id,
+            "run.date": datetime.now(UTC).strftime("%Y-%m-%d"),
+            "trigger.file_stem": Path(given).stem if given else "",
+        }
+        return IOContext(root=self.plan.root, environ=environ, connections=connections, job=self.plan.name, run=run)
+
+    def _compare_work(self, ledger: Ledger, worker: ItemWorker) -> None:
+        """Name the calls whose work changed since the job's last run, then remember this run's."""
+        scope = self.context.scope
+        before = {} if self.options.fresh else ledger.work(scope)
+        changed = sorted(call for call, fingerprint in worker.work.items() if before and before.get(call) != fingerprint)
+        if changed:
+            self.result.changed_prompts = changed
+            self.context.notice(
+                f"changed since the last run: {', '.join(changed)}; items done before are redone "
+                "(--keep-stale keeps their results)"
+            )
+        ledger.set_work(scope, worker.work)
 
     def _open_ledger(self, context: IOContext) -> Ledger:
         url = context.connection(self.options.state or DEFAULT_STATE)
@@ -218,8 +277,9 @@ class JobRun:
                 await reporter
             # A stop leaves batches with items never started: write what is done of them.
             await writer.flush_open()
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(source.close)
+            if source is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(source.close)
             for outcome in results:
                 if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
                     raise outcome
@@ -238,14 +298,21 @@ class JobRun:
                 continue  # never started: left for a resume
             progress.in_flight += 1
             try:
-                outputs, attempts = await worker.outputs(item.row)
+                outputs, attempts, commits = await worker.outputs(item.row, key=item.key, recorded=item.recorded)
             except ItemFailed as failed:
                 writer.failed(batch, item, failed.stage, failed.message, failed.attempts, failed.strategy)
-            else:
-                writer.succeeded(batch, item, outputs, attempts)
+                await writer.finished(batch)
+                continue
             finally:
                 progress.in_flight -= 1
+            # The worker goes on to its next item while the item's answers commit; the item is acknowledged
+            # (counted, and its batch written) once they are.
+            writer.succeeded(batch, item, outputs, attempts, commit=commits[-1] if commits else None)
             await writer.finished(batch)
+            if commits and worker.answers is not None and worker.answers.uncommitted > run.shape.concurrency:
+                # The store lags (a loaded machine): wait, so that a kill never loses more answers than a
+                # concurrency's worth besides the calls in flight.
+                await asyncio.shield(commits[-1])
 
     async def _report(self) -> None:
         while True:

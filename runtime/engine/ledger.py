@@ -1,8 +1,14 @@
-"""The run ledger: what happened to every item of every plan, so a run resumes where it stopped.
+"""The run ledger: what happened to every item of every job, so a run resumes where it stopped and a rerun
+redoes what changed.
 
-Items are keyed by (plan id, item key). A batch is recorded only after its sink has written it durably; on
-resume, the sink says which keys it already holds and the ledger takes them as done, so an item is never
-written twice and never lost, wherever a run was killed. Runs are recorded too, for `sleipnir runs`.
+- Items are keyed by (scope, item key): the scope is the job (and the `--input` file, and serve's fire time).
+  Each item's record keeps the fingerprint of the work that made it (its row and the calls it went through),
+  so a rerun redoes the items whose fingerprint differs. A batch is recorded only after its sink wrote it.
+- Answers are recorded as they arrive, each under (scope, item key, call) with the fingerprint of the request
+  that got it (`record_answers`, grouped by the run into few transactions): a run that was killed re-calls only
+  the calls that were in flight, and a rerun re-calls only the prompts whose requests changed.
+- The work of each call (`work`, `set_work`) is kept per scope, so a rerun can name the prompts that changed.
+- Runs are recorded too, for `sleipnir runs`; `lock` keeps two runs of one scope apart.
 
 Raises `dbconn.DatabaseError` (its message safe to print) when the store cannot be opened. The store is SQLite
 under `.sleipnir/` by default (WAL, synchronous commits) and PostgreSQL when `sleipnir.yaml`
@@ -11,12 +17,16 @@ sets `state:` to a `postgresql://` URL. Calls are synchronous: the runtime makes
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from filelock import FileLock, Timeout
 
 from ..io.dbconn import connect_postgresql, connect_sqlite, parse_database_url
 
@@ -35,7 +45,16 @@ _SCHEMA = (
         error TEXT, output TEXT, run_id TEXT, updated_at DOUBLE PRECISION NOT NULL,
         PRIMARY KEY (plan_id, item_key))""",
     "CREATE INDEX IF NOT EXISTS sleipnir_runs_job ON sleipnir_runs (job, started_at)",
+    """CREATE TABLE IF NOT EXISTS sleipnir_answers (
+        plan_id TEXT NOT NULL, item_key TEXT NOT NULL, call_id TEXT NOT NULL, fingerprint TEXT NOT NULL,
+        output TEXT NOT NULL, recorded_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (plan_id, item_key, call_id))""",
+    """CREATE TABLE IF NOT EXISTS sleipnir_work (
+        plan_id TEXT NOT NULL, call_id TEXT NOT NULL, fingerprint TEXT NOT NULL, PRIMARY KEY (plan_id, call_id))""",
 )
+_ADDED_COLUMNS = (("sleipnir_items", "fingerprint", "TEXT"),)
+"""Columns added since the first release, added to an older store when it is opened."""
+_BATCH = 500
+"""Keys a lookup asks for at once (SQLite allows 999 bound values)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,6 +67,18 @@ class Outcome:
     error: str | None = None
     output: Any = None
     """Kept only for items a later `reduce` or `fan_in` needs after a resume."""
+    fingerprint: str | None = None
+    """The work that made the outcome (see `Ledger`): a rerun redoes the item when it differs."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Answer:
+    """One call's validated answer for one item, and the fingerprint of the request that got it."""
+
+    key: str
+    call: str
+    fingerprint: str
+    output: Any
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,9 +112,22 @@ class Ledger:
             self._sqlite.execute("PRAGMA synchronous=NORMAL")
             self._sqlite.execute("PRAGMA busy_timeout=10000")
             self._mark = "?"
+        self._root = root
+        self._database = database
+        self._locks: list[Any] = []
         with self._transaction() as cursor:
             for statement in _SCHEMA:
                 cursor.execute(statement)
+            for table, column, kind in _ADDED_COLUMNS:
+                self._add_column(cursor, table, column, kind)
+
+    def _add_column(self, cursor: Any, table: str, column: str, kind: str) -> None:
+        if self._postgres:
+            cursor.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
+            return
+        cursor.execute(f"PRAGMA table_info({table})")
+        if column not in {str(row[1]) for row in cursor.fetchall()}:
+            cursor.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     # -- plumbing -----------------------------------------------------------------------------------------
 
@@ -95,23 +139,52 @@ class Ledger:
 
     def close(self) -> None:
         with self._lock:
+            for lock in self._locks:
+                lock.release()
+            self._locks = []
             (self._pg if self._postgres else self._sqlite).close()
+
+    def lock(self, scope: str) -> bool:
+        """Take the scope's run lock until `close` (False when another run holds it). PostgreSQL: a session
+        advisory lock; SQLite: a file lock beside the database. Both are let go when the process dies."""
+        digest = hashlib.sha256(scope.encode()).digest()
+        if self._postgres:
+            with self._transaction() as cursor:
+                cursor.execute("SELECT pg_try_advisory_lock(%s)", [int.from_bytes(digest[:8], "big", signed=True)])
+                row = cursor.fetchone()
+            return bool(row and row[0])
+        assert self._database.path is not None
+        folder = Path(self._database.path).parent / "locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(folder / f"{digest.hex()[:24]}.lock"), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            return False
+        self._locks.append(lock)
+        return True
 
     # -- items --------------------------------------------------------------------------------------------
 
-    def statuses(self, plan_id: str, keys: Sequence[str]) -> dict[str, str]:
-        """The recorded status of each of `keys` that has one."""
-        found: dict[str, str] = {}
+    def statuses(self, plan_id: str, keys: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+        """The recorded (status, fingerprint) of each of `keys` that has a record."""
+        found: dict[str, tuple[str, str | None]] = {}
+        for key, status, fingerprint in self._by_keys("item_key, status, fingerprint", "sleipnir_items", plan_id, keys):
+            found[str(key)] = (str(status), None if fingerprint is None else str(fingerprint))
+        return found
+
+    def _by_keys(self, columns: str, table: str, plan_id: str, keys: Sequence[str]) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = []
         with self._transaction() as cursor:
-            for start in range(0, len(keys), 500):
-                chunk = list(keys[start : start + 500])
+            for start in range(0, len(keys), _BATCH):
+                chunk = list(keys[start : start + _BATCH])
                 marks = ",".join("?" * len(chunk))
                 cursor.execute(
-                    self._sql(f"SELECT item_key, status FROM sleipnir_items WHERE plan_id = ? AND item_key IN ({marks})"),
+                    self._sql(f"SELECT {columns} FROM {table} WHERE plan_id = ? AND item_key IN ({marks})"),
                     [plan_id, *chunk],
                 )
-                found.update((str(k), str(s)) for k, s in cursor.fetchall())
-        return found
+                rows.extend(cursor.fetchall())
+        return rows
 
     def record(self, plan_id: str, run_id: str, outcomes: Iterable[Outcome]) -> None:
         """Record outcomes in one transaction (an upsert: the newest outcome of an item wins)."""
@@ -126,16 +199,17 @@ class Ledger:
                 None if o.output is None else json.dumps(o.output, ensure_ascii=False, default=str),
                 run_id,
                 now,
+                o.fingerprint,
             )
             for o in outcomes
         ]
         if not rows:
             return
         sql = self._sql(
-            "INSERT INTO sleipnir_items (plan_id, item_key, status, attempts, error, output, run_id, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (plan_id, item_key) DO UPDATE SET status = excluded.status, "
-            "attempts = excluded.attempts, error = excluded.error, output = excluded.output, "
-            "run_id = excluded.run_id, updated_at = excluded.updated_at"
+            "INSERT INTO sleipnir_items (plan_id, item_key, status, attempts, error, output, run_id, updated_at, "
+            "fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (plan_id, item_key) DO UPDATE SET "
+            "status = excluded.status, attempts = excluded.attempts, error = excluded.error, output = excluded.output, "
+            "run_id = excluded.run_id, updated_at = excluded.updated_at, fingerprint = excluded.fingerprint"
         )
         with self._transaction() as cursor:
             cursor.executemany(sql, rows)
@@ -167,9 +241,57 @@ class Ledger:
             yield str(key), json.loads(output)
 
     def reset(self, plan_id: str) -> None:
-        """Forget every item of `plan_id` (`--fresh`)."""
+        """Forget every item and answer of `plan_id` (`--fresh`)."""
         with self._transaction() as cursor:
             cursor.execute(self._sql("DELETE FROM sleipnir_items WHERE plan_id = ?"), [plan_id])
+            cursor.execute(self._sql("DELETE FROM sleipnir_answers WHERE plan_id = ?"), [plan_id])
+
+    # -- answers and work ---------------------------------------------------------------------------------
+
+    def record_answers(self, plan_id: str, answers: Sequence[Answer]) -> None:
+        """Record answers in one transaction (the newest answer of a call wins)."""
+        if not answers:
+            return
+        now = time.time()
+        rows = [
+            (plan_id, a.key, a.call, a.fingerprint, json.dumps(a.output, ensure_ascii=False, default=str), now)
+            for a in answers
+        ]
+        sql = self._sql(
+            "INSERT INTO sleipnir_answers (plan_id, item_key, call_id, fingerprint, output, recorded_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (plan_id, item_key, call_id) DO UPDATE SET "
+            "fingerprint = excluded.fingerprint, output = excluded.output, recorded_at = excluded.recorded_at"
+        )
+        with self._transaction() as cursor:
+            cursor.executemany(sql, rows)
+
+    def answers(self, plan_id: str, keys: Sequence[str]) -> dict[str, dict[str, tuple[str, Any]]]:
+        """The recorded answers of `keys`: item key -> call id -> (request fingerprint, output)."""
+        found: dict[str, dict[str, tuple[str, Any]]] = {}
+        for key, call, fingerprint, output in self._by_keys(
+            "item_key, call_id, fingerprint, output", "sleipnir_answers", plan_id, keys
+        ):
+            found.setdefault(str(key), {})[str(call)] = (str(fingerprint), json.loads(output))
+        return found
+
+    def has_answers(self, plan_id: str) -> bool:
+        with self._transaction() as cursor:
+            cursor.execute(self._sql("SELECT 1 FROM sleipnir_answers WHERE plan_id = ? LIMIT 1"), [plan_id])
+            return cursor.fetchone() is not None
+
+    def work(self, plan_id: str) -> dict[str, str]:
+        """The fingerprint of each call's work when the scope last ran: call id -> fingerprint."""
+        with self._transaction() as cursor:
+            cursor.execute(self._sql("SELECT call_id, fingerprint FROM sleipnir_work WHERE plan_id = ?"), [plan_id])
+            return {str(c): str(f) for c, f in cursor.fetchall()}
+
+    def set_work(self, plan_id: str, work: Mapping[str, str]) -> None:
+        with self._transaction() as cursor:
+            cursor.execute(self._sql("DELETE FROM sleipnir_work WHERE plan_id = ?"), [plan_id])
+            cursor.executemany(
+                self._sql("INSERT INTO sleipnir_work (plan_id, call_id, fingerprint) VALUES (?, ?, ?)"),
+                [(plan_id, call, fingerprint) for call, fingerprint in sorted(work.items())],
+            )
 
     # -- runs ---------------------------------------------------------------------------------------------
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from ...compiler.ir import Plan, Source
 from ...compiler.ir.common import suffix_format
 from ..io import IOContext, Row, RowError, sources
 from ..io.counting import counter_for
+from .calls import ItemWorker
 from .context import RunContext
 from .ledger import FAILED, FINAL, Ledger
 from .writer import Batch, Item, Writer
@@ -25,15 +27,20 @@ from .writer import Batch, Item, Writer
 class Reader:
     """Feeds the item queue from the source, a batch at a time, until the source ends or the run stops."""
 
-    def __init__(self, run: RunContext, ledger: Ledger, writer: Writer, *, resume: bool) -> None:
+    def __init__(self, run: RunContext, ledger: Ledger, writer: Writer, worker: ItemWorker, *, resume: bool, answers: bool) -> None:
         self.run = run
         self.ledger = ledger
         self.writer = writer
+        self.worker = worker
         self.ledger_has_items = resume
         """A run with nothing recorded before has nothing to look up: every key it reads is new to the ledger."""
+        self.ledger_has_answers = answers
 
     async def read(self, source: Any, queue: asyncio.Queue[Any]) -> None:
         run = self.run
+        if run.no_input:
+            await self._read_once(queue)
+            return
         iterator = source.batches(run.shape.source.batch_size)
         index = 0
         number = 0
@@ -50,7 +57,7 @@ class Reader:
                 if isinstance(entry, RowError):
                     items.append(entry)
                 else:
-                    items.append(Item(index=index, key=self._key(entry, index), row=entry))
+                    items.append(Item(index=index, key=self._key(entry, index), row=entry, fingerprint=self.worker.fingerprint(entry)))
                 index += 1
             run.progress.read = index
             todo = await self._not_done(items)
@@ -73,6 +80,17 @@ class Reader:
             if limit is not None and index >= limit:
                 break
 
+    async def _read_once(self, queue: asyncio.Queue[Any]) -> None:
+        """A job without input: one item, with an empty row, keyed by the run's scope or id."""
+        run = self.run
+        item = Item(index=0, key=run.options.scope or run.run_id, row={}, fingerprint=self.worker.fingerprint({}))
+        run.progress.read = 1
+        todo = await self._not_done([item])
+        if todo:
+            batch = Batch(1, 1)
+            self.writer.open.append(batch)
+            await queue.put((batch, item))
+
     async def _wait(self, batch: Batch) -> None:
         while not batch.done.is_set() and self.run.stopping is None:
             with contextlib.suppress(TimeoutError):
@@ -80,34 +98,100 @@ class Reader:
                     await batch.done.wait()
 
     async def _not_done(self, items: list[Item | RowError]) -> list[Item | RowError]:
+        """The items to do: those never done, those that failed, and those whose work changed (stale)."""
         keys = [key_of(i) for i in items]
         if not keys:
             return items
-        statuses: dict[str, str] = {}
+        run = self.run
+        statuses: dict[str, tuple[str, str | None]] = {}
         if self.ledger_has_items:
-            statuses = await asyncio.to_thread(self.ledger.statuses, self.run.scope, keys)
+            statuses = await asyncio.to_thread(self.ledger.statuses, run.scope, keys)
         todo: list[Item | RowError] = []
         in_flight = self.writer.in_flight_keys
         for item in items:
             key = key_of(item)
-            status = statuses.get(key)
-            if status in FINAL or key in in_flight:
-                # Done before, or the same key earlier in this run (a repeated row): each key is written once.
-                self.run.progress.already_done += 1
-            else:
-                in_flight.add(key)
-                todo.append(item)
-        if self.run.options.retry_failed:
+            status, done_by = statuses.get(key, ("", None))
+            if key in in_flight:
+                # The same key earlier in this run (a repeated row): each key is written once.
+                run.progress.already_done += 1
+                continue
+            if status in FINAL:
+                fingerprint = item.fingerprint if isinstance(item, Item) else None
+                if done_by is None or done_by == fingerprint or run.options.keep_stale:
+                    run.progress.already_done += 1
+                    continue
+                run.progress.stale += 1
+            in_flight.add(key)
+            todo.append(item)
+        if run.options.retry_failed:
             # Only the failures are redone: items never tried are left for a normal run.
-            todo = [i for i in todo if statuses.get(key_of(i)) == FAILED]
+            todo = [i for i in todo if statuses.get(key_of(i), ("", None))[0] == FAILED]
+        if self.ledger_has_answers:
+            wanted = [i.key for i in todo if isinstance(i, Item)]
+            recorded = await asyncio.to_thread(self.ledger.answers, run.scope, wanted) if wanted else {}
+            for entry in todo:
+                if isinstance(entry, Item):
+                    entry.recorded = recorded.get(entry.key)
         return todo
 
     def _key(self, row: Row, index: int) -> str:
-        key_field = self.run.key_field
-        if key_field == "row":
-            return str(index)
-        value = row.get(key_field)
-        return str(index) if value is None else str(value)
+        return _row_key(self.run, row, index)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Survey:
+    """What a run would do, found without calling anything (`run-job --dry-run`)."""
+
+    total: int
+    new: int
+    stale: int
+    failed: int
+    done: int
+
+    @property
+    def to_call(self) -> int:
+        return self.new + self.stale + self.failed
+
+
+async def survey(run: RunContext, ledger: Ledger | None, worker: ItemWorker, source: Any) -> Survey:
+    """Read the whole source (or the one item of a job without input) and sort its items as the reader would:
+    new, stale (their work changed), failed before, or done."""
+    options = run.options
+    counts = {"new": 0, "stale": 0, "failed": 0, "done": 0}
+    batches = iter([[{}]]) if source is None else source.batches(run.shape.source.batch_size)
+    index = 0
+    while options.limit is None or index < options.limit:
+        raw = await asyncio.to_thread(next, batches, None)
+        if raw is None:
+            break
+        raw = raw if options.limit is None else raw[: options.limit - index]
+        rows = [(str(options.scope or run.run_id) if source is None else _row_key(run, entry, index + i), entry) for i, entry in enumerate(raw)]
+        index += len(raw)
+        recorded = {} if options.fresh or ledger is None else await asyncio.to_thread(ledger.statuses, run.scope, [k for k, _ in rows])
+        for key, entry in rows:
+            status, done_by = recorded.get(key, ("", None))
+            if status in FINAL and not isinstance(entry, RowError):
+                fingerprint = worker.fingerprint(entry)
+                if done_by is None or done_by == fingerprint or options.keep_stale:
+                    counts["done"] += 1
+                else:
+                    counts["stale"] += 1
+            elif status == FAILED:
+                counts["failed"] += 1
+            elif options.retry_failed:
+                counts["done"] += 1  # `--retry-failed` leaves items never tried for a normal run
+            else:
+                counts["new"] += 1
+    return Survey(total=index, **counts)
+
+
+def _row_key(run: RunContext, entry: Row | RowError, index: int) -> str:
+    if isinstance(entry, RowError):
+        return f"row {entry.index}"
+    if run.key_field == "row":
+        return str(index)
+    value = entry.get(run.key_field)
+    return str(index) if value is None else str(value)
 
 
 def key_of(item: Item | RowError) -> str:
@@ -132,7 +216,9 @@ def count_items(plan: Plan, node: Source, context: IOContext, *, input_path: str
     """How many items the source has, when that is cheap to know (for the progress bar), else None."""
     total: int | None = None
     try:
-        if input_path is not None:
+        if node.source == "run_input" and input_path is None:
+            total = 1
+        elif input_path is not None:
             total = _count_path(input_path, suffix_format(input_path))
         elif node.source == "file":
             total = _count_file(node, context.root)

@@ -64,7 +64,12 @@ class RunOptions:
     limit: int | None = None
     """`--limit N`: only the first N items of the source."""
     fresh: bool = False
+    """Forget what earlier runs did (items and recorded answers) and redo everything."""
     retry_failed: bool = False
+    keep_stale: bool = False
+    """Keep the results of items whose work changed since they were done; only new items are done."""
+    record_answers: bool = True
+    """Record each answer as it arrives (the benchmark turns it off to measure what it costs)."""
     scope: str | None = None
     """A name for this run's ledger entry beside the plan id: `serve` gives each fire time its own, so that
     runs of one job that overlap (`overlap: allow`) keep apart, and a run cut short resumes at its catch-up."""
@@ -98,6 +103,10 @@ class Progress:
     total: int | None = None
     read: int = 0
     already_done: int = 0
+    stale: int = 0
+    """Items redone because their work changed since they were done (a model, prompt, parameter or row)."""
+    reused: int = 0
+    """Answers taken from an earlier run's record instead of being called again."""
     in_flight: int = 0
     succeeded: int = 0
     skipped: int = 0
@@ -135,6 +144,8 @@ class RunResult:
     outputs: list[Row] = field(default_factory=list)
     errors: list[ItemFailure] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
+    changed_prompts: list[str] = field(default_factory=list)
+    """The calls whose work changed since the job's last run (their items are stale)."""
 
     @property
     def ok(self) -> bool:
@@ -150,6 +161,9 @@ class RunResult:
             "items_skipped": p.skipped,
             "items_failed": p.failed,
             "items_already_done": p.already_done,
+            "items_stale": p.stale,
+            "answers_reused": p.reused,
+            "changed_prompts": list(self.changed_prompts),
             "calls": p.calls,
             "retries": p.retries,
             "prompt_tokens": p.prompt_tokens,

@@ -28,16 +28,22 @@ class Item:
     index: int
     key: str
     row: Row
+    fingerprint: str | None = None
+    """The item's work (`ItemWorker.fingerprint`), recorded with its outcome."""
+    recorded: dict[str, tuple[str, Any]] | None = None
+    """Answers an earlier run recorded for the item: call id -> (request fingerprint, output)."""
 
 
 class Batch:
     """One batch from the source: its items' results, written when the last one is in."""
 
-    __slots__ = ("dead", "done", "number", "outcomes", "pending", "rows")
+    __slots__ = ("commits", "dead", "done", "number", "outcomes", "pending", "rows")
 
     def __init__(self, number: int, pending: int) -> None:
         self.number = number
         self.pending = pending
+        self.commits: set[asyncio.Future[None]] = set()
+        """The commits of its items' answers: the batch is written once they are done."""
         self.rows: list[tuple[int, Row]] = []
         """(row number, output row): written in input order, whatever order the calls finished in."""
         self.outcomes: list[Outcome] = []
@@ -58,24 +64,26 @@ class Writer:
         self.in_flight_keys: set[str] = set()
         """Keys read in this run and not yet recorded: a repeated key is not processed twice."""
         self._lock = asyncio.Lock()
+        self._acknowledging: dict[asyncio.Future[None], int] = {}
+        """Items waiting for each commit of answers, to be counted when it is done."""
 
-    async def reconcile(self, resume: bool) -> None:
-        """What the sink and the dead letter already hold is done, whatever the ledger says (a kill may have
-        come between a write and its record)."""
-        written = await asyncio.to_thread(self.sink.open, resume=resume)
-        dead = await asyncio.to_thread(self.deadletter.open) if resume else set()
-        outcomes = [Outcome(key=k, status=DONE) for k in written] + [Outcome(key=k, status=SKIPPED) for k in dead - written]
-        if outcomes and not self.run.shape.collecting:
-            await asyncio.to_thread(self.ledger.record, self.run.scope, self.run.run_id, outcomes)
+    async def start(self, resume: bool) -> None:
+        """Open the sink and the dead letter. What they hold from a run that was killed between a write and its
+        record is not taken as done: the ledger alone says what is done, and such an item is written again from
+        its recorded answers (no call is made), replacing its row by key."""
+        await asyncio.to_thread(self.sink.open, resume=resume)
         if resume:
-            self.run.notice("resuming: items already done are skipped (pass --fresh to start over)")
+            await asyncio.to_thread(self.deadletter.open)
 
     # -- outcomes -----------------------------------------------------------------------------------------
 
-    def succeeded(self, batch: Batch, item: Item, outputs: dict[str, Any], attempts: int) -> None:
+    def succeeded(
+        self, batch: Batch, item: Item, outputs: dict[str, Any], attempts: int, *, commit: asyncio.Future[None] | None = None
+    ) -> None:
+        """An item done; with `commit`, it is acknowledged (counted) when its answers are committed."""
         run = self.run
         if run.shape.collecting:
-            batch.outcomes.append(Outcome(key=item.key, status=DONE, attempts=max(1, attempts), output={"row": item.row, "outputs": outputs}))
+            batch.outcomes.append(Outcome(key=item.key, status=DONE, attempts=max(1, attempts), output={"row": item.row, "outputs": outputs}, fingerprint=item.fingerprint))
         else:
             key_field = run.key_field
             row = {key_field: item.row.get(key_field, item.key) if key_field != "row" else item.index}
@@ -84,10 +92,22 @@ class Writer:
                     row[name] = item.row[name]
             row.update(outputs)
             batch.rows.append((item.index, row))
-            batch.outcomes.append(Outcome(key=item.key, status=DONE, attempts=max(1, attempts)))
+            batch.outcomes.append(Outcome(key=item.key, status=DONE, attempts=max(1, attempts), fingerprint=item.fingerprint))
             if run.options.keep_outputs:
                 run.result.outputs.append(row)
-        run.progress.succeeded += 1
+        if commit is None or commit.done():
+            run.progress.succeeded += 1
+            return
+        batch.commits.add(commit)
+        waiting = self._acknowledging.get(commit)
+        if waiting is None:
+            commit.add_done_callback(self._acknowledge)
+        self._acknowledging[commit] = (waiting or 0) + 1
+
+    def _acknowledge(self, commit: asyncio.Future[None]) -> None:
+        count = self._acknowledging.pop(commit, 0)
+        if not commit.cancelled() and commit.exception() is None:
+            self.run.progress.succeeded += count
 
     def failed(self, batch: Batch, item: Item, stage: str, message: str, attempts: int, strategy: str) -> None:
         run = self.run
@@ -101,10 +121,10 @@ class Writer:
             run.alert(stage, item.key, message)
         if strategy in SKIPPING:
             batch.dead.append({"key": item.key, "stage": stage, "input": item.row, "error": message, "attempts": attempts})
-            batch.outcomes.append(Outcome(key=item.key, status=SKIPPED, attempts=attempts, error=message))
+            batch.outcomes.append(Outcome(key=item.key, status=SKIPPED, attempts=attempts, error=message, fingerprint=item.fingerprint))
             run.progress.skipped += 1
             return
-        batch.outcomes.append(Outcome(key=item.key, status=FAILED, attempts=attempts, error=message))
+        batch.outcomes.append(Outcome(key=item.key, status=FAILED, attempts=attempts, error=message, fingerprint=item.fingerprint))
         run.progress.failed += 1
         run.stop("failed", f"item {item.key} failed ({stage}): {message}")
 
@@ -132,6 +152,8 @@ class Writer:
         async with self._lock:
             if batch.done.is_set():
                 return
+            if batch.commits and not await self._committed(batch):
+                return
             rows = [row for _, row in sorted(batch.rows, key=lambda entry: entry[0])]
             dead, outcomes = batch.dead, batch.outcomes
             batch.rows, batch.dead, batch.outcomes = [], [], []
@@ -143,6 +165,19 @@ class Writer:
             self.in_flight_keys.difference_update(o.key for o in outcomes)
             if batch.pending <= 0:
                 batch.done.set()
+
+    async def _committed(self, batch: Batch) -> bool:
+        """Wait for the batch's answers to commit. If the state store failed, the batch is neither written nor
+        recorded (its items are redone by a resume) and the run stops."""
+        commits, batch.commits = batch.commits, set()
+        failures = [r for r in await asyncio.gather(*commits, return_exceptions=True) if isinstance(r, BaseException)]
+        if not failures:
+            return True
+        self.run.stop("failed", f"the answers could not be recorded: {failures[0]}")
+        batch.rows, batch.dead, batch.outcomes = [], [], []
+        if batch.pending <= 0:
+            batch.done.set()
+        return False
 
     def _write_batch(self, rows: list[Row], dead: list[dict[str, Any]], outcomes: list[Outcome]) -> str | None:
         """In a worker thread: write durably, then record. Returns the sink's error instead of recording."""
@@ -170,7 +205,10 @@ class Writer:
                 [{"key": str(r.get(key_field)), "stage": "output", "input": r, "error": message, "attempts": 1} for r in rows],
             )
             run.progress.skipped += len(rows)
-            return [Outcome(key=o.key, status=SKIPPED, error=message) if o.key in keys else o for o in outcomes]
+            return [
+                Outcome(key=o.key, status=SKIPPED, error=message, fingerprint=o.fingerprint) if o.key in keys else o
+                for o in outcomes
+            ]
         run.progress.failed += len(rows)
         run.stop("failed", f"the output could not be written: {message}")
         return [o for o in outcomes if o.key not in keys]

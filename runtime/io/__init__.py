@@ -36,6 +36,17 @@ class IOContext:
     environ: Mapping[str, str] = field(default_factory=dict)
     connections: Mapping[str, str] = field(default_factory=dict)
     job: str = "job"
+    run: Mapping[str, str] = field(default_factory=dict)
+    """What only the run knows, for `${run.id}`, `${run.date}` and `${trigger.file_stem}` in an output path."""
+
+    def with_run_values(self, text: str) -> str:
+        """`text` with `${run.id}`, `${run.date}` and `${trigger.file_stem}` filled in (`$${` stays a literal `${`)."""
+        if "${" not in text:
+            return text
+        filled = text.replace("$${", "\0")
+        for name, value in self.run.items():
+            filled = filled.replace("${" + name + "}", value)
+        return filled.replace("\0", "${")
 
     def connection(self, name: str) -> str:
         """The URL of a connection name, or `name` itself when it is already a URL or a path."""

@@ -120,6 +120,9 @@ class FileSink:
         self.publishing = target.with_name(f".{target.name}.publishing")
         self.temp = target.with_name(f".{target.name}.tmp")
         self._handle: IO[bytes] | None = None
+        self._spooled_keys: set[str] = set()
+        self._repeated = False
+        """A key was spooled twice (a killed run's item written again): publish through the merge, last wins."""
 
     def open(self, *, resume: bool) -> set[str]:
         try:
@@ -132,6 +135,7 @@ class FileSink:
             else:
                 self.spool.write_bytes(b"")
             keys = {key for key, _ in self._spooled() if key is not None}
+            self._spooled_keys = set(keys)
             self._handle = self.spool.open("ab")
         except OSError as exc:
             raise SinkError(f"cannot open {self.shown}: {exc.strerror or exc}") from exc
@@ -162,6 +166,8 @@ class FileSink:
             data = "".join(json_text(row) + "\n" for row in rows).encode()
         except (TypeError, ValueError) as exc:
             raise SinkError(f"{self.shown}: a row cannot be written as JSON: {exc}") from exc
+        if self._spooled_keys and not self._repeated:
+            self._repeated = any(self._key(row) in self._spooled_keys for row in rows)
         start = self._handle.tell()
         try:
             self._handle.write(data)
@@ -185,7 +191,7 @@ class FileSink:
             raise SinkError(f"cannot publish {self.shown}: {exc.strerror or exc}") from exc
 
     def _publish(self) -> None:
-        if self.mode == "replace" and self.format == "jsonl":
+        if self.mode == "replace" and self.format == "jsonl" and not self._repeated:
             # The spool is already the target, line for line and fsynced: the runtime writes each key at most
             # once a run (runtime/io/__init__.py), so nothing needs reading again. One rename publishes it.
             os.replace(self.spool, self.target)
@@ -593,6 +599,7 @@ def file_sink(node: ir.Sink, *, key_field: str, context: IOContext) -> Sink:
         fmt = file_format(path, node.options.get("format"))
     except ValueError as exc:
         raise SinkError(f"{path}: {exc}") from exc
+    path = context.with_run_values(path)
     target = Path(path).expanduser()
     target = target if target.is_absolute() else Path(context.root, target)
     return FileSink(target=target, format=fmt, mode=_mode(node), key_field=key_field, shown=path)
