@@ -17,16 +17,16 @@ sets `state:` to a `postgresql://` URL. Calls are synchronous: the runtime makes
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-from filelock import FileLock, Timeout
 
 from ..io.dbconn import connect_postgresql, connect_sqlite, parse_database_url
 
@@ -48,6 +48,8 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS sleipnir_answers (
         plan_id TEXT NOT NULL, item_key TEXT NOT NULL, call_id TEXT NOT NULL, fingerprint TEXT NOT NULL,
         output TEXT NOT NULL, recorded_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (plan_id, item_key, call_id))""",
+    """CREATE TABLE IF NOT EXISTS sleipnir_locks (
+        plan_id TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, taken_at DOUBLE PRECISION NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS sleipnir_work (
         plan_id TEXT NOT NULL, call_id TEXT NOT NULL, fingerprint TEXT NOT NULL, PRIMARY KEY (plan_id, call_id))""",
 )
@@ -114,7 +116,8 @@ class Ledger:
             self._mark = "?"
         self._root = root
         self._database = database
-        self._locks: list[Any] = []
+        self._locks: list[str] = []
+        """Scopes this ledger holds the SQLite run lock of."""
         with self._transaction() as cursor:
             for statement in _SCHEMA:
                 cursor.execute(statement)
@@ -138,30 +141,36 @@ class Ledger:
         return text.replace("?", self._mark) if self._postgres else text
 
     def close(self) -> None:
-        with self._lock:
-            for lock in self._locks:
-                lock.release()
+        if self._locks:
+            with contextlib.suppress(Exception), self._transaction() as cursor:  # a dead holder is taken over anyway
+                for scope in self._locks:
+                    cursor.execute("DELETE FROM sleipnir_locks WHERE plan_id = ? AND pid = ?", [scope, os.getpid()])
             self._locks = []
+        with self._lock:
             (self._pg if self._postgres else self._sqlite).close()
 
     def lock(self, scope: str) -> bool:
         """Take the scope's run lock until `close` (False when another run holds it). PostgreSQL: a session
-        advisory lock; SQLite: a file lock beside the database. Both are let go when the process dies."""
-        digest = hashlib.sha256(scope.encode()).digest()
+        advisory lock, let go when the connection ends. SQLite: a row naming this process, taken over when the
+        process that wrote it is gone (a run killed however it was killed)."""
         if self._postgres:
+            digest = hashlib.sha256(scope.encode()).digest()
             with self._transaction() as cursor:
                 cursor.execute("SELECT pg_try_advisory_lock(%s)", [int.from_bytes(digest[:8], "big", signed=True)])
                 row = cursor.fetchone()
             return bool(row and row[0])
-        assert self._database.path is not None
-        folder = Path(self._database.path).parent / "locks"
-        folder.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(folder / f"{digest.hex()[:24]}.lock"), timeout=0)
-        try:
-            lock.acquire()
-        except Timeout:
-            return False
-        self._locks.append(lock)
+        host, pid = socket.gethostname(), os.getpid()
+        with self._transaction() as cursor:
+            cursor.execute("SELECT host, pid FROM sleipnir_locks WHERE plan_id = ?", [scope])
+            holder = cursor.fetchone()
+            if holder is not None and _alive(str(holder[0]), int(holder[1]), host):
+                return False
+            cursor.execute(
+                "INSERT INTO sleipnir_locks (plan_id, host, pid, taken_at) VALUES (?, ?, ?, ?) ON CONFLICT (plan_id) "
+                "DO UPDATE SET host = excluded.host, pid = excluded.pid, taken_at = excluded.taken_at",
+                [scope, host, pid, time.time()],
+            )
+        self._locks.append(scope)
         return True
 
     # -- items --------------------------------------------------------------------------------------------
@@ -368,3 +377,16 @@ class _Transaction:
             self.cursor.close()
         finally:
             ledger._lock.release()
+
+
+def _alive(host: str, pid: int, here: str) -> bool:
+    """Whether the process that took a lock still runs; one on another host is taken to."""
+    if host != here:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
