@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from .checks import expressions, names, pipelines, profiles, prompts, references, schedules
+from .checks import expressions, names, pipelines, profiles, prompts, queries, references, schedules
 from .codes import Severity
 from .diagnostics import Diagnostic, Diagnostics
 from .documents import Document
@@ -44,6 +44,7 @@ CHECKS: tuple[Check, ...] = (
     profiles.check,
     prompts.check,
     expressions.check,
+    queries.check,
 )
 """The semantic checks, in the order they run."""
 

@@ -81,6 +81,7 @@ CODES: dict[str, Code] = _codes(
     ("unknown-metric", E, "An alert condition names a metric that does not exist."),
     ("unknown-step", E, "A stack `when` names a step that does not exist or runs later."),
     ("unset-variable", E, "A substitution names a variable that is not set and has no default."),
+    ("unsafe-substitution", E, "A substitution in a query cannot be bound (an identifier that breaks the rule, a dollar-quoted string), or its dialect is unknown."),
     # Prompt modules
     ("template-syntax", E, "A Jinja syntax error in a prompt module's template."),
     ("invalid-output-schema", E, "A prompt module's output schema is not a valid JSON Schema."),

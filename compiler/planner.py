@@ -203,7 +203,7 @@ class _Planner:
         if document.kind == "pipeline":
             return self._pipeline(document)
         job = self._effective(document, (), explicit=self.explicit_profile)
-        return lower_job(job, self.registry, self.workspace) if job else None
+        return lower_job(job, self.registry, self.workspace, self.sink) if job else None
 
     def _effective(self, document: Document, extra: Sequence[Override], *, explicit: str | None) -> Effective | None:
         chosen, ok = choose_profile(document, explicit, self.default_profile, self.sink)
@@ -238,7 +238,7 @@ class _Planner:
                 return None
             if not defines and explicit is not None:
                 effective_job.profile = None
-            jobs[node_id] = lower_job(effective_job, self.registry, self.workspace)
+            jobs[node_id] = lower_job(effective_job, self.registry, self.workspace, self.sink)
         if explicit is not None and not any(p.profile == explicit for p in jobs.values()):
             choose_profile(self.registry.get("job", _first_job(body)) or document, explicit, None, self.sink)
             return None
