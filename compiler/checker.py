@@ -10,7 +10,18 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from .checks import expressions, names, pipelines, profiles, prompts, queries, references, schedules
+from .checks import (
+    expressions,
+    names,
+    passwords,
+    pipelines,
+    profiles,
+    prompts,
+    queries,
+    references,
+    sandbox,
+    schedules,
+)
 from .codes import Severity
 from .diagnostics import Diagnostic, Diagnostics
 from .documents import Document
@@ -43,8 +54,10 @@ CHECKS: tuple[Check, ...] = (
     schedules.check,
     profiles.check,
     prompts.check,
+    sandbox.check,
     expressions.check,
     queries.check,
+    passwords.check,
 )
 """The semantic checks, in the order they run."""
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from .checker import CheckResult, check, gc_paused
 from .checks.expressions import ScalarSpans
+from .checks.references import check_resolved
 from .codes import Severity
 from .diagnostics import Diagnostic, Diagnostics
 from .documents import Document
@@ -209,7 +210,7 @@ class _Planner:
         chosen, ok = choose_profile(document, explicit, self.default_profile, self.sink)
         if not ok:
             return None
-        return effective(
+        job = effective(
             document,
             profile=chosen,
             overrides=[*extra, *self.overrides],
@@ -217,6 +218,11 @@ class _Planner:
             sink=self.sink,
             spans=self.spans,
         )
+        if job is None:
+            return None
+        errors = len(self.sink.errors)
+        check_resolved(document, job.body, self.registry, self.sink)
+        return job if len(self.sink.errors) == errors else None
 
     def _pipeline(self, document: Document) -> Plan | None:
         body = document.body

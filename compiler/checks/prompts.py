@@ -1,6 +1,6 @@
 """Prompt modules: their Jinja templates compile, read declared names, and their output schemas are valid.
 
-A Jinja error knows its line inside the template string only; `_template_line` maps it back to the line of the
+A Jinja error knows its line inside the template string only; `template_line` maps it back to the line of the
 YAML file, exactly for literal block scalars (`|`, the recommended style) and as closely as the style allows
 for the others. A template name that nothing declares but that is close to a declared one is a warning, since
 it renders as an error for every item.
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 from jsonschema import exceptions as schema_exceptions
 from jsonschema import validators
@@ -31,7 +32,37 @@ MESSAGES = ("system", "user")
 
 JSON_TYPES = ("array", "boolean", "integer", "null", "number", "object", "string")
 
-_ENVIRONMENT = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+REPEAT_LIMIT = 10_000
+"""The largest repeat count (`'a' * n`) and the largest exponent times 100 a template may compute."""
+
+
+class TooLarge(SecurityError):
+    """A repeat or a power past `REPEAT_LIMIT`: refused, as the runtime's sandbox refuses it."""
+
+
+class BoundedBinops:
+    """Sandbox arithmetic with a bound: `*` and `**` go through `call_binop` (which also keeps Jinja from folding
+    `'a' * 10**9` into a constant while compiling, a gigabyte before anything renders)."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**":
+            if isinstance(right, int | float) and abs(right) > REPEAT_LIMIT // 100:
+                raise TooLarge(f"the power {right} is too large")
+            return left**right
+        if any(isinstance(v, str | list | tuple) for v in (left, right)) and any(
+            isinstance(v, int) and v > REPEAT_LIMIT for v in (left, right)
+        ):
+            raise TooLarge(f"repeating a value more than {REPEAT_LIMIT:,} times is refused")
+        return left * right
+
+
+class _CompileSandbox(BoundedBinops, SandboxedEnvironment):
+    pass
+
+
+_ENVIRONMENT = _CompileSandbox(undefined=StrictUndefined, autoescape=False)
 """Like the runtime's: compiling with the same filters and tests finds an unknown filter before a run does."""
 
 
@@ -61,7 +92,7 @@ def _check_templates(context: CheckContext, document: Document) -> None:
             # code generation, not parsing, is where an unknown filter or test is found
             _ENVIRONMENT.compile(tree, name=f"{document.name}.{message}")
         except TemplateSyntaxError as error:
-            span = _template_line(context, document, path, error.lineno)
+            span = template_line(context, document, path, error.lineno)
             reason = error.message or "invalid template"
             context.sink.emit(
                 "template-syntax",
@@ -150,7 +181,7 @@ def _warn(
     context.sink.emit(
         "unknown-template-variable",
         f"the template reads {what}",
-        _name_span(_template_line(context, document, path, lineno), context, document, name),
+        _name_span(template_line(context, document, path, lineno), context, document, name),
         label="not declared",
         help=hint,
         notes=("a name the run does not bind is an error for every item that renders it",),
@@ -176,7 +207,7 @@ def _name_span(line: Span, context: CheckContext, document: Document, name: str)
     )
 
 
-def _template_line(
+def template_line(
     context: CheckContext, document: Document, path: tuple[str | int, ...], lineno: int
 ) -> Span:
     """The span of line `lineno` (1-based, inside the template string) in the YAML file."""

@@ -7,6 +7,7 @@
   `${NAME}` is sealed as a `Secret`, whether the compiler lowers it or `serve` reads the manifest.
 - `RUN_TIME_NAMES`: the `${...}` names an output path may use that only the run knows.
 - `DEFAULT_DATABASE`: where a workspace keeps its SQLite data when `sleipnir.yaml` names no `database:`.
+- `mask_passwords`: a URL's password blanked (`user:***@`) in every artifact, plans, reports, logs and the ledger.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import posixpath
+import re
 from collections.abc import Iterable, Mapping
 
 from .expressions import names_in, parse_substitutions, resolve
@@ -61,3 +63,14 @@ def secret_or_text(value: str, environ: Mapping[str, str]) -> str | Secret:
     if any(is_secret_env(n) for n in names) or "://" in value or "://" in resolved:
         return Secret(ref=value, names=names, digest=digest(resolved) if resolved else None)
     return resolved
+
+
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)(?!\$\{)[^@\s/]+@")
+"""A URL's `scheme://user:` and the password after it, up to the `@`; a `${NAME}` reference is not a password."""
+MASK = "***"
+
+
+def mask_passwords(text: str) -> str:
+    """`text` with the password of every URL in it replaced: `postgresql://app:***@db/prod`. Every artifact
+    (plans, reports, logs, the run ledger, the dead letter) goes through this before it is written."""
+    return _URL_PASSWORD.sub(rf"\g<1>{MASK}@", text) if "://" in text else text

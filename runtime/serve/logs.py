@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ...compiler.ir import Secret
+from ...compiler.ir.common import mask_passwords
 from ..engine.job import Hooks, Progress, RunResult, chain_hooks
 
 __all__ = [
@@ -64,6 +65,7 @@ class Redactor:
 
     def text(self, text: str) -> str:
         """`text` with every secret value replaced."""
+        text = mask_passwords(text)
         return self.pattern.sub(REDACTED, text) if self.pattern is not None else text
 
     def value(self, value: Any, field: str = "") -> Any:
