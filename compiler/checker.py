@@ -14,6 +14,7 @@ from .checks import (
     expressions,
     names,
     passwords,
+    paths,
     pipelines,
     profiles,
     prompts,
@@ -58,6 +59,7 @@ CHECKS: tuple[Check, ...] = (
     expressions.check,
     queries.check,
     passwords.check,
+    paths.check,
 )
 """The semantic checks, in the order they run."""
 

@@ -69,6 +69,7 @@ CODES: dict[str, Code] = _codes(
     # Overrides, templates and plans
     ("invalid-param", E, "A `--param` that is not KEY=VALUE, or a parameter file that is not a mapping."),
     ("missing-parameter", E, "A required template parameter is not given."),
+    ("path-outside-workspace", E, "A job's file is outside its workspace and under no folder `paths: allow:` lists."),
     ("literal-password", W, "A connection URL holds its password as written; use `${ENV}` for it."),
     ("literal-secret", E, "A secret written as a literal value; the plan carries secrets only as references."),
     ("file-exists", E, "An output file exists; pass --force to overwrite it."),

@@ -73,6 +73,8 @@ class WorkspaceSettings:
     providers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     environ: Mapping[str, str] = field(default_factory=dict)
     fallback_provider: str | None = None
+    allowed_paths: tuple[str, ...] = ()
+    """`paths: allow:`: the folders outside the workspace jobs may use (`ir.WorkspacePaths`)."""
     modules: dict[tuple[str, str], PromptModule] = field(default_factory=dict)
     """Prompt modules already made ready for a plan, shared by every job of one compile."""
 
@@ -530,6 +532,8 @@ class _JobLowering:
         }
         if body.get("schedule"):
             settings["schedule"] = schedule_settings(body["schedule"])
+        if self.workspace.allowed_paths:
+            settings["paths"] = {"allow": list(self.workspace.allowed_paths)}
         return frozen(settings)
 
 

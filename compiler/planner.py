@@ -16,10 +16,11 @@ from typing import Any
 
 from .checker import CheckResult, check, gc_paused
 from .checks.expressions import ScalarSpans
+from .checks.paths import check_job_paths, workspace_paths
 from .checks.references import check_resolved
 from .codes import Severity
 from .diagnostics import Diagnostic, Diagnostics
-from .documents import Document
+from .documents import WORKSPACE, Document
 from .ir import Plan
 from .ir.common import DEFAULT_DATABASE, secret_or_text, suggestion_help
 from .ir.expressions import UnsetVariableError
@@ -199,6 +200,7 @@ class _Planner:
         self.sink = sink
         self.spans = ScalarSpans(result.workspace.sources)
         self.workspace = _workspace_settings(result, manifest, environ)
+        self.manifests = [d for d in (*result.workspace.documents, *result.workspace.context) if d.kind == WORKSPACE]
 
     def plan(self, document: Document) -> Plan | None:
         if document.kind == "pipeline":
@@ -222,6 +224,8 @@ class _Planner:
             return None
         errors = len(self.sink.errors)
         check_resolved(document, job.body, self.registry, self.sink)
+        rule = workspace_paths(document, self.manifests, self.result.workspace.root)
+        check_job_paths(document, job.body, document.base, rule, self.sink)
         return job if len(self.sink.errors) == errors else None
 
     def _pipeline(self, document: Document) -> Plan | None:
@@ -301,4 +305,5 @@ def _workspace_settings(result: CheckResult, manifest: Mapping[str, Any], enviro
         providers=providers,
         environ=environ,
         fallback_provider=manifest.get("fallback_provider"),
+        allowed_paths=tuple(str(p) for p in ((manifest.get("paths") or {}).get("allow") or ())),
     )
