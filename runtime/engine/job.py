@@ -40,7 +40,7 @@ from .context import RunContext
 from .gather import Gatherer
 from .ledger import Ledger
 from .reader import Reader, Survey, count_items, detect_key_field, survey
-from .state import Hooks, ItemFailure, Progress, RunOptions, RunResult, RunStopped, chain_hooks
+from .state import Hooks, ItemFailure, Progress, RunOptions, RunResult, RunStopped, chain_hooks, verdict
 from .writer import Batch, Item, Writer
 
 __all__ = [
@@ -105,6 +105,7 @@ class JobRun:
             if not run.key_field:
                 run.key_field = await asyncio.to_thread(detect_key_field, node, context, self.options.input_path)
             sink = sinks.make_sink(run.shape.sink, key_field=run.key_field, context=context)
+            self.result.dead_letter = run.shape.sink.dead_letter
             deadletter = DeadLetter(run.shape.sink.dead_letter, self.plan.root, plan_id=self.plan.id, job=self.plan.name)
             resume = not self.options.fresh and await asyncio.to_thread(ledger.has_items, run.scope)
             answers = not self.options.fresh and await asyncio.to_thread(ledger.has_answers, run.scope)
@@ -132,7 +133,8 @@ class JobRun:
                 raise run.stopping
             # `--retry-failed` leaves items never tried undone on purpose: its output is not the whole run yet.
             complete = not self.options.retry_failed
-            self.result.status = "succeeded" if self.progress.failed == 0 else "failed"
+            self.result.status, why = verdict(self.progress, run.shape.max_error_rate)
+            self.result.message = why or self.result.message
         except RunStopped as stop:
             self.result.status, self.result.message = stop.reason, stop.message
         except (SourceError, SinkError, MissingSecret, ProviderError, DatabaseError, ValueError) as error:
