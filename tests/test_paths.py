@@ -10,6 +10,8 @@ import pytest
 
 from sleipnir.compiler.checker import check
 from sleipnir.compiler.ir.common import WorkspacePaths
+from sleipnir.compiler.planner import plan
+from sleipnir.runtime.engine.job import RunOptions, run_job
 
 PROMPT = "prompt:\n  name: echo\n  version: 1.0.0\n  description: echo\n  template:\n    user: hi\n"
 
@@ -87,3 +89,24 @@ def test_a_path_escape_through_a_param_fails_before_anything_runs_and_the_allowe
     (root / "sleipnir.yaml").write_text(f"name: paths\nfallback_provider: mock\npaths:\n  allow: [{tmp_path / 'outside'}]\n")
     allowed = sleipnir(root, "plan", "j", "--param", "out=../outside/x.jsonl")
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+
+
+@pytest.mark.parametrize("moved", ["input", "output"])
+def test_the_runtime_tests_each_path_again_before_it_opens_it(tmp_path: Path, moved: str) -> None:
+    """A symlink changed between `plan` and the run: the file it now leads to is outside, and is not touched."""
+    root = workspace(tmp_path / "ws", "  input:\n    path: data/in.jsonl\n  output:\n    path: out/o.jsonl\n")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "in.jsonl").write_text('{"id": 1}\n')
+    for name in ("data", "out"):
+        (root / f"real_{name}").mkdir()
+        (root / name).symlink_to(root / f"real_{name}")
+    (root / "real_data" / "in.jsonl").write_text('{"id": 1}\n')
+    result = plan("j", workspace=str(root), environ={})
+    assert result.ok, [d.message for d in result.diagnostics]
+    link = root / ("data" if moved == "input" else "out")
+    link.unlink()
+    link.symlink_to(tmp_path / "outside")
+    run = run_job(result.plans[0], RunOptions(environ={}))
+    shown = "data/in.jsonl" if moved == "input" else "out/o.jsonl"
+    assert run.status == "failed" and run.message.startswith(f"{shown} leads outside the workspace"), run.message
+    assert sorted(p.name for p in (tmp_path / "outside").iterdir()) == ["in.jsonl"]

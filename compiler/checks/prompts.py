@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
-from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 from jsonschema import exceptions as schema_exceptions
 from jsonschema import validators
 
 from ..documents import Document
 from ..ir.common import suggestion_help
+from ..ir.sandbox import BoundedBinops
 from ..loader import locate, node_span
 from ..span import Span
 
@@ -31,32 +31,6 @@ MESSAGES = ("system", "user")
 """The template keys of a prompt module, in the order they are sent."""
 
 JSON_TYPES = ("array", "boolean", "integer", "null", "number", "object", "string")
-
-REPEAT_LIMIT = 10_000
-"""The largest repeat count (`'a' * n`) and the largest exponent times 100 a template may compute."""
-
-
-class TooLarge(SecurityError):
-    """A repeat or a power past `REPEAT_LIMIT`: refused, as the runtime's sandbox refuses it."""
-
-
-class BoundedBinops:
-    """Sandbox arithmetic with a bound: `*` and `**` go through `call_binop` (which also keeps Jinja from folding
-    `'a' * 10**9` into a constant while compiling, a gigabyte before anything renders)."""
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**":
-            if isinstance(right, int | float) and abs(right) > REPEAT_LIMIT // 100:
-                raise TooLarge(f"the power {right} is too large")
-            return left**right
-        if any(isinstance(v, str | list | tuple) for v in (left, right)) and any(
-            isinstance(v, int) and v > REPEAT_LIMIT for v in (left, right)
-        ):
-            raise TooLarge(f"repeating a value more than {REPEAT_LIMIT:,} times is refused")
-        return left * right
-
 
 class _CompileSandbox(BoundedBinops, SandboxedEnvironment):
     pass

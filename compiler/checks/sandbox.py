@@ -18,13 +18,14 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ..documents import Document
-from .prompts import MESSAGES, BoundedBinops, template_line
+from ..ir.sandbox import BoundedBinops
+from .prompts import MESSAGES, template_line
 
 if TYPE_CHECKING:
     from ..checker import CheckContext
 
 _TEMPLATE = "<template>"
-_SAMPLES: dict[Any, Any] = {"string": "text", "integer": 1, "number": 1.5, "boolean": True, "array": ["text"],
+_SAMPLES: dict[Any, Any] = {"string": "text", "integer": 1, "number": 1.5, "boolean": True, "list": ["text"], "array": ["text"],
                             "object": {"key": "text"}, "null": None}
 
 

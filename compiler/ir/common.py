@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .expressions import names_in, parse_substitutions, resolve
-from .plan import Secret, digest
+from .plan import Plan, Secret, digest
 
 DEFAULT_DATABASE = ".sleipnir/sleipnir.db"
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv"}
@@ -118,3 +118,9 @@ def _real(root: str, path: str) -> Path | None:
         return Path(os.path.realpath(os.path.join(root, os.path.expanduser(path))))
     except (OSError, ValueError):
         return None
+
+
+def workspace_paths_of(plan: Plan) -> WorkspacePaths:
+    """The rule a plan's files follow at run time: its root and the folders its workspace allowed."""
+    allowed = (plan.settings.get("paths") or {}).get("allow") or ()
+    return WorkspacePaths(root=plan.root, allow=tuple(str(a) for a in allowed))

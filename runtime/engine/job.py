@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ...compiler.ir import Plan
+from ...compiler.ir.common import workspace_paths_of
 from ..io import IOContext, SinkError, SourceError, sinks, sources
 from ..io.dbconn import DatabaseError, parse_database_url
 from ..io.deadletter import DeadLetter
@@ -106,6 +107,7 @@ class JobRun:
                 run.key_field = await asyncio.to_thread(detect_key_field, node, context, self.options.input_path)
             sink = sinks.make_sink(run.shape.sink, key_field=run.key_field, context=context)
             self.result.dead_letter = run.shape.sink.dead_letter
+            context.inside(run.shape.sink.dead_letter, SinkError)
             deadletter = DeadLetter(run.shape.sink.dead_letter, self.plan.root, plan_id=self.plan.id, job=self.plan.name)
             resume = not self.options.fresh and await asyncio.to_thread(ledger.has_items, run.scope)
             answers = not self.options.fresh and await asyncio.to_thread(ledger.has_answers, run.scope)
@@ -199,7 +201,14 @@ class JobRun:
             "run.date": datetime.now(UTC).strftime("%Y-%m-%d"),
             "trigger.file_stem": Path(given).stem if given else "",
         }
-        return IOContext(root=self.plan.root, environ=environ, connections=connections, job=self.plan.name, run=run)
+        return IOContext(
+            root=self.plan.root,
+            environ=environ,
+            connections=connections,
+            job=self.plan.name,
+            run=run,
+            paths=workspace_paths_of(self.plan),
+        )
 
     def _compare_work(self, ledger: Ledger, worker: ItemWorker) -> None:
         """Name the calls whose work changed since the job's last run, then remember this run's."""

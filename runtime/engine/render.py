@@ -20,10 +20,14 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ...compiler.ir import PromptCall, PromptModule, thaw
+from ...compiler.ir.sandbox import BoundedBinops
 
-_ENVIRONMENT = ImmutableSandboxedEnvironment(
-    undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False
-)
+
+class _Sandbox(BoundedBinops, ImmutableSandboxedEnvironment):
+    """The immutable sandbox, with `*` and `**` bounded (`compiler/ir/sandbox.py`): a refusal fails the item."""
+
+
+_ENVIRONMENT = _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
 
 
 class ItemError(Exception):

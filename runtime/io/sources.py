@@ -568,6 +568,7 @@ def file_source(node: ir.Source, *, context: IOContext) -> Source:
     path = node.options.get("path")
     if not isinstance(path, str) or not path:
         raise SourceError(f"file source {node.id}: no path")
+    context.inside(path, SourceError)
     return FileSource(path=_under(context.root, path), format=_format(path, node.options.get("format")), shown=path)
 
 
