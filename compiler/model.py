@@ -372,6 +372,12 @@ JOB = record(
                 Key("type", Choice("file_created|webhook"), "What starts the job.", required=True),
                 Key("path", Text(), "The glob of files to watch (with `type: file_created`)."),
                 Key(
+                    "requests_per_minute",
+                    POSITIVE,
+                    "Requests a minute the webhook takes (with `type: webhook`); past it, 429 with `Retry-After`.",
+                    default=60,
+                ),
+                Key(
                     "endpoint",
                     Text(pattern=URL_PATH_PATTERN, expected="a URL path starting with /"),
                     "The URL path that starts the job (with `type: webhook`).",
