@@ -9,6 +9,7 @@ workspace: any exception is what the CLI reports as `error[internal-error]`.
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -76,11 +77,28 @@ def scalars() -> st.SearchStrategy[Any]:
         st.floats(allow_nan=True, allow_infinity=True),
         st.booleans(),
         st.none(),
-        st.builds(lambda n: "x" * n, st.sampled_from([1_000, 100_000, 1_000_000])),
-        st.builds(lambda n: [[]] if n == 0 else _nested(n), st.sampled_from([0, 50, 500, 5_000])),
+        st.builds(Long, st.sampled_from([1_000, 100_000, 1_000_000])),
+        st.builds(Deep, st.sampled_from([1, 50, 500, 5_000, 100_000])),
         st.lists(st.sampled_from(HOSTILE_TEXT), max_size=3),
         st.dictionaries(st.sampled_from(("name", "version", "x", "${A}", "")), st.sampled_from(HOSTILE_TEXT), max_size=2),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Long:
+    """A string of `size` characters, made only when applied: hypothesis prints the mutation, not a megabyte."""
+
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Deep:
+    """Flow sequences nested `depth` deep, written into the text after dumping (a dumper would recurse)."""
+
+    depth: int
+
+
+_DEEP = re.compile(r"'?__deep_(\d+)__'?")
 
 
 def _nested(depth: int) -> Any:
@@ -143,9 +161,10 @@ def mutate(text: str, mutation: Mutation) -> str:
     path = places[mutation.choice % len(places)]
     value = _apply(value, path, mutation)
     try:
-        return yaml.safe_dump(value, allow_unicode=True, sort_keys=False, width=10_000)
+        dumped = yaml.safe_dump(value, allow_unicode=True, sort_keys=False, width=10_000)
     except (yaml.YAMLError, RecursionError, ValueError):
         return text
+    return _DEEP.sub(lambda m: "[" * int(m.group(1)) + "]" * int(m.group(1)), dumped)
 
 
 def _places(value: Any, path: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
@@ -173,6 +192,10 @@ def _apply(root: Any, path: tuple[Any, ...], mutation: Mutation) -> Any:
         holder[last] = [current] if not isinstance(current, list) else {"x": current}
     elif mutation.kind == "nest":
         holder[last] = _nested(200) if mutation.choice % 2 else {"a": {"b": {"c": current}}}
+    elif isinstance(mutation.value, Long):
+        holder[last] = "x" * mutation.value.size
+    elif isinstance(mutation.value, Deep):
+        holder[last] = f"__deep_{mutation.value.depth}__"
     else:
         holder[last] = mutation.value
     return root
