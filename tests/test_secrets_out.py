@@ -12,9 +12,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from llm_server import LLMServer
+from test_run_process import llm, make_workspace, process_env, scoring_job, server, write_items
 from test_sources import postgres_url
 
-__all__ = ["postgres_url"]
+__all__ = ["llm", "postgres_url", "server"]
 
 MANIFEST_PASSWORD = "PlantedManifestPw41"
 PARAM_PASSWORD = "PlantedParamPw52"
@@ -90,3 +92,31 @@ def test_planted_passwords_and_tokens_reach_no_output_and_no_file(
     assert any(p.name == "leak.log" for p in files) and any(p.suffix == ".prom" for p in files)
     leaks += [(str(p.relative_to(root)), m) for p in files for m in MARKERS if m.encode() in p.read_bytes()]
     assert [leak for leak in leaks if leak[0] != "sleipnir.yaml" and leak[0] != "jobs/leak.yaml"] == []
+
+
+API_KEY = "sk-PlantedApiKey74"
+
+
+def test_a_planted_api_key_reaches_no_output_and_no_file(tmp_path: Path, server: LLMServer) -> None:
+    """The key goes to a real OpenAI-compatible server with every call, and nowhere else."""
+    logging_keys = "logging:\n  level: DEBUG\n  format: json\n  destination: file\n  path: logs/score.log\n"
+    job = scoring_job("score", "path: out/scores.jsonl", extra=logging_keys + "monitoring:\n  export_to: textfile\n")
+    ws = make_workspace(tmp_path / "ws", {"jobs/score.yaml": job})
+    write_items(ws / "data" / "items.jsonl", 5)
+    env = {**process_env(server), "OPENAI_API_KEY": API_KEY}
+    outputs = [
+        subprocess.run([sys.executable, "-m", "sleipnir", *args], cwd=ws, env=env, capture_output=True, text=True, check=False)
+        for args in (
+            ("plan", "score", "--format", "json"),
+            ("plan", "score"),
+            ("run-job", "score"),
+            ("run-job", "score", "--json", "--fresh"),
+            ("runs", "--json"),
+        )
+    ]
+    assert outputs[3].returncode == 0, outputs[3].stderr
+    assert server.requests(0)["count"] >= 10, "both runs called the server"
+    assert [o.args for o in outputs if API_KEY in o.stdout + o.stderr] == []
+    files = [p for p in ws.rglob("*") if p.is_file()]
+    assert any(p.name == "score.log" for p in files)
+    assert [str(p.relative_to(ws)) for p in files if API_KEY.encode() in p.read_bytes()] == []
