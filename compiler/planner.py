@@ -225,7 +225,7 @@ class _Planner:
         errors = len(self.sink.errors)
         check_resolved(document, job.body, self.registry, self.sink)
         rule = workspace_paths(document, self.manifests, self.result.workspace.root)
-        check_job_paths(document, job.body, document.base, rule, self.sink)
+        check_job_paths(document, job.body, document.base, rule, self.sink, job.origins)
         return job if len(self.sink.errors) == errors else None
 
     def _pipeline(self, document: Document) -> Plan | None:

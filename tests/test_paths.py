@@ -85,6 +85,7 @@ def test_a_path_escape_through_a_param_fails_before_anything_runs_and_the_allowe
     assert not (tmp_path / "outside").exists()
     planned = sleipnir(root, "plan", "j", "--param", "out=../outside/x.jsonl")
     assert planned.returncode == 1 and "`../outside/x.jsonl` leads outside the workspace" in planned.stderr
+    assert "the value comes from --param" in planned.stderr
     (tmp_path / "outside").mkdir()
     (root / "sleipnir.yaml").write_text(f"name: paths\nfallback_provider: mock\npaths:\n  allow: [{tmp_path / 'outside'}]\n")
     allowed = sleipnir(root, "plan", "j", "--param", "out=../outside/x.jsonl")

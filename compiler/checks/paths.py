@@ -7,7 +7,7 @@ watch. A path holding a `${...}` is judged by `plan`, once it is resolved (a `--
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path as FilePath
 from typing import TYPE_CHECKING, Any
 
@@ -37,20 +37,32 @@ def workspace_paths(document: Document, manifests: Iterable[Document], fallback:
     return WorkspacePaths(root=str(root))
 
 
-def check_job_paths(document: Document, job: dict[str, Any], base: Path, rule: WorkspacePaths, sink: Diagnostics) -> None:
-    """`path-outside-workspace` for each path of the job body `job` (at `base` in `document`) that leads out."""
+def check_job_paths(
+    document: Document,
+    job: dict[str, Any],
+    base: Path,
+    rule: WorkspacePaths,
+    sink: Diagnostics,
+    origins: Mapping[Path, str] | None = None,
+) -> None:
+    """`path-outside-workspace` for each path of the job body `job` (at `base` in `document`) that leads out;
+    `origins` (from `plan`) says where a value came from when it was not written there (`--param`)."""
     for place, value in _paths(job):
         if "${" in value:
             continue
         reason = rule.escape(value)
         if reason is None:
             continue
+        origin = (origins or {}).get(place)
         sink.emit(
             "path-outside-workspace",
             f"`{_shown(value)}` {reason}",
             document.span_at((*base, *place)),
             label="outside the workspace",
-            notes=(f"the workspace is {display_path(FilePath(rule.root)) or '.'}",),
+            notes=(
+                *((f"the value comes from {origin}",) if origin else ()),
+                f"the workspace is {display_path(FilePath(rule.root)) or '.'}",
+            ),
             help="use a path inside the workspace, or list the folder that holds it in sleipnir.yaml: "
             "`paths: {allow: [/data/shared]}`",
         )
