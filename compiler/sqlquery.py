@@ -17,6 +17,7 @@ then needs every other `%` doubled).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -266,6 +267,8 @@ def _text_value(value: Any) -> Any:
         return value
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value)  # as a substitution elsewhere writes a mapping or a list
     return "" if value is None else str(value)
 
 

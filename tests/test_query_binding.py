@@ -103,6 +103,8 @@ def holes(text: str, **values: Any) -> list[str | Hole]:
         ("ORDER BY {c}", {"c": "k"}, "ORDER BY k", "ORDER BY k", ()),
         ("x -- {r}\n = :p", {"r": "'"}, "x -- \n = ?", "x -- \n = %s", (5,)),
         ("a::int = '{r}'", {"r": "1"}, "a::int = ?", "a::int = %s", ("1",)),
+        ("d = '{m}' AND f = {m}", {"m": {"k": [1]}}, "d = ? AND f = ?", "d = %s AND f = %s", ('{"k": [1]}',) * 2),
+        ("b = '{t}' AND c = {t}", {"t": True}, "b = ? AND c = ?", "b = %s AND c = %s", ("true", True)),
     ],
 )
 def test_each_substitution_is_bound_or_checked_as_an_identifier(
