@@ -10,7 +10,19 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from .checks import expressions, names, pipelines, profiles, prompts, references, schedules
+from .checks import (
+    expressions,
+    names,
+    passwords,
+    paths,
+    pipelines,
+    profiles,
+    prompts,
+    queries,
+    references,
+    sandbox,
+    schedules,
+)
 from .codes import Severity
 from .diagnostics import Diagnostic, Diagnostics
 from .documents import Document
@@ -43,7 +55,11 @@ CHECKS: tuple[Check, ...] = (
     schedules.check,
     profiles.check,
     prompts.check,
+    sandbox.check,
     expressions.check,
+    queries.check,
+    passwords.check,
+    paths.check,
 )
 """The semantic checks, in the order they run."""
 

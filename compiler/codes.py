@@ -69,6 +69,8 @@ CODES: dict[str, Code] = _codes(
     # Overrides, templates and plans
     ("invalid-param", E, "A `--param` that is not KEY=VALUE, or a parameter file that is not a mapping."),
     ("missing-parameter", E, "A required template parameter is not given."),
+    ("path-outside-workspace", E, "A job's file is outside its workspace and under no folder `paths: allow:` lists."),
+    ("literal-password", W, "A connection URL holds its password as written; use `${ENV}` for it."),
     ("literal-secret", E, "A secret written as a literal value; the plan carries secrets only as references."),
     ("file-exists", E, "An output file exists; pass --force to overwrite it."),
     # Schedules and conditions
@@ -80,9 +82,12 @@ CODES: dict[str, Code] = _codes(
     ("unknown-parameter", E, "A template substitution names no declared parameter but is close to one."),
     ("unknown-metric", E, "An alert condition names a metric that does not exist."),
     ("unknown-step", E, "A stack `when` names a step that does not exist or runs later."),
+    ("literal-required", E, "A substitution where a name must be written as it is (a pipeline's job names)."),
     ("unset-variable", E, "A substitution names a variable that is not set and has no default."),
+    ("unsafe-substitution", E, "A substitution in a query cannot be bound (an identifier that breaks the rule, a dollar-quoted string), or its dialect is unknown."),
     # Prompt modules
     ("template-syntax", E, "A Jinja syntax error in a prompt module's template."),
+    ("template-unsafe", E, "A prompt template does what the runtime's sandbox refuses (`__class__`, changing a value)."),
     ("invalid-output-schema", E, "A prompt module's output schema is not a valid JSON Schema."),
     ("unknown-template-variable", W, "A prompt template reads an undeclared name close to a declared one."),
     # The tool itself

@@ -52,6 +52,11 @@ _CONSTRUCTOR = yaml.constructor.SafeConstructor()
 _SCALARS = {
     _TAG + name: getattr(_CONSTRUCTOR, f"construct_yaml_{name}") for name in ("null", "bool", "int", "float")
 }
+_KINDS = {_TAG + "int": "an integer (of at most 4,300 digits)", _TAG + "float": "a number", _TAG + "bool": "a boolean"}
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -224,7 +229,20 @@ class _Converter:
             return node.value
         construct = _SCALARS.get(tag)
         if construct is not None:
-            return construct(node)
+            try:
+                return construct(node)
+            except (ValueError, KeyError, TypeError, OverflowError):
+                # An explicit tag on text that is not of its type (`!!float x`, `!!bool maybe`), or an integer
+                # past Python's digit limit.
+                kind = _KINDS.get(tag, tag)
+                self.sink.emit(
+                    "invalid-value",
+                    f"`{_shown(node.value)}` is not {kind}",
+                    node_span(self.file, node),
+                    label=f"read as {kind}",
+                    help=f"write {kind} here; to keep the text, remove any `!!` tag and quote it",
+                )
+                return node.value
         if tag in _KEEP_AS_TEXT:
             return node.value
         self.unsupported_tag(node)

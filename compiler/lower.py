@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .diagnostics import Diagnostics
 from .documents import Document
 from .ir import (
     EMPTY,
@@ -46,7 +47,8 @@ from .loader import Nodes, node_map
 from .model import MONITORED
 from .overlay import Place
 from .registry import Registry
-from .resolve import Effective
+from .resolve import QUERY, Effective
+from .sqlquery import BoundQuery, dialect_of
 
 DEFAULT_LOGGING = {
     "level": "INFO",
@@ -71,13 +73,18 @@ class WorkspaceSettings:
     providers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     environ: Mapping[str, str] = field(default_factory=dict)
     fallback_provider: str | None = None
+    allowed_paths: tuple[str, ...] = ()
+    """`paths: allow:`: the folders outside the workspace jobs may use (`ir.WorkspacePaths`)."""
     modules: dict[tuple[str, str], PromptModule] = field(default_factory=dict)
     """Prompt modules already made ready for a plan, shared by every job of one compile."""
 
 
 class _JobLowering:
-    def __init__(self, job: Effective, registry: Registry, workspace: WorkspaceSettings) -> None:
+    def __init__(
+        self, job: Effective, registry: Registry, workspace: WorkspaceSettings, sink: Diagnostics | None = None
+    ) -> None:
         self.job = job
+        self.sink = sink if sink is not None else Diagnostics()
         self.body = job.body
         self.registry = registry
         self.workspace = workspace
@@ -164,6 +171,8 @@ class _JobLowering:
             given["format"] = suffix_format(given["path"])
         if source in ("database", "sqlite", "postgresql"):
             given["connection"] = self._use_connection(given.get("connection"))
+            if isinstance(given.get("query"), BoundQuery):
+                self._bind_query(source, given)
         node = Source(
             id="input",
             span=self._span(("input",)) if "input" in self.body else None,
@@ -213,6 +222,28 @@ class _JobLowering:
         )
         collected = len(frontier) == 1 and self._collected(frontier[0])
         self._add(node, *frontier, carries="collection" if collected else "items")
+
+    def _bind_query(self, source: str, given: dict[str, Any]) -> None:
+        """The query in its dialect's placeholder style, with `bound` the values in order (`parameters` are
+        among them); its substitutions were never pasted into the text."""
+        name = given["connection"]
+        url = self.workspace.database if name == "default" else self.workspace.connections.get(name, name)
+        dialect = dialect_of(source, url.ref if isinstance(url, Secret) else url)
+        query: BoundQuery = given["query"]
+        if dialect is None:
+            self.sink.emit(
+                "unsafe-substitution",
+                f"the query's substitutions cannot be bound: connection `{name}` hides its kind of database",
+                self._span(QUERY),
+                label="a query with `${...}`",
+                help="say which database it is: `source: postgresql` or `source: sqlite`",
+            )
+            given["query"] = str(query)
+            return
+        given["query"], bound = query.render(dialect)
+        given["bound"] = list(bound)
+        given["dialect"] = dialect
+        given.pop("parameters", None)
 
     def _collected(self, node_id: str) -> bool:
         node = next(n for n in self.nodes if n.id == node_id)
@@ -501,12 +532,16 @@ class _JobLowering:
         }
         if body.get("schedule"):
             settings["schedule"] = schedule_settings(body["schedule"])
+        if self.workspace.allowed_paths:
+            settings["paths"] = {"allow": list(self.workspace.allowed_paths)}
         return frozen(settings)
 
 
-def lower_job(job: Effective, registry: Registry, workspace: WorkspaceSettings) -> Plan:
-    """The plan of one effective job."""
-    return _JobLowering(job, registry, workspace).lower()
+def lower_job(
+    job: Effective, registry: Registry, workspace: WorkspaceSettings, sink: Diagnostics | None = None
+) -> Plan:
+    """The plan of one effective job; what cannot be lowered (a query whose dialect is unknown) goes to `sink`."""
+    return _JobLowering(job, registry, workspace, sink).lower()
 
 
 def schedule_settings(schedule: Mapping[str, Any]) -> dict[str, Any]:

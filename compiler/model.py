@@ -331,6 +331,12 @@ JOB = record(
             ),
             Key("timeout", SECONDS, "Seconds the whole run may take."),
             Key(
+                "max_error_rate",
+                Number(minimum=0, maximum=1),
+                "The largest share of items that may fail or be skipped (0 to 1) before the run fails; "
+                "none by default, though a run in which no item succeeded always fails.",
+            ),
+            Key(
                 "call_timeout",
                 SECONDS,
                 "Seconds one model call may take, unless the prompt entry sets `timeout`.",
@@ -365,6 +371,12 @@ JOB = record(
             record(
                 Key("type", Choice("file_created|webhook"), "What starts the job.", required=True),
                 Key("path", Text(), "The glob of files to watch (with `type: file_created`)."),
+                Key(
+                    "requests_per_minute",
+                    POSITIVE,
+                    "Requests a minute the webhook takes (with `type: webhook`); past it, 429 with `Retry-After`.",
+                    default=60,
+                ),
                 Key(
                     "endpoint",
                     Text(pattern=URL_PATH_PATTERN, expected="a URL path starting with /"),
@@ -654,6 +666,17 @@ WORKSPACE = record(
         "The mail server for `email` alerts.",
     ),
     Key("state", Text(), "Where the run ledger is kept: a SQLite path or a PostgreSQL URL."),
+    Key(
+        "paths",
+        record(
+            Key(
+                "allow",
+                ListOf(Text()),
+                "Folders outside the workspace that jobs may read and write (symlinks are resolved first).",
+            ),
+        ),
+        "Where jobs' files may be: inside the workspace, and under the folders `allow` lists.",
+    ),
 )
 
 

@@ -89,7 +89,7 @@ _ABOUT: dict[str, str] = {
     "Plan.settings": "Run-wide settings, defaults filled in: `execution`, `error_handling`, `schedule`, `triggers`, `conditions`, `monitoring`, `logging`, `alerts`.",
     "Source.kind": "`source`: reads the items, in batches.",
     "Source.source": "`file`, `database`, `postgresql`, `sqlite`, `api` or `run_input`.",
-    "Source.options": "The rest of the input: `path`, `format`, `query`, `parameters`, `connection`, `endpoint`, `auth`.",
+    "Source.options": "The rest of the input: `path`, `format`, `query`, `parameters`, `connection`, `endpoint`, `auth`; a query written with `${...}` is bound: `query` in the driver's placeholder style (`?` or `%s`), `bound` the values in order, `dialect`.",
     "Source.batch_size": "Items a batch.",
     "Source.batch_strategy": "How items are put in batches.",
     "Source.key": "The field that identifies an item, or null for an `id` or `*_id` field, else the row number.",

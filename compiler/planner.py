@@ -16,9 +16,11 @@ from typing import Any
 
 from .checker import CheckResult, check, gc_paused
 from .checks.expressions import ScalarSpans
+from .checks.paths import check_job_paths, workspace_paths
+from .checks.references import check_resolved
 from .codes import Severity
 from .diagnostics import Diagnostic, Diagnostics
-from .documents import Document
+from .documents import WORKSPACE, Document
 from .ir import Plan
 from .ir.common import DEFAULT_DATABASE, secret_or_text, suggestion_help
 from .ir.expressions import UnsetVariableError
@@ -198,18 +200,19 @@ class _Planner:
         self.sink = sink
         self.spans = ScalarSpans(result.workspace.sources)
         self.workspace = _workspace_settings(result, manifest, environ)
+        self.manifests = [d for d in (*result.workspace.documents, *result.workspace.context) if d.kind == WORKSPACE]
 
     def plan(self, document: Document) -> Plan | None:
         if document.kind == "pipeline":
             return self._pipeline(document)
         job = self._effective(document, (), explicit=self.explicit_profile)
-        return lower_job(job, self.registry, self.workspace) if job else None
+        return lower_job(job, self.registry, self.workspace, self.sink) if job else None
 
     def _effective(self, document: Document, extra: Sequence[Override], *, explicit: str | None) -> Effective | None:
         chosen, ok = choose_profile(document, explicit, self.default_profile, self.sink)
         if not ok:
             return None
-        return effective(
+        job = effective(
             document,
             profile=chosen,
             overrides=[*extra, *self.overrides],
@@ -217,6 +220,13 @@ class _Planner:
             sink=self.sink,
             spans=self.spans,
         )
+        if job is None:
+            return None
+        errors = len(self.sink.errors)
+        check_resolved(document, job.body, self.registry, self.sink)
+        rule = workspace_paths(document, self.manifests, self.result.workspace.root)
+        check_job_paths(document, job.body, document.base, rule, self.sink, job.origins)
+        return job if len(self.sink.errors) == errors else None
 
     def _pipeline(self, document: Document) -> Plan | None:
         body = document.body
@@ -238,7 +248,7 @@ class _Planner:
                 return None
             if not defines and explicit is not None:
                 effective_job.profile = None
-            jobs[node_id] = lower_job(effective_job, self.registry, self.workspace)
+            jobs[node_id] = lower_job(effective_job, self.registry, self.workspace, self.sink)
         if explicit is not None and not any(p.profile == explicit for p in jobs.values()):
             choose_profile(self.registry.get("job", _first_job(body)) or document, explicit, None, self.sink)
             return None
@@ -295,4 +305,5 @@ def _workspace_settings(result: CheckResult, manifest: Mapping[str, Any], enviro
         providers=providers,
         environ=environ,
         fallback_provider=manifest.get("fallback_provider"),
+        allowed_paths=tuple(str(p) for p in ((manifest.get("paths") or {}).get("allow") or ())),
     )

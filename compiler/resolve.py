@@ -41,6 +41,7 @@ from .overlay import INPUT_SHORTHAND, PROMPT_SHORTHAND, OverlayError, Place, app
 from .overrides import Override, scalar
 from .schemas import fast_validator
 from .span import Span
+from .sqlquery import BoundQuery, Hole, QueryError, bind
 from .validate import explain_value
 
 SECRET_KEYS = frozenset({"api_key", "password", "token", "secret", "auth"})
@@ -69,7 +70,7 @@ class Effective:
     profile: str | None = None
     _nodes: Nodes | None = None
     sealed: bool = False
-    """Whether any value was sealed as a `Secret`."""
+    """Whether any value was sealed as a `Secret`, or a query's substitutions bound (a `BoundQuery`)."""
     prompt_overrides: list[Override] = field(default_factory=list)
     """Shorthand overrides (`model`, `temperature`, `max_tokens`), which also apply to a stack's steps."""
 
@@ -283,6 +284,8 @@ def _for_validation(value: Any) -> Any:
     """`value` with each secret replaced by a string, as the schema sees it."""
     if isinstance(value, Secret):
         return value.ref
+    if isinstance(value, BoundQuery):
+        return str(value)
     if isinstance(value, dict):
         return {k: _for_validation(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -323,8 +326,69 @@ class _Resolver:
             if key != "params":
                 body[key] = self._value((key,), body[key], secret=False)
         body["params"] = dict(self.params)
+        given = body.get("input")
+        if isinstance(given, dict) and isinstance(given.get("query"), _QueryParts):
+            given["query"] = self._bind(given["query"], given.get("parameters"))
+
+    def _query(self, place: Place, text: str) -> Any:
+        """A database query's substitutions as holes, to be bound rather than pasted (compiler/sqlquery.py)."""
+        try:
+            parts = parse_substitutions(text)
+        except ExpressionError as error:
+            self.sink.emit("expression-syntax", error.message, self._span(place, error.region.start, error.region.end))
+            return text
+        if not any(isinstance(p, Substitution) for p in parts):
+            return resolve(parts, self._text)
+        pieces: list[str | Hole] = []
+        for part in parts:
+            if isinstance(part, Text):
+                pieces.append(part.value)
+                continue
+            try:
+                value = self._hole_value(part)
+            except UnsetVariableError as error:
+                self._unset(place, error)
+                return text
+            pieces.append(Hole(name=part.name, value=value, region=part.span))
+        origins = [o for o in map(self._origin_of, dict.fromkeys(p.name for p in pieces if isinstance(p, Hole))) if o]
+        if origins:
+            self.result.origins[place] = ", ".join(origins)
+        return _QueryParts(place=place, text=text, pieces=pieces)
+
+    def _hole_value(self, part: Substitution) -> Any:
+        """A query substitution's value: a parameter's own value, an environment variable's text (sealed when
+        its name is secret), or the default. Raises `UnsetVariableError`."""
+        raw = self._parameter(part.name)
+        if raw is _MISSING:
+            found = self.environ.get(part.name)
+            if found and is_secret_env(part.name):
+                return Secret(ref=format((part,)), names=(part.name,), digest=digest(found))
+            raw = found
+        if (raw is None or raw == "") and part.default is not None:
+            raw = part.default
+        if raw is None or (part.required_message is not None and raw == ""):
+            raise UnsetVariableError(part)
+        return raw
+
+    def _bind(self, query: _QueryParts, parameters: Any) -> Any:
+        try:
+            bound = bind(query.pieces, parameters if isinstance(parameters, dict) else {})
+        except QueryError as error:
+            self.sink.emit(
+                "unsafe-substitution",
+                error.message,
+                self._span(query.place, error.region.start, error.region.end),
+                file=None if query.place not in self.overridden else self.result.origins.get(query.place),
+                label="here",
+                help=error.help,
+            )
+            return query.text
+        self.result.sealed = True
+        return bound
 
     def _value(self, place: Place, value: Any, *, secret: bool) -> Any:
+        if place == QUERY and isinstance(value, str) and "${" in value:
+            return self._query(place, value)
         secret = secret or _is_secret_key(place[-1])
         if isinstance(value, dict):
             return {k: self._value((*place, k), v, secret=secret) for k, v in value.items()}
@@ -473,6 +537,16 @@ class _Resolver:
 
 
 _MISSING: Any = object()
+QUERY: Place = ("input", "query")
+
+
+@dataclass(slots=True, kw_only=True)
+class _QueryParts:
+    """A query's text and holes between resolving and binding (binding needs the input's `parameters`)."""
+
+    place: Place
+    text: str
+    pieces: list[str | Hole]
 
 
 def _dependency_order(params: Mapping[str, Any]) -> list[str]:

@@ -282,7 +282,8 @@ def test_param_file_and_environment_overrides_keep_their_origins(tmp_path: Path,
     source = p.node("input")
     assert isinstance(source, Source) and source.batch_size == 7
     assert source.provenance["batch_size"] == "--param-file .params/overrides.yaml"
-    assert source.options["query"] == "SELECT * FROM t WHERE d > '2025-02-02'"
+    assert source.options["query"] == "SELECT * FROM t WHERE d > ?"
+    assert source.options["bound"] == ("2025-02-02",)
     assert source.provenance["query"] == "--param-file .params/overrides.yaml"
     assert p.settings["execution"]["concurrency"] == 3
     assert {s.key: s.origin for s in p.parameters} == {"since": "--param-file .params/overrides.yaml"}

@@ -647,7 +647,8 @@ def test_an_unset_variable_without_default_is_reported_at_its_place(here: Folder
     assert "MIN_ID" in diagnostic.message
     # Set in the environment, the same job plans.
     [job] = plan("unset_job", environ={**ENVIRON, "MIN_ID": "7"}).plans
-    assert job.node("input").options["query"] == "SELECT * FROM t WHERE id > 7"
+    assert job.node("input").options["query"] == "SELECT * FROM t WHERE id > ?"
+    assert job.node("input").options["bound"] == (7,)
 
 
 def test_a_whole_scalar_substitution_keeps_its_yaml_type(here: Folder) -> None:
@@ -786,7 +787,11 @@ PIPELINE_FILES = {
 def query_of(pipeline: Plan, entry: str) -> tuple[str, dict[str, str]]:
     step = pipeline.node(entry)
     assert isinstance(step, JobStep)
-    return step.plan.node("input").options["query"], {s.key: s.origin for s in step.plan.parameters}
+    options = step.plan.node("input").options
+    query = options["query"]
+    for value in options.get("bound", ()):  # the values bound in place of `'${region}'`, shown where they stand
+        query = query.replace("?", f"'{value}'", 1)
+    return query, {s.key: s.origin for s in step.plan.parameters}
 
 
 def test_pipeline_params_reach_its_jobs_entry_params_win_and_a_param_wins_over_both(here: Folder) -> None:
@@ -809,7 +814,8 @@ def test_pipeline_params_reach_its_jobs_entry_params_win_and_a_param_wins_over_b
         assert origins["table"] == "--param"
     # The job alone keeps its own params.
     [job] = plan("loader", environ=ENVIRON).plans
-    assert job.node("input").options["query"] == "SELECT * FROM job_default WHERE region = 'job_default'"
+    assert job.node("input").options["query"] == "SELECT * FROM job_default WHERE region = ?"
+    assert job.node("input").options["bound"] == ("job_default",)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -919,7 +925,7 @@ def test_a_param_that_uses_another_param_gets_its_resolved_value(here: Folder) -
         job:
           name: chained
           params:
-            base: ${ROOT_DIR:-/data}
+            base: ${ROOT_DIR:-data}
             folder: ${base}/in
             literal: "$${x}"
             tagged: "pre-${literal}"
@@ -929,9 +935,9 @@ def test_a_param_that_uses_another_param_gets_its_resolved_value(here: Folder) -
             path: "out/${tagged}.jsonl"
         """,
     )
-    # Params were once resolved against the params as written: `${base}` gave `${ROOT_DIR:-/data}`.
+    # Params were once resolved against the params as written: `${base}` gave `${ROOT_DIR:-data}`.
     job = planned("chained")
-    assert job.node("input").options["path"] == "/data/in/items.jsonl"
+    assert job.node("input").options["path"] == "data/in/items.jsonl"
     assert job.node("output").options["path"] == "out/pre-${x}.jsonl"
 
 

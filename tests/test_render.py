@@ -45,11 +45,11 @@ def test_the_fixture_has_the_diagnostics_these_tests_rely_on(result: CheckResult
     ]
 
 
-def test_renderers_are_registered() -> None:
-    assert RENDERERS["human"] is human.render
-    assert RENDERERS["json"] is json_report.render
-    assert RENDERERS["github"] is github.render
-    assert RENDERERS["sarif"] is sarif.render
+def test_renderers_are_registered_and_mask_url_passwords() -> None:
+    assert RENDERERS["human"].__wrapped__ is human.render  # type: ignore[attr-defined]
+    assert RENDERERS["json"].__wrapped__ is json_report.render  # type: ignore[attr-defined]
+    assert RENDERERS["github"].__wrapped__ is github.render  # type: ignore[attr-defined]
+    assert RENDERERS["sarif"].__wrapped__ is sarif.render  # type: ignore[attr-defined]
 
 
 # Human

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -421,6 +422,43 @@ def test_skip_sends_the_item_to_the_dead_letter_and_the_run_succeeds(tmp_path: P
     again = sleipnir(["run-job", "score", "--json"], ws, env)  # a skipped item is done: not redone
     assert result_of(again.stdout)["metrics"]["items_already_done"] == 20
     assert len((ws / "out" / "dead.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_run_in_which_every_item_was_skipped_exits_1_and_says_so(tmp_path: Path, server: LLMServer) -> None:
+    extra = "error_handling:\n  on_prompt_failure:\n    strategy: skip\n"
+    output = "path: out/scores.jsonl\ndead_letter: out/dead.jsonl\n"
+    ws = make_workspace(tmp_path / "ws", {"jobs/score.yaml": scoring_job("score", output, concurrency=4, extra=extra)})
+    write_items(ws / "data" / "items.jsonl", 50)
+    server.add_faults({"kind": "schema_invalid", "count": 50})
+
+    run = sleipnir(["run-job", "score", "--json"], ws, process_env(server))
+    assert run.returncode == 1, run.stderr
+    result = result_of(run.stdout)
+    assert result["status"] == "failed"
+    assert result["message"] == "no item succeeded: all 50 were skipped, 50 to the dead letter"
+    assert (result["metrics"]["items_skipped"], result["metrics"]["items_dead_lettered"]) == (50, 50)
+    assert len((ws / "out" / "dead.jsonl").read_text().splitlines()) == 50
+    assert "no item succeeded: all 50 were skipped" in run.stderr
+    assert re.search(r"dead letter\s+│\s+50 \(out/dead.jsonl\)", run.stderr), run.stderr
+
+
+def test_max_error_rate_fails_a_run_that_skipped_more_than_it_allows(tmp_path: Path, server: LLMServer) -> None:
+    extra = "error_handling:\n  on_prompt_failure:\n    strategy: skip\n"
+    job = scoring_job("score", concurrency=1, execution="max_error_rate: 0.1", extra=extra)
+    ws = make_workspace(tmp_path / "ws", {"jobs/score.yaml": job})
+    write_items(ws / "data" / "items.jsonl", 20)
+    server.add_faults({"kind": "schema_invalid", "count": 3})  # 3 of 20 skipped: 15%, past 10%
+
+    run = sleipnir(["run-job", "score", "--json"], ws, process_env(server))
+    assert run.returncode == 1, run.stderr
+    message = result_of(run.stdout)["message"]
+    assert message.startswith("3 of 20 items were skipped (15.0%), more than execution.max_error_rate (10.0%)")
+
+    server.reset()
+    server.set_schemas({MARKER: SCORE_SCHEMA})
+    server.add_faults({"kind": "schema_invalid", "count": 1})  # 1 of 20: 5%, within it
+    again = sleipnir(["run-job", "score", "--json", "--fresh"], ws, process_env(server))
+    assert again.returncode == 0, again.stderr
 
 
 # -- PostgreSQL end to end ----------------------------------------------------------------------------------

@@ -89,6 +89,8 @@ job:
 
 
 def test_the_seed_schedules_check_clean(tmp_path: Path) -> None:
+    # The seed's trigger watches /data/input, outside the workspace: allowed as spec/examples allows it.
+    (tmp_path / "sleipnir.yaml").write_text("name: seed\npaths:\n  allow: [/data/input]\n", encoding="utf-8")
     _, diagnostics = run(tmp_path, SEED_JOBS)
     assert diagnostics == []
 

@@ -96,6 +96,7 @@ def summary(result: RunResult, root: str) -> Table:
     rows = [
         ("items ok", f"{p.succeeded:,}"),
         ("skipped", f"{p.skipped:,}"),
+        ("dead letter", f"{p.dead_lettered:,}" + (f" ({result.dead_letter})" if p.dead_lettered else "")),
         ("failed", f"{p.failed:,}"),
         ("already done", f"{p.already_done:,}"),
         *([("redone (stale)", f"{p.stale:,}: {', '.join(result.changed_prompts) or 'their rows changed'}")] if p.stale else []),

@@ -15,6 +15,7 @@ import click
 
 from ..compiler.estimate import estimate
 from ..compiler.ir import JobStep, Plan
+from ..compiler.ir.common import workspace_paths_of
 from ..compiler.lower import DEFAULT_LOGGING
 from ..compiler.planner import plan as compile_plan
 from ..compiler.render import RENDERERS
@@ -186,7 +187,12 @@ class Operations:
             # so the log keeps to warnings rather than repeating them on the same terminal.
             logging_settings["level"] = "WARNING"
         self.logger = configure(
-            logging_settings, job=plan.name, root=plan.root, secrets=secrets_in(plan, environ), environ=environ
+            logging_settings,
+            job=plan.name,
+            root=plan.root,
+            secrets=secrets_in(plan, environ),
+            environ=environ,
+            paths=workspace_paths_of(plan),
         )
         self.alerts = AlertDispatcher(manifest, plan.root, environ, logger=self.logger)
 

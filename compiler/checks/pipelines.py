@@ -77,7 +77,16 @@ class _Pipeline:
         )
 
     def _job(self, name: str, path: Path) -> None:
-        if "${" in name or self.context.registry.get("job", name) is not None:
+        if "${" in name:
+            self.sink.emit(
+                "literal-required",
+                f"a pipeline names its jobs as written, and `{name}` holds a substitution",
+                self.document.span_at(path),
+                label="a substitution where a job name is required",
+                help="write the job's name; to vary what a job does, give it `params:` in this entry",
+            )
+            return
+        if self.context.registry.get("job", name) is not None:
             return
         self.sink.emit(
             "unknown-job",

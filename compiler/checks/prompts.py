@@ -1,6 +1,6 @@
 """Prompt modules: their Jinja templates compile, read declared names, and their output schemas are valid.
 
-A Jinja error knows its line inside the template string only; `_template_line` maps it back to the line of the
+A Jinja error knows its line inside the template string only; `template_line` maps it back to the line of the
 YAML file, exactly for literal block scalars (`|`, the recommended style) and as closely as the style allows
 for the others. A template name that nothing declares but that is close to a declared one is a warning, since
 it renders as an error for every item.
@@ -20,6 +20,7 @@ from jsonschema import validators
 
 from ..documents import Document
 from ..ir.common import suggestion_help
+from ..ir.sandbox import BoundedBinops
 from ..loader import locate, node_span
 from ..span import Span
 
@@ -31,7 +32,11 @@ MESSAGES = ("system", "user")
 
 JSON_TYPES = ("array", "boolean", "integer", "null", "number", "object", "string")
 
-_ENVIRONMENT = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+class _CompileSandbox(BoundedBinops, SandboxedEnvironment):
+    pass
+
+
+_ENVIRONMENT = _CompileSandbox(undefined=StrictUndefined, autoescape=False)
 """Like the runtime's: compiling with the same filters and tests finds an unknown filter before a run does."""
 
 
@@ -61,7 +66,7 @@ def _check_templates(context: CheckContext, document: Document) -> None:
             # code generation, not parsing, is where an unknown filter or test is found
             _ENVIRONMENT.compile(tree, name=f"{document.name}.{message}")
         except TemplateSyntaxError as error:
-            span = _template_line(context, document, path, error.lineno)
+            span = template_line(context, document, path, error.lineno)
             reason = error.message or "invalid template"
             context.sink.emit(
                 "template-syntax",
@@ -150,7 +155,7 @@ def _warn(
     context.sink.emit(
         "unknown-template-variable",
         f"the template reads {what}",
-        _name_span(_template_line(context, document, path, lineno), context, document, name),
+        _name_span(template_line(context, document, path, lineno), context, document, name),
         label="not declared",
         help=hint,
         notes=("a name the run does not bind is an error for every item that renders it",),
@@ -176,7 +181,7 @@ def _name_span(line: Span, context: CheckContext, document: Document, name: str)
     )
 
 
-def _template_line(
+def template_line(
     context: CheckContext, document: Document, path: tuple[str | int, ...], lineno: int
 ) -> Span:
     """The span of line `lineno` (1-based, inside the template string) in the YAML file."""

@@ -8,11 +8,13 @@ compiled, and checked then.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, cast
 
-from ..diagnostics import Label
+from ..diagnostics import Diagnostics, Label
 from ..documents import Document, Path
 from ..ir.common import suggestion_help
+from ..registry import Registry
 from . import DocumentVisitor
 
 if TYPE_CHECKING:
@@ -30,6 +32,13 @@ _WORK_NOTES = {
 
 def check(context: CheckContext) -> None:
     _References(context).run()
+
+
+def check_resolved(document: Document, body: dict[str, Any], registry: Registry, sink: Diagnostics) -> None:
+    """The references of a job whose substitutions `plan` has resolved: a `${PROMPT}` that names no prompt module
+    is `unknown-prompt` at its place, as a written name is in `check`."""
+    context = cast("CheckContext", SimpleNamespace(sink=sink, registry=registry))
+    _References(context).visit_job_body(document, body, document.base)
 
 
 class _References(DocumentVisitor):

@@ -45,7 +45,7 @@ _CONDITION_KEYS: dict[str, tuple[str, ...]] = {
 _CONDITION_NEEDS: dict[str, tuple[str, ...]] = {"data_available": ("check",), "time_window": ("start", "end")}
 _TRIGGER_KEYS: dict[str, tuple[str, ...]] = {
     "file_created": ("type", "path"),
-    "webhook": ("type", "endpoint", "secret_env"),
+    "webhook": ("type", "endpoint", "secret_env", "requests_per_minute"),
 }
 _TRIGGER_NEEDS: dict[str, tuple[str, ...]] = {"file_created": ("path",), "webhook": ("endpoint",)}
 

@@ -7,17 +7,24 @@
   `${NAME}` is sealed as a `Secret`, whether the compiler lowers it or `serve` reads the manifest.
 - `RUN_TIME_NAMES`: the `${...}` names an output path may use that only the run knows.
 - `DEFAULT_DATABASE`: where a workspace keeps its SQLite data when `sleipnir.yaml` names no `database:`.
+- `WorkspacePaths`: where a job's files may be (inside the workspace, or under `paths: allow:`), tested by `check`,
+  `plan` and the runtime alike.
+- `mask_passwords`: a URL's password blanked (`user:***@`) in every artifact, plans, reports, logs and the ledger.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import os
 import posixpath
+import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
 from .expressions import names_in, parse_substitutions, resolve
-from .plan import Secret, digest
+from .plan import Plan, Secret, digest
 
 DEFAULT_DATABASE = ".sleipnir/sleipnir.db"
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv"}
@@ -61,3 +68,59 @@ def secret_or_text(value: str, environ: Mapping[str, str]) -> str | Secret:
     if any(is_secret_env(n) for n in names) or "://" in value or "://" in resolved:
         return Secret(ref=value, names=names, digest=digest(resolved) if resolved else None)
     return resolved
+
+
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)(?!\$\{)[^@\s/]+@")
+"""A URL's `scheme://user:` and the password after it, up to the `@`; a `${NAME}` reference is not a password."""
+MASK = "***"
+
+
+def mask_passwords(text: str) -> str:
+    """`text` with the password of every URL in it replaced: `postgresql://app:***@db/prod`. Every artifact
+    (plans, reports, logs, the run ledger, the dead letter) goes through this before it is written."""
+    return _URL_PASSWORD.sub(rf"\g<1>{MASK}@", text) if "://" in text else text
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkspacePaths:
+    """Where a job's files (sources, sinks, dead letters, logs, watched globs) may be: under its workspace
+    root, or under a folder `sleipnir.yaml` lists in `paths: allow:`. Symlinks are resolved before the test, so a
+    link inside the workspace that leads out of it is outside. `compiler/checks/paths.py` applies it to what a
+    job writes, `plan` to the resolved values, and the runtime again before it opens a file."""
+
+    root: str
+    allow: tuple[str, ...] = ()
+    """Absolute folders, or folders relative to `root`."""
+
+    def escape(self, path: str) -> str | None:
+        """None when `path` (relative to the root, or absolute; a glob is judged by its fixed part) stays
+        inside; else why not, as a phrase: "leads outside the workspace", "is outside the workspace"."""
+        if "\x00" in path:
+            return "holds a NUL character"
+        glob = _GLOB.search(path)
+        fixed = path[: glob.start()] if glob else path
+        target = _real(self.root, fixed)
+        if target is None:
+            return "cannot be resolved"
+        if any(target == base or base in target.parents for base in self._bases()):
+            return None
+        return "is outside the workspace" if os.path.isabs(os.path.expanduser(fixed)) else "leads outside the workspace"
+
+    def _bases(self) -> list[Path]:
+        return [b for b in (_real(self.root, p) for p in (".", *self.allow)) if b is not None]
+
+
+_GLOB = re.compile(r"[*?\[]")
+
+
+def _real(root: str, path: str) -> Path | None:
+    try:
+        return Path(os.path.realpath(os.path.join(root, os.path.expanduser(path))))
+    except (OSError, ValueError):
+        return None
+
+
+def workspace_paths_of(plan: Plan) -> WorkspacePaths:
+    """The rule a plan's files follow at run time: its root and the folders its workspace allowed."""
+    allowed = (plan.settings.get("paths") or {}).get("allow") or ()
+    return WorkspacePaths(root=plan.root, allow=tuple(str(a) for a in allowed))

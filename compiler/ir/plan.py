@@ -179,7 +179,7 @@ class Source(Node):
     source: str
     """`file`, `database`, `postgresql`, `sqlite`, `api`, or `run_input` (no `input:`: the items come from `--input FILE`, else the prompts run once, for one item with an empty row)."""
     options: Frozen = EMPTY
-    """The rest of the input: `path`, `format`, `query`, `parameters`, `connection`, `endpoint`, `auth`."""
+    """The rest of the input: `path`, `format`, `query`, `parameters`, `connection`, `endpoint`, `auth`; a query written with `${...}` is bound: `query` in the driver's placeholder style (`?` or `%s`), `bound` the values in order, `dialect`."""
     batch_size: int = 100
     batch_strategy: str = "sequential"
     key: str | None = None

@@ -13,6 +13,7 @@ from dataclasses import fields
 from typing import Any
 
 from ..span import Span
+from .common import mask_passwords
 from .plan import (
     FORMAT_VERSION,
     NODE_KINDS,
@@ -64,13 +65,18 @@ def to_data(plan: Plan, *, for_hash: bool = False) -> dict[str, Any]:
 
 
 def to_json(plan: Plan, *, indent: int | None = 2) -> str:
-    """The plan's JSON form: deterministic, byte for byte, for the same inputs."""
+    """The plan's JSON form: deterministic, byte for byte, for the same inputs. The password of any URL in it is
+    masked (`user:***@`): the plan carries secrets only as references, and a literal one is `check`'s warning
+    (read back, such a plan holds `***`, and the runtime cannot connect with it)."""
     data = {"id": plan.id, **to_data(plan)}
-    return json.dumps(data, indent=indent, sort_keys=True, ensure_ascii=False) + "\n"
+    return mask_passwords(json.dumps(data, indent=indent, sort_keys=True, ensure_ascii=False)) + "\n"
 
 
 def plan_id(plan: Plan) -> str:
-    canonical = json.dumps(to_data(plan, for_hash=True), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    # Masked as `to_json` masks, so the JSON of a plan with a literal password still carries its own id.
+    canonical = mask_passwords(
+        json.dumps(to_data(plan, for_hash=True), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

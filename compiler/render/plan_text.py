@@ -17,7 +17,20 @@ from typing import Any
 from croniter import croniter
 
 from ..estimate import CHARS_PER_TOKEN, Estimate
-from ..ir import JobStep, Merge, Node, Plan, PromptCall, Reduce, Retry, Secret, Sink, Source, Split
+from ..ir import (
+    JobStep,
+    Merge,
+    Node,
+    Plan,
+    PromptCall,
+    Reduce,
+    Retry,
+    Secret,
+    Sink,
+    Source,
+    Split,
+)
+from ..ir.common import mask_passwords
 
 ENTRY_WIDTH = 80
 """Lists of `key value (origin)` entries wrap at this width, not counting the node's indent."""
@@ -56,7 +69,7 @@ def render_plan(plan: Plan, *, estimate: Estimate | None, now: datetime, color: 
         _estimate(estimate, style) if estimate is not None else "",
         style.title(summary(plan, estimate)),
     ]
-    text = "\n\n".join(block for block in blocks if block)
+    text = mask_passwords("\n\n".join(block for block in blocks if block))
     return "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
 
 
@@ -514,7 +527,7 @@ def show(value: Any) -> str:
     if value is None:
         return "none"
     if isinstance(value, str):
-        return value if value else '""'
+        return mask_passwords(value) if value else '""'
     if isinstance(value, Mapping):
         return "{" + ", ".join(f"{k}: {show(v)}" for k, v in value.items()) + "}"
     if isinstance(value, list | tuple):

@@ -36,6 +36,8 @@ class JobShape:
         execution = thaw(plan.settings.get("execution") or {})
         self.concurrency = int(execution.get("concurrency") or 10)
         self.timeout = execution.get("timeout")
+        rate = execution.get("max_error_rate")
+        self.max_error_rate = None if rate is None else float(rate)
         handling = thaw(plan.settings.get("error_handling") or {})
         self.on_input = str((handling.get("on_input_error") or {}).get("strategy", "fail"))
         self.on_output = str((handling.get("on_output_error") or {}).get("strategy", "fail"))

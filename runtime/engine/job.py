@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ...compiler.ir import Plan
+from ...compiler.ir.common import workspace_paths_of
 from ..io import IOContext, SinkError, SourceError, sinks, sources
 from ..io.dbconn import DatabaseError, parse_database_url
 from ..io.deadletter import DeadLetter
@@ -40,7 +41,7 @@ from .context import RunContext
 from .gather import Gatherer
 from .ledger import Ledger
 from .reader import Reader, Survey, count_items, detect_key_field, survey
-from .state import Hooks, ItemFailure, Progress, RunOptions, RunResult, RunStopped, chain_hooks
+from .state import Hooks, ItemFailure, Progress, RunOptions, RunResult, RunStopped, chain_hooks, verdict
 from .writer import Batch, Item, Writer
 
 __all__ = [
@@ -105,6 +106,8 @@ class JobRun:
             if not run.key_field:
                 run.key_field = await asyncio.to_thread(detect_key_field, node, context, self.options.input_path)
             sink = sinks.make_sink(run.shape.sink, key_field=run.key_field, context=context)
+            self.result.dead_letter = run.shape.sink.dead_letter
+            context.inside(run.shape.sink.dead_letter, SinkError)
             deadletter = DeadLetter(run.shape.sink.dead_letter, self.plan.root, plan_id=self.plan.id, job=self.plan.name)
             resume = not self.options.fresh and await asyncio.to_thread(ledger.has_items, run.scope)
             answers = not self.options.fresh and await asyncio.to_thread(ledger.has_answers, run.scope)
@@ -132,7 +135,8 @@ class JobRun:
                 raise run.stopping
             # `--retry-failed` leaves items never tried undone on purpose: its output is not the whole run yet.
             complete = not self.options.retry_failed
-            self.result.status = "succeeded" if self.progress.failed == 0 else "failed"
+            self.result.status, why = verdict(self.progress, run.shape.max_error_rate)
+            self.result.message = why or self.result.message
         except RunStopped as stop:
             self.result.status, self.result.message = stop.reason, stop.message
         except (SourceError, SinkError, MissingSecret, ProviderError, DatabaseError, ValueError) as error:
@@ -197,7 +201,14 @@ class JobRun:
             "run.date": datetime.now(UTC).strftime("%Y-%m-%d"),
             "trigger.file_stem": Path(given).stem if given else "",
         }
-        return IOContext(root=self.plan.root, environ=environ, connections=connections, job=self.plan.name, run=run)
+        return IOContext(
+            root=self.plan.root,
+            environ=environ,
+            connections=connections,
+            job=self.plan.name,
+            run=run,
+            paths=workspace_paths_of(self.plan),
+        )
 
     def _compare_work(self, ledger: Ledger, worker: ItemWorker) -> None:
         """Name the calls whose work changed since the job's last run, then remember this run's."""

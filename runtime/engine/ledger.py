@@ -28,6 +28,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ...compiler.ir.common import mask_passwords
 from ..io.dbconn import connect_postgresql, connect_sqlite, parse_database_url
 
 DONE = "succeeded"
@@ -204,7 +205,7 @@ class Ledger:
                 o.key,
                 o.status,
                 o.attempts,
-                o.error,
+                None if o.error is None else mask_passwords(o.error),
                 None if o.output is None else json.dumps(o.output, ensure_ascii=False, default=str),
                 run_id,
                 now,
@@ -315,7 +316,7 @@ class Ledger:
         with self._transaction() as cursor:
             cursor.execute(
                 self._sql("UPDATE sleipnir_runs SET finished_at = ?, status = ?, summary = ? WHERE run_id = ?"),
-                [time.time(), status, json.dumps(summary, default=str), run_id],
+                [time.time(), status, mask_passwords(json.dumps(summary, default=str)), run_id],
             )
 
     def runs(self, job: str | None = None, limit: int = 20) -> list[RunRecord]:

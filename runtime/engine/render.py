@@ -16,13 +16,18 @@ from typing import Any
 import jinja2
 import jsonschema_rs
 from jinja2 import meta
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ...compiler.ir import PromptCall, PromptModule, thaw
+from ...compiler.ir.sandbox import BoundedBinops
 
-_ENVIRONMENT = ImmutableSandboxedEnvironment(
-    undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False
-)
+
+class _Sandbox(BoundedBinops, ImmutableSandboxedEnvironment):
+    """The immutable sandbox, with `*` and `**` bounded (`compiler/ir/sandbox.py`): a refusal fails the item."""
+
+
+_ENVIRONMENT = _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
 
 
 class ItemError(Exception):
@@ -53,8 +58,14 @@ class PreparedCall:
         self.user = _Fast(_ENVIRONMENT.from_string(module.user))
         self.system = _Fast(_ENVIRONMENT.from_string(module.system)) if module.system else None
         self.fixed_system: str | None = None
+        self.fixed_error: ItemError | None = None
+        """A system message that reads only `parameters` and fails (the sandbox refused it): every item fails
+        with this, as each would have failed rendering it."""
         if module.system and _reads_only(module.system, {"parameters"}):
-            self.fixed_system = self.system.render(parameters=self.parameters) if self.system else None
+            try:
+                self.fixed_system = self.system.render(parameters=self.parameters) if self.system else None
+            except Exception as error:
+                self.fixed_error = self._template_error(error)
         self.bindings = [_binding(name, text) for name, text in thaw(node.inputs).items()]
         self.json_output = module.output_format == "json"
         schema = thaw(module.output_schema) if module.output_schema is not None else None
@@ -91,18 +102,28 @@ class PreparedCall:
         return context
 
     def messages(self, context: Mapping[str, Any]) -> tuple[dict[str, str], ...]:
+        if self.fixed_error is not None:
+            raise self.fixed_error
         try:
             user = self.user.render(context)
             system = self.fixed_system if self.fixed_system is not None else (
                 self.system.render(context) if self.system else None
             )
-        except jinja2.UndefinedError as error:
-            raise ItemError(f"`{self.module.name}@{self.module.version}` template: {error.message}") from None
-        except jinja2.TemplateError as error:
-            raise ItemError(f"`{self.module.name}@{self.module.version}` template: {error}") from None
+        except Exception as error:
+            raise self._template_error(error) from None
         if system:
             return ({"role": "system", "content": system}, {"role": "user", "content": user})
         return ({"role": "user", "content": user},)
+
+    def _template_error(self, error: Exception) -> ItemError:
+        where = f"`{self.module.name}@{self.module.version}` template"
+        if isinstance(error, jinja2.UndefinedError):
+            return ItemError(f"{where}: {error.message}")
+        if isinstance(error, SecurityError):
+            return ItemError(f"{where}: refused by the sandbox: {error}")
+        if isinstance(error, jinja2.TemplateError):
+            return ItemError(f"{where}: {error}")
+        return ItemError(f"{where}: {type(error).__name__}: {error}")
 
     def parse(self, text: str) -> Any:
         """The answer as the module declares it: parsed and validated JSON, or the text."""

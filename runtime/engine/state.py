@@ -111,6 +111,8 @@ class Progress:
     succeeded: int = 0
     skipped: int = 0
     failed: int = 0
+    dead_lettered: int = 0
+    """Items written to the dead letter (the skipped ones), counted as they are written."""
     calls: int = 0
     retries: int = 0
     prompt_tokens: int = 0
@@ -146,6 +148,8 @@ class RunResult:
     notices: list[str] = field(default_factory=list)
     changed_prompts: list[str] = field(default_factory=list)
     """The calls whose work changed since the job's last run (their items are stale)."""
+    dead_letter: str = ""
+    """The dead letter's path, relative to the workspace root."""
 
     @property
     def ok(self) -> bool:
@@ -164,6 +168,7 @@ class RunResult:
             "items_stale": p.stale,
             "answers_reused": p.reused,
             "changed_prompts": list(self.changed_prompts),
+            "items_dead_lettered": p.dead_lettered,
             "calls": p.calls,
             "retries": p.retries,
             "prompt_tokens": p.prompt_tokens,
@@ -173,3 +178,22 @@ class RunResult:
             "error_rate": (p.failed + p.skipped) / processed if processed else 0.0,
             "tokens_by_model": {m: {"prompt": t[0], "completion": t[1]} for m, t in p.tokens_by_model.items()},
         }
+
+
+def verdict(progress: Progress, max_error_rate: float | None) -> tuple[str, str]:
+    """The status of a run that went to its end, and why when it failed: an item that failed under a `fail`
+    strategy fails it; so does a run in which items were tried and none succeeded, whatever the strategy (every
+    item skipped to the dead letter is not a success), and one whose share of failed or skipped items passes
+    `execution.max_error_rate`."""
+    tried = progress.succeeded + progress.skipped + progress.failed
+    if progress.failed:
+        return "failed", ""
+    if tried and not progress.succeeded:
+        return "failed", f"no item succeeded: all {tried:,} were skipped, {progress.dead_lettered:,} to the dead letter"
+    rate = (progress.failed + progress.skipped) / tried if tried else 0.0
+    if max_error_rate is not None and rate > max_error_rate:
+        return "failed", (
+            f"{progress.skipped:,} of {tried:,} items were skipped ({rate:.1%}), more than execution.max_error_rate "
+            f"({max_error_rate:.1%}); {progress.dead_lettered:,} went to the dead letter"
+        )
+    return "succeeded", ""

@@ -188,6 +188,7 @@ class Writer:
                 return str(error)
         if dead:
             self.deadletter.write(dead)
+            self.run.progress.dead_lettered += len(dead)
         self.ledger.record(self.run.scope, self.run.run_id, outcomes)
         return None
 
@@ -205,6 +206,7 @@ class Writer:
                 [{"key": str(r.get(key_field)), "stage": "output", "input": r, "error": message, "attempts": 1} for r in rows],
             )
             run.progress.skipped += len(rows)
+            run.progress.dead_lettered += len(rows)
             return [
                 Outcome(key=o.key, status=SKIPPED, error=message, fingerprint=o.fingerprint) if o.key in keys else o
                 for o in outcomes

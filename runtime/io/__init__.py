@@ -12,6 +12,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ...compiler.ir.common import WorkspacePaths
+
 Row = dict[str, Any]
 
 
@@ -38,6 +40,8 @@ class IOContext:
     job: str = "job"
     run: Mapping[str, str] = field(default_factory=dict)
     """What only the run knows, for `${run.id}`, `${run.date}` and `${trigger.file_stem}` in an output path."""
+    paths: WorkspacePaths | None = None
+    """Where the job's files may be (the workspace and the folders it allows); None: anywhere (a bare test)."""
 
     def with_run_values(self, text: str) -> str:
         """`text` with `${run.id}`, `${run.date}` and `${trigger.file_stem}` filled in (`$${` stays a literal `${`)."""
@@ -51,6 +55,13 @@ class IOContext:
     def connection(self, name: str) -> str:
         """The URL of a connection name, or `name` itself when it is already a URL or a path."""
         return self.connections.get(name, name)
+
+    def inside(self, path: str, error: type[Exception]) -> None:
+        """Raise `error` when `path` leads outside the workspace and every allowed folder (symlinks resolved
+        now: `plan` checked the path, but a link may have changed since)."""
+        reason = self.paths.escape(path) if self.paths is not None else None
+        if reason is not None:
+            raise error(f"{path} {reason} (list its folder in sleipnir.yaml `paths: allow:` to use it)")
 
 
 class SourceError(Exception):

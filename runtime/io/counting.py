@@ -1,8 +1,9 @@
 """Counting a database source's rows for `sleipnir plan --estimate`: a `COUNT(*)` over the source's query.
 
 This is the runtime's side of the estimate: the compiler knows no databases, so the CLI hands it this counter.
-The query is wrapped, never edited (`SELECT COUNT(*) FROM (<query>) AS items`), and its `:name` parameters are
-bound, never formatted in. Connections are made as the sources make them (`runtime/io/dbconn.py`), read-only.
+The query is wrapped, never edited (`SELECT COUNT(*) FROM (<query>) AS items`), and its `:name` parameters (or
+the values the compiler bound for its `${...}`) are bound, never formatted in. Connections are made as the sources
+make them (`runtime/io/dbconn.py`), read-only.
 """
 
 from __future__ import annotations
@@ -35,7 +36,11 @@ def counter_for(plan: Plan, environ: Mapping[str, str] | None = None) -> Callabl
         if source.source not in ("database", "sqlite", "postgresql") or not isinstance(query, str):
             return None
         url = connection_url(plan, str(source.options.get("connection", "default")), environ)
-        parameters: dict[str, Any] = dict(source.options.get("parameters") or {})
+        parameters: dict[str, Any] | tuple[Any, ...] = dict(source.options.get("parameters") or {})
+        bound = "bound" in source.options
+        if bound:
+            # The compiler bound the query's substitutions: it is in the driver's style, values by position.
+            parameters = tuple(reveal(v, os.environ if environ is None else environ) for v in source.options["bound"])
         wrapped = f"SELECT COUNT(*) FROM ({query.rstrip().rstrip(';')}) AS items"
         database = parse_database_url(url, root=root)
         if database.path is not None:
@@ -45,7 +50,8 @@ def counter_for(plan: Plan, environ: Mapping[str, str] | None = None) -> Callabl
                 row = connection.execute(wrapped, parameters).fetchone()
             return int(row[0])
         with contextlib.closing(connect_postgresql(database.url, read_only=True)) as connection:
-            found = connection.execute(postgresql_query(wrapped).encode(), parameters).fetchone()
+            text = wrapped if bound else postgresql_query(wrapped)
+            found = connection.execute(text.encode(), parameters).fetchone()
             connection.rollback()
         return int(found[0]) if found else None
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ...compiler.ir.common import mask_passwords
 from .sinks import repair_torn_line
 
 
@@ -45,7 +46,9 @@ class DeadLetter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         now = time.time()
         lines = "".join(
-            json.dumps({"plan": self.plan_id, "job": self.job, "at": now, **entry}, ensure_ascii=False, default=str)
+            mask_passwords(
+                json.dumps({"plan": self.plan_id, "job": self.job, "at": now, **entry}, ensure_ascii=False, default=str)
+            )
             + "\n"
             for entry in entries
         )

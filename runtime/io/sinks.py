@@ -600,6 +600,7 @@ def file_sink(node: ir.Sink, *, key_field: str, context: IOContext) -> Sink:
     except ValueError as exc:
         raise SinkError(f"{path}: {exc}") from exc
     path = context.with_run_values(path)
+    context.inside(path, SinkError)
     target = Path(path).expanduser()
     target = target if target.is_absolute() else Path(context.root, target)
     return FileSink(target=target, format=fmt, mode=_mode(node), key_field=key_field, shown=path)

@@ -41,6 +41,7 @@ import psycopg.rows
 
 from ...compiler import ir
 from ...compiler.ir.common import FORMATS, suffix_format, suggestion_help
+from ..secrets import MissingSecret, reveal
 from . import IOContext, Row, RowError, Source, SourceError
 from .dbconn import (
     DatabaseError,
@@ -351,10 +352,23 @@ class DatabaseSource(_Streaming):
     server-side cursor on PostgreSQL (in a read-only transaction). Values are converted so rows serialise
     as JSON (`dbconn.plain_value`)."""
 
-    def __init__(self, *, database: DatabaseURL, query: str, parameters: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        *,
+        database: DatabaseURL,
+        query: str,
+        parameters: Mapping[str, Any] | None = None,
+        bound: tuple[Any, ...] | None = None,
+    ) -> None:
+        """`parameters` bind `:name` placeholders; `bound` (a query the compiler bound, already in the driver's
+        placeholder style) binds `?` or `%s` by position."""
         self.database = database
         self.query = query
-        self.parameters = {k: list(v) if isinstance(v, tuple) else v for k, v in parameters.items()}
+        self.parameters: Mapping[str, Any] | tuple[Any, ...] = (
+            bound
+            if bound is not None
+            else {k: list(v) if isinstance(v, tuple) else v for k, v in (parameters or {}).items()}
+        )
 
     def _batches(self, batch_size: int) -> Generator[list[Entry], None, None]:
         read = self._sqlite if self.database.kind == "sqlite" else self._postgresql
@@ -386,7 +400,8 @@ class DatabaseSource(_Streaming):
             connection.cursor(name=name, row_factory=psycopg.rows.dict_row) as cursor,
         ):
             cursor.itersize = batch_size
-            cursor.execute(postgresql_query(self.query), self.parameters)
+            query = self.query if isinstance(self.parameters, tuple) else postgresql_query(self.query)
+            cursor.execute(query, self.parameters)
             while rows := cursor.fetchmany(batch_size):
                 yield [{key: plain_value(value) for key, value in row.items()} for row in rows]
 
@@ -553,6 +568,7 @@ def file_source(node: ir.Source, *, context: IOContext) -> Source:
     path = node.options.get("path")
     if not isinstance(path, str) or not path:
         raise SourceError(f"file source {node.id}: no path")
+    context.inside(path, SourceError)
     return FileSource(path=_under(context.root, path), format=_format(path, node.options.get("format")), shown=path)
 
 
@@ -572,10 +588,24 @@ def database_source(node: ir.Source, *, context: IOContext) -> Source:
     query = node.options.get("query")
     if not isinstance(query, str) or not query.strip():
         raise SourceError(f"database source {node.id}: no query")
+    database = database_of(node, context, SourceError)
+    if "bound" in node.options:
+        dialect = node.options.get("dialect")
+        if dialect != database.kind:
+            raise SourceError(
+                f"database source {node.id}: the query was bound for {dialect}, but the connection is a "
+                f"{database.kind} database ({database.display}); plan it again"
+            )
+        try:
+            revealed = (reveal(value, context.environ) for value in node.options["bound"])
+            bound = tuple(list(v) if isinstance(v, tuple) else v for v in revealed)
+        except MissingSecret as exc:
+            raise SourceError(f"database source {node.id}: {exc}") from exc
+        return DatabaseSource(database=database, query=query, bound=bound)
     parameters = node.options.get("parameters") or {}
     if not isinstance(parameters, Mapping):
         raise SourceError(f"database source {node.id}: parameters must be a mapping")
-    return DatabaseSource(database=database_of(node, context, SourceError), query=query, parameters=parameters)
+    return DatabaseSource(database=database, query=query, parameters=parameters)
 
 
 def api_source(node: ir.Source, *, context: IOContext) -> Source:

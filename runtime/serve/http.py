@@ -1,15 +1,20 @@
-"""The HTTP side of `serve` (aiohttp): webhook POSTs (authenticated, size-limited, JSON-checked; the body is
-the run's input), `/metrics` (Prometheus text) and `/healthz`."""
+"""The HTTP side of `serve` (aiohttp): webhook POSTs (rate-limited, authenticated, size-limited, JSON-checked;
+the body is the run's input), `/metrics` (Prometheus text, behind a bearer token when `SLEIPNIR_METRICS_TOKEN` is
+set) and `/healthz`. The limits are in spec/operations.md."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
+import ipaddress
 import logging
+import math
 import os
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -19,10 +24,36 @@ from .triggers import WebhookBodyError, verify, webhook_rows, write_incoming
 
 BODY_LIMIT = 1 << 20
 """The largest webhook body taken (1 MiB); a larger one gets 413."""
+WEBHOOK_RATE = 60
+"""Requests a minute one webhook takes unless its trigger sets `requests_per_minute`; past it, 429."""
+METRICS_TOKEN_ENV = "SLEIPNIR_METRICS_TOKEN"
+"""When set, `/metrics` answers only a request with `Authorization: Bearer <its value>`."""
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 if TYPE_CHECKING:
     from .service import Service
+
+
+class TokenBucket:
+    """`per_minute` requests a minute, in bursts of up to as many: each request takes a token, and tokens come
+    back at `per_minute / 60` a second."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self.tokens = self.capacity
+        self.clock = clock
+        self.updated = clock()
+
+    def take(self) -> float:
+        """0 when a token was taken; else the seconds until one is back (for `Retry-After`)."""
+        now = self.clock()
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
 
 
 class HttpApp:
@@ -30,6 +61,7 @@ class HttpApp:
 
     def __init__(self, service: Service) -> None:
         self.service = service
+        self.buckets: dict[tuple[str, int], TokenBucket] = {}
 
     async def start(self) -> None:
         app = web.Application(client_max_size=self.service.body_limit)
@@ -47,8 +79,21 @@ class HttpApp:
             raise
         self.service.port = int(self.service.http_runner.addresses[0][1])  # the port taken, when asked for port 0
         log_event("listen", f"listening on http://{self.service.host}:{self.service.port}")
+        if not _loopback(self.service.host):
+            for path, (name, trigger) in sorted(self.service.endpoints.items()):
+                if not trigger.get("secret_env"):
+                    log_event(
+                        "config",
+                        f"listening on {self.service.host}, beyond this machine, and the webhook {path} has no "
+                        f"secret_env: anyone who reaches it can start {name}",
+                        job=name,
+                        level=logging.WARNING,
+                    )
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        token = self.service.environ.get(METRICS_TOKEN_ENV)
+        if token and not hmac.compare_digest(request.headers.get("Authorization", "").encode(), f"Bearer {token}".encode()):
+            return error_response(401, "/metrics needs a bearer token", {"WWW-Authenticate": "Bearer"})
         return web.Response(body=self.service.metrics.exposition(), headers={"Content-Type": PROMETHEUS_TEXT})
 
     async def _healthz(self, request: web.Request) -> web.Response:
@@ -69,6 +114,12 @@ class HttpApp:
         if self.service.draining:
             return error_response(503, "serve is stopping")
         name, trigger = found
+        wait = self._bucket(request.path, trigger).take()
+        if wait:
+            seconds = max(1, math.ceil(wait))
+            return error_response(
+                429, f"over the limit of {self._rate(trigger)} requests a minute", {"Retry-After": str(seconds)}
+            )
         too_large = error_response(413, f"the body is over the limit of {self.service.body_limit} bytes")
         if request.content_length is not None and request.content_length > self.service.body_limit:
             return too_large
@@ -90,6 +141,17 @@ class HttpApp:
         self.service.spawn(self.run_body(job, run, path), self.service.run_tasks)
         return web.json_response({"job": name, "run_id": run.run_id, "items": len(rows)}, status=202)
 
+    def _bucket(self, path: str, trigger: Mapping[str, Any]) -> TokenBucket:
+        key = (path, self._rate(trigger))  # a reload that changes the limit starts a new bucket
+        bucket = self.buckets.get(key)
+        if bucket is None:
+            bucket = self.buckets[key] = TokenBucket(key[1])
+        return bucket
+
+    @staticmethod
+    def _rate(trigger: Mapping[str, Any]) -> int:
+        return int(trigger.get("requests_per_minute") or WEBHOOK_RATE)
+
     async def run_body(self, job: ServedJob, run: JobRun, path: str) -> None:
         result = await self.service.runs.guarded(job, f"webhook {run.run_id}", lambda: self.service.runs.execute(job, path, run=run))
         interrupted = self.service.draining and (result is None or getattr(result, "status", "") == "interrupted")
@@ -107,3 +169,13 @@ class HttpApp:
                 log_event("resume", f"running a webhook body left by the last stop: {path.name}", job=job.name)
                 run = JobRun(job.plan, self.service.runs.options(job.plan, str(path)))
                 self.service.spawn(self.run_body(job, run, str(path)), self.service.run_tasks)
+
+
+def _loopback(host: str) -> bool:
+    """Whether `host` is reachable only from this machine (`127.0.0.1`, `::1`, `localhost`)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ...compiler.ir import Secret
+from ...compiler.ir.common import WorkspacePaths, mask_passwords
 from ..engine.job import Hooks, Progress, RunResult, chain_hooks
 
 __all__ = [
@@ -64,6 +65,7 @@ class Redactor:
 
     def text(self, text: str) -> str:
         """`text` with every secret value replaced."""
+        text = mask_passwords(text)
         return self.pattern.sub(REDACTED, text) if self.pattern is not None else text
 
     def value(self, value: Any, field: str = "") -> Any:
@@ -204,11 +206,17 @@ def logger_name(job: str) -> str:
     return f"sleipnir.jobs.{job}"
 
 
-def _handler(settings: Mapping[str, Any], job: str, root: str) -> logging.Handler:
+def _handler(settings: Mapping[str, Any], job: str, root: str, paths: WorkspacePaths | None) -> logging.Handler:
     destination = str(settings.get("destination") or "stderr")
     if destination in ("stdout", "stderr"):
         return _Console(destination)
-    path = Path(str(settings.get("path") or f"logs/{job}.log"))
+    written = str(settings.get("path") or f"logs/{job}.log")
+    reason = paths.escape(written) if paths is not None else None
+    if reason is not None:
+        # `plan` refused such a path; a symlink changed since. The lines go to stderr rather than out of bounds.
+        sys.stderr.write(f"warning: the log file {written} {reason}; logging to stderr\n")
+        return _Console("stderr")
+    path = Path(written)
     path = path if path.is_absolute() else Path(root) / path
     path.parent.mkdir(parents=True, exist_ok=True)
     retention = int(settings.get("retention") or 7)
@@ -231,6 +239,7 @@ def configure(
     run_id: str | None = None,
     secrets: Iterable[str] = (),
     environ: Mapping[str, str] | None = None,
+    paths: WorkspacePaths | None = None,
 ) -> logging.Logger:
     """The logger of `job`, writing where `settings` (a plan's `logging` settings) say.
 
@@ -253,7 +262,7 @@ def configure(
     for handler in owned:
         logger.removeHandler(handler)
         handler.close()
-    handler = _handler(settings, job, root)
+    handler = _handler(settings, job, root, paths)
     handler.addFilter(_Context(job, run_id, redactor))
     handler.setFormatter(JsonFormatter() if settings.get("format") == "json" else TextFormatter())
     setattr(handler, _OWNED, shape)

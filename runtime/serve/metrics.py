@@ -41,6 +41,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from ...compiler.ir.common import mask_passwords
 from ..io.dbconn import mask_secrets, mask_url
 
 __all__ = [
@@ -282,6 +283,7 @@ def export_after_run(
 
 
 def _failed(message: str) -> str:
+    message = mask_passwords(message)
     log.warning(message)
     return message
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ...compiler.ir import JobStep, Plan, thaw
+from ...compiler.ir.common import workspace_paths_of
 from ..engine.job import Hooks, JobRun, RunOptions, RunResult, chain_hooks
 from ..engine.pipeline import PipelineResult, run_pipeline
 from .alerts import AlertDispatcher
@@ -107,7 +108,11 @@ class Runs:
 
     def job_log(self, plan: Plan) -> logging.Logger:
         settings = plan.settings.get("logging") or {}
-        return configure(settings, job=plan.name, root=plan.root, secrets=secrets_in(plan, self.service.environ), environ=self.service.environ)
+        environ = self.service.environ
+        return configure(
+            settings, job=plan.name, root=plan.root, secrets=secrets_in(plan, environ), environ=environ,
+            paths=workspace_paths_of(plan),
+        )
 
     def cost(self, metrics: Mapping[str, Any], plan: Plan) -> float | None:
         return self.service.cost(metrics["tokens_by_model"], plan.root) if self.service.cost else None

@@ -40,6 +40,7 @@ from typing import Any
 from aiohttp import web
 
 from ...compiler.ir import thaw
+from ...compiler.ir.common import workspace_paths_of
 from ...compiler.planner import PlanResult
 from ...compiler.planner import plan as compile_plan
 from ..engine.job import DEFAULT_STATE, JobRun, RunResult
@@ -158,6 +159,10 @@ class Service:
                         secret = trigger["secret_env"]
                         log_event("config", f"{secret} is not set: {endpoint} answers 401", job=job.name, level=logging.WARNING)
                 elif trigger.get("type") == "file_created":
+                    reason = workspace_paths_of(job.plan).escape(str(trigger["path"]))
+                    if reason is not None:
+                        log_event("config", f"not watching {trigger['path']}: it {reason}", job=job.name, level=logging.WARNING)
+                        continue
                     glob = FileGlob.under(str(trigger["path"]), self.root)
                     self.globs[job.name] = (*self.globs.get(job.name, ()), glob)
 

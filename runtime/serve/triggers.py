@@ -214,12 +214,38 @@ class WebhookBodyError(ValueError):
     """A webhook body that is not a JSON object or an array of objects; the message says what is wrong."""
 
 
+WEBHOOK_DEPTH_LIMIT = 64
+"""The deepest nesting of arrays and objects a webhook body may have; deeper is 400 (spec/operations.md)."""
+WEBHOOK_ITEM_LIMIT = 10_000
+"""The most items one webhook body may carry."""
+_JSON_STRING = re.compile(rb'"(?:\\.|[^"\\])*"')
+_JSON_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def json_depth(body: bytes, limit: int) -> int:
+    """The nesting depth of the JSON text `body` (strings skipped), counted only up to `limit + 1`: the test runs
+    before the parser, whose recursion a body nested 100,000 deep would exhaust."""
+    depth = deepest = 0
+    for bracket in _JSON_BRACKET.finditer(_JSON_STRING.sub(b"", body)):
+        depth += 1 if bracket.group() in (b"[", b"{") else -1
+        if depth > deepest:
+            deepest = depth
+            if deepest > limit:
+                break
+    return deepest
+
+
 def webhook_rows(body: bytes) -> list[dict[str, Any]]:
-    """The rows a webhook body carries: one JSON object, or an array of objects. Raises `WebhookBodyError`."""
+    """The rows a webhook body carries: one JSON object, or an array of objects, nested at most
+    `WEBHOOK_DEPTH_LIMIT` deep, of at most `WEBHOOK_ITEM_LIMIT` items. Raises `WebhookBodyError`."""
+    if json_depth(body, WEBHOOK_DEPTH_LIMIT) > WEBHOOK_DEPTH_LIMIT:
+        raise WebhookBodyError(f"the body is nested deeper than {WEBHOOK_DEPTH_LIMIT} levels")
     try:
         value = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise WebhookBodyError(f"the body is not valid JSON: {error}") from error
+    if isinstance(value, list) and len(value) > WEBHOOK_ITEM_LIMIT:
+        raise WebhookBodyError(f"the body holds {len(value):,} items, more than {WEBHOOK_ITEM_LIMIT:,}")
     if isinstance(value, dict):
         return [value]
     if not isinstance(value, list):

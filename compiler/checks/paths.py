@@ -1,0 +1,93 @@
+"""A job's files stay inside its workspace (`ir.WorkspacePaths`): a relative path that climbs out with `..`, or an
+absolute path, is `path-outside-workspace` unless `sleipnir.yaml` lists a folder holding it under `paths: allow:`.
+
+The paths are a source's and a sink's `path`, the dead letter, the log file and the globs `file_created` triggers
+watch. A path holding a `${...}` is judged by `plan`, once it is resolved (a `--param` cannot lead out either).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path as FilePath
+from typing import TYPE_CHECKING, Any
+
+from ..diagnostics import Diagnostics
+from ..documents import WORKSPACE, Document, Path
+from ..ir.common import WorkspacePaths
+from ..workspace import display_path, find_root
+from . import DocumentVisitor
+
+if TYPE_CHECKING:
+    from ..checker import CheckContext
+
+
+def check(context: CheckContext) -> None:
+    _Paths(context).run()
+
+
+def workspace_paths(document: Document, manifests: Iterable[Document], fallback: FilePath | None) -> WorkspacePaths:
+    """The rule for `document`'s files: its workspace's root (the nearest `sleipnir.yaml` above it) and the folders
+    that manifest allows."""
+    root = find_root(FilePath(document.file).resolve()) or fallback or FilePath.cwd()
+    for manifest in manifests:
+        if manifest.kind == WORKSPACE and FilePath(manifest.file).resolve().parent == root:
+            given = manifest.body.get("paths") if isinstance(manifest.body, dict) else None
+            allow = given.get("allow") if isinstance(given, dict) else None
+            return WorkspacePaths(root=str(root), allow=tuple(str(a) for a in allow or () if isinstance(a, str)))
+    return WorkspacePaths(root=str(root))
+
+
+def check_job_paths(
+    document: Document,
+    job: dict[str, Any],
+    base: Path,
+    rule: WorkspacePaths,
+    sink: Diagnostics,
+    origins: Mapping[Path, str] | None = None,
+) -> None:
+    """`path-outside-workspace` for each path of the job body `job` (at `base` in `document`) that leads out;
+    `origins` (from `plan`) says where a value came from when it was not written there (`--param`)."""
+    for place, value in _paths(job):
+        if "${" in value:
+            continue
+        reason = rule.escape(value)
+        if reason is None:
+            continue
+        origin = (origins or {}).get(place)
+        sink.emit(
+            "path-outside-workspace",
+            f"`{_shown(value)}` {reason}",
+            document.span_at((*base, *place)),
+            label="outside the workspace",
+            notes=(
+                *((f"the value comes from {origin}",) if origin else ()),
+                f"the workspace is {display_path(FilePath(rule.root)) or '.'}",
+            ),
+            help="use a path inside the workspace, or list the folder that holds it in sleipnir.yaml: "
+            "`paths: {allow: [/data/shared]}`",
+        )
+
+
+def _paths(job: dict[str, Any]) -> Iterator[tuple[Path, str]]:
+    for section, key in (("input", "path"), ("output", "path"), ("output", "dead_letter"), ("logging", "path")):
+        given = job.get(section)
+        if isinstance(given, dict) and isinstance(given.get(key), str):
+            yield (section, key), given[key]
+    triggers = job.get("triggers")
+    for index, trigger in enumerate(triggers if isinstance(triggers, list) else []):
+        if isinstance(trigger, dict) and trigger.get("type") == "file_created" and isinstance(trigger.get("path"), str):
+            yield ("triggers", index, "path"), trigger["path"]
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _Paths(DocumentVisitor):
+    def __init__(self, context: CheckContext) -> None:
+        super().__init__(context)
+        self.manifests = [d for d in (*context.documents, *context.workspace.context) if d.kind == WORKSPACE]
+
+    def visit_job_body(self, document: Document, job: dict[str, Any], path: Path) -> None:
+        rule = workspace_paths(document, self.manifests, self.context.workspace.root)
+        check_job_paths(document, job, path, rule, self.sink)
