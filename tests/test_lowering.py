@@ -72,7 +72,7 @@ def test_prompts_chain_per_item_and_fill_defaults(tmp_path: Path, monkeypatch: p
     assert sentiment.version == "2.1.0", "the newest version when none is given"
     assert sentiment.options["temperature"] == 0.3 and sentiment.provenance["temperature"] == "job.yaml:9"
     assert sentiment.options["max_tokens"] == 400 and sentiment.provenance["max_tokens"] == "prompt sentiment_analyzer@2.1.0"
-    assert sentiment.provider == "openai" and sentiment.timeout == 60.0
+    assert sentiment.provider == "openai" and sentiment.timeout == 120.0 and sentiment.provenance["timeout"] == "default"
     assert isinstance(sink, Sink) and (sink.destination, sink.mode) == ("database", "upsert")
     assert sink.options["connection"] == "default" and sink.dead_letter == ".sleipnir/dead_letter/chained.jsonl"
     assert [c.name for c in p.resources.connections] == ["default"]
