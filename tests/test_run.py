@@ -36,7 +36,6 @@ def server() -> Iterator[LLMServer]:
 @pytest.fixture
 def llm(server: LLMServer) -> LLMServer:
     server.reset()
-    server.set_schemas({"sentiment": SENTIMENT, "cleaner": CLEANER})
     return server
 
 
@@ -99,7 +98,9 @@ def test_items_stream_through_a_real_endpoint_to_the_sink(tmp_path: Path, llm: L
     assert rows[1]["sentiment_analyzer"]["label"] in ("positive", "negative", "neutral", "mixed")
     assert llm.requests()["count"] == 12
     body = llm.requests(last=1)["bodies"][0]
-    assert body["model"] == "sentiment" and body["response_format"] == {"type": "json_object"}
+    assert body["model"] == "sentiment" and body["response_format"]["type"] == "json_schema"
+    assert body["response_format"]["json_schema"]["name"] == "sentiment_analyzer"
+    assert body["response_format"]["json_schema"]["strict"] is True
     assert result.progress.prompt_tokens > 0 and result.metrics["success_rate"] == 1.0
     assert not list((root / "out").glob(".*partial*")), "the spool is gone once the run is published"
 
@@ -267,7 +268,6 @@ def test_the_whole_job_deadline_stops_the_run(tmp_path: Path) -> None:
     # 30 items one at a time at 0.2 s each need 6 s; the deadline is 2 s, long enough on a loaded machine for
     # some items to be done (and written) before it.
     with LLMServer(latency=0.2) as slow:
-        slow.set_schemas({"sentiment": SENTIMENT})
         extra = "execution:\n        concurrency: 1\n        timeout: 2"
         root = workspace(tmp_path, job_at(slow, extra=extra).replace("      execution:\n        concurrency: 3\n", ""), rows=30)
         result = run(compiled(root))

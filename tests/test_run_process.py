@@ -207,7 +207,6 @@ def server(llm: LLMServer, monkeypatch: pytest.MonkeyPatch) -> LLMServer:
     """The module's LLM server, reset, answering the scorer with schema-valid JSON; `LLM_URL` points at it
     (for the in-process API, which reads the process environment)."""
     llm.reset()
-    llm.set_schemas({MARKER: SCORE_SCHEMA})
     monkeypatch.setenv("LLM_URL", llm.base_url)
     return llm
 
