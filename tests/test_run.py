@@ -16,7 +16,7 @@ import yaml
 from sleipnir.compiler.ir import Plan
 from sleipnir.compiler.planner import plan as compile_plan
 from sleipnir.runtime.engine.job import Hooks, JobRun, RunOptions, RunResult
-from sleipnir.runtime.engine.limits import Attempts, RateLimiter, with_retries
+from sleipnir.runtime.engine.limits import Attempts, with_retries
 from sleipnir.runtime.providers.base import ProviderError
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -322,21 +322,6 @@ def test_retries_count_retries_not_attempts_and_honour_retry_after() -> None:
     with pytest.raises(ProviderError):
         asyncio.run(with_retries(failing, always, Attempts(), sleep=sleep))
     assert calls == 2, "max_retries counts retries: one retry is two attempts"
-
-
-def test_the_rate_limiter_halves_on_429_and_paces_requests() -> None:
-    async def scenario() -> tuple[float, int]:
-        limiter = RateLimiter(requests_per_minute=600)
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        for _ in range(12):
-            await limiter.acquire()
-        limiter.throttled()
-        assert limiter.rpm == 300
-        return loop.time() - start, limiter.shrinks
-
-    elapsed, shrinks = asyncio.run(scenario())
-    assert shrinks == 1 and elapsed >= 0.1, "600/min allows a burst of 10, then one every 0.1 s"
 
 
 def test_the_response_cache_answers_identical_calls_and_never_keeps_errors(tmp_path: Path, llm: LLMServer) -> None:
