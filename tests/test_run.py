@@ -105,6 +105,24 @@ def test_items_stream_through_a_real_endpoint_to_the_sink(tmp_path: Path, llm: L
     assert not list((root / "out").glob(".*partial*")), "the spool is gone once the run is published"
 
 
+def test_sequential_batches_are_written_in_order_while_later_batches_are_already_called(tmp_path: Path, llm: LLMServer) -> None:
+    # The first call is slow: batch 1 finishes last, yet the slots went on to the later batches meanwhile.
+    llm.add_faults({"kind": "slow", "delay": 1.0})
+    seen_while_slow: list[int] = []
+    root = workspace(tmp_path, job_at(llm), rows=12)
+    spool = root / "out" / ".scored.jsonl.partial"
+
+    def on_progress(progress: Any) -> None:
+        nothing_written = not spool.exists() or not spool.read_bytes()
+        if nothing_written and progress.calls >= 8:
+            seen_while_slow.append(progress.calls)
+
+    result = run(compiled(root), hooks=Hooks(on_progress=on_progress), progress_every=0.05)
+    assert result.ok, result.message
+    assert [r["review_id"] for r in lines(root / "out" / "scored.jsonl")] == [f"r{n:03d}" for n in range(12)]
+    assert seen_while_slow, "items of batches 2 and 3 were called before batch 1 was written"
+
+
 def test_a_later_prompt_reads_an_earlier_output(tmp_path: Path, llm: LLMServer) -> None:
     job = f"""
     job:

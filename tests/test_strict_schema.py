@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from sleipnir.compiler import check
 from sleipnir.compiler.strict_schema import strict_form
-from sleipnir.runtime.schema_fill import fill
+from sleipnir.runtime.providers.schema_fill import fill
 
 STDLIB_PROMPTS = sorted((Path(__file__).parent.parent / "stdlib" / "prompts").glob("*/*.yaml"))
 

@@ -17,11 +17,11 @@ from llm_server import LLMServer
 
 from sleipnir.compiler.ir import PromptCall, PromptModule, freeze
 from sleipnir.compiler.strict_schema import strict_form
+from sleipnir.runtime.engine.render import PreparedCall, ReplyError
 from sleipnir.runtime.providers.base import ChatRequest, ChatResponse, ProviderConfig, ProviderError
 from sleipnir.runtime.providers.mock import MockProvider
 from sleipnir.runtime.providers.openai import OpenAIProvider
 from sleipnir.runtime.providers.structured import instructions, unsupported_format
-from sleipnir.runtime.render import PreparedCall, ReplyError
 
 STDLIB = Path(__file__).parent.parent / "stdlib" / "prompts"
 CLASSIFIER = yaml.safe_load((STDLIB / "classifier" / "1.0.0.yaml").read_text())["prompt"]["output"]["schema"]

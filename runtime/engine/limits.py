@@ -309,19 +309,6 @@ class RateLimiter:
             future.set_result(now)
         self._arm()
 
-    # The job run before the engine split calls these; they go with it.
-    def throttled(self) -> None:
-        self.control.reply(self.clock(), self.clock(), 1, None)
-
-    @property
-    def _served(self) -> Any:
-        return _Discard()
-
-
-class _Discard:
-    def append(self, value: float) -> None:
-        return None
-
 
 def retryable(error: BaseException) -> bool:
     return isinstance(error, ReplyError) or (isinstance(error, ProviderError) and error.retryable)
