@@ -86,6 +86,7 @@ _ENDINGS = (
 
 def load_server_module() -> Any:
     """`tests/llm_server.py` by path: the tests folder is not a package, and nothing is copied out of it."""
+    sys.path.insert(0, str(REPO / "tests"))  # for its sibling `llm_answers`
     spec = importlib.util.spec_from_file_location("llm_server", REPO / "tests" / "llm_server.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
