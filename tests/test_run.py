@@ -16,7 +16,7 @@ import yaml
 from sleipnir.compiler.ir import Plan
 from sleipnir.compiler.planner import plan as compile_plan
 from sleipnir.runtime.engine.job import Hooks, JobRun, RunOptions, RunResult
-from sleipnir.runtime.engine.limits import Attempts, with_retries
+from sleipnir.runtime.engine.retries import Attempts, with_retries
 from sleipnir.runtime.providers.base import ProviderError
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -29,8 +29,9 @@ from .answers import AnswerWriter
 from .cache import ResponseCache, cache_key
 from .context import CallsStopped, RunContext
 from .ledger import Answer
-from .limits import Attempts, RateLimiter, with_retries
+from .limits import RateLimiter
 from .render import ItemError, PreparedCall, ReplyError
+from .retries import Attempts, with_retries
 
 DEFAULT_COMPLETION_TOKENS = 256
 KEYED_PROTOCOLS = ("openai",)
