@@ -122,7 +122,9 @@ class OpenAIProvider:
 
     __slots__ = (
         "_api_key",
+        "_formats",
         "_headers",
+        "_keep",
         "_limit",
         "_mode",
         "_session",
@@ -157,6 +159,9 @@ class OpenAIProvider:
         self._limit = limit if isinstance(limit, int) and limit >= 0 else 0
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        self._formats: dict[tuple[str, int, str, bool], bytes] = {}
+        """`,"response_format":{...}` as JSON, by mode and schema."""
+        self._keep: list[Any] = []
         mode = config.options.get("structured_output", "json_schema")
         if mode not in MODES:
             raise ProviderError(
@@ -217,11 +222,19 @@ class OpenAIProvider:
             payload["max_tokens"] = request.max_tokens
         if request.top_p is not None:
             payload["top_p"] = request.top_p
-        if request.json_output:
-            asked = response_format(mode, request.schema_name, request.sent_schema, request.strict)
-            if asked is not None:
-                payload["response_format"] = asked
         body = _ENCODER.encode(payload).encode()
+        if request.json_output:
+            # The schema is the same for every call of a prompt: its JSON is made once and spliced in.
+            key = (mode, id(request.sent_schema), request.schema_name, request.strict)
+            asked = self._formats.get(key)
+            if asked is None:
+                made = response_format(mode, request.schema_name, request.sent_schema, request.strict)
+                asked = self._formats[key] = (
+                    b',"response_format":' + _ENCODER.encode(made).encode() if made is not None else b""
+                )
+                self._keep.append(request.sent_schema)  # the id stays this schema's while it is kept
+            if asked:
+                body = body[:-1] + asked + b"}"
         try:
             async with session.post(self._url, data=body, timeout=timeout) as response:
                 raw = await response.read()
