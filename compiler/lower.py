@@ -468,7 +468,10 @@ class _JobLowering:
             jitter=bool(policy.get("jitter", True)),
         )
         on_failure = "fail" if strategy == "retry" else strategy
-        return retry, on_failure, self.job.origin(("error_handling", "on_prompt_failure")) or ""
+        # A profile overlays the policy key by key: its origin is on the keys it set, not on the mapping.
+        place = ("error_handling", "on_prompt_failure")
+        origins = [self.job.origin(place), *(self.job.origin((*place, key)) for key in policy)]
+        return retry, on_failure, next((o for o in origins if o), "")
 
     # -- resources and settings ---------------------------------------------------------------------------
 

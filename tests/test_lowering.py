@@ -300,3 +300,41 @@ def test_a_file_target_plans_every_job_in_it(tmp_path: Path, monkeypatch: pytest
     workspace(tmp_path, PIPELINE_JOBS)
     result = planned(tmp_path, "jobs/report.yaml", monkeypatch)
     assert [p.name for p in result.plans] == ["report"]
+
+
+def test_the_retry_schedule_and_call_timeout_say_where_they_came_from(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    workspace(
+        tmp_path,
+        {
+            "job.yaml": """
+            job:
+              name: retried
+              input:
+                path: data/rows.jsonl
+              prompts:
+                - name: text_cleaner
+                  version: 1.0.0
+                  model: local/llama
+              output:
+                path: out.jsonl
+              profiles:
+                production:
+                  error_handling:
+                    on_prompt_failure:
+                      strategy: retry
+                      max_retries: 5
+            """
+        },
+        manifest="name: lowering\nproviders:\n  local:\n    base_url: http://127.0.0.1:8000/v1\n    structured_output: json_object\n    timeout: 300\n",
+    )
+    default = only(planned(tmp_path, "job.yaml", monkeypatch))
+    [call] = [n for n in default.nodes if isinstance(n, PromptCall)]
+    assert call.retry.max_retries == 3 and call.provenance["retry"] == "default"
+    assert call.timeout == 300.0 and call.provenance["timeout"] == "sleipnir.yaml providers.local.timeout"
+    [provider] = default.resources.providers
+    assert provider.structured_output == "json_object" and provider.timeout == 300.0
+    production = only(planned(tmp_path, "job.yaml", monkeypatch, profile="production"))
+    [call] = [n for n in production.nodes if isinstance(n, PromptCall)]
+    assert call.retry.max_retries == 5 and call.provenance["retry"] == "profile production"
+    module = production.resources.prompt("text_cleaner", "1.0.0")
+    assert module.sent_schema is not None and module.strict
