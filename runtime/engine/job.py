@@ -134,7 +134,8 @@ class JobRun:
                 reader = Reader(run, ledger, writer, worker, resume=resume, answers=answers)
                 await self._stream(source, reader, worker, writer)
                 if run.shape.collecting and run.stopping is None:
-                    await self._deadline(Gatherer(run, worker, ledger, sink).collect())
+                    with contextlib.suppress(CallsStopped):  # a stop while a gather call waited: raised below
+                        await self._deadline(Gatherer(run, worker, ledger, sink).collect())
             if run.stopping is not None:
                 raise run.stopping
             # `--retry-failed` leaves items never tried undone on purpose: its output is not the whole run yet.
