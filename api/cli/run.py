@@ -88,9 +88,13 @@ def run_alias(**options: Any) -> None:
 
 
 def _exit(code: int) -> None:
-    """Exit with `code`. A stopped run leaves at once: everything it wrote is closed and synced, and the
-    interpreter's own teardown of a run's objects can take a second (measured), which a stop must not wait."""
-    if code != EXIT_INTERRUPTED:
+    """Exit with `code`. A run leaves the process at once: everything it wrote is closed and synced by now (sinks,
+    the ledger, the metrics textfile; `logging.shutdown` flushes the logs), and the interpreter's own teardown of
+    a run's objects took a second on a loaded machine (measured), which a stop within its grace period cannot
+    afford and no run needs. Called in-process (tests), only a stop does so."""
+    from . import EXIT_AT_ONCE
+
+    if code != EXIT_INTERRUPTED and not EXIT_AT_ONCE["enabled"]:
         sys.exit(code)
     logging.shutdown()
     sys.stdout.flush()
