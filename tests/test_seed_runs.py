@@ -83,13 +83,9 @@ def test_the_seed_example_runs(workspace: Path, server: LLMServer, file: str, ki
     monkeypatch.chdir(workspace)
     environ = {"OPENAI_API_KEY": "sk-test-not-real", "API_ENDPOINT": server.base_url} if file == "environment_variables.yaml" else {}
     before = server.requests()["count"]
-    result = compile_plan(file, environ=environ)
-    assert result.ok, [d.message for d in result.diagnostics]
-    [plan] = result.plans
+    plan = _compiled(file, environ)
     if kind == "pipeline":
-        outcome = asyncio.run(run_pipeline(plan, RunOptions(environ=environ)))
-        assert outcome.ok, {entry: run.message for entry, run in outcome.jobs.items()}
-        assert len(outcome.jobs) == len(plan.nodes)
+        _run_pipeline(plan, environ)
         return
     run = asyncio.run(JobRun(plan, RunOptions(environ=environ)).run())
     assert run.ok, run.message
@@ -132,12 +128,9 @@ def test_the_seed_example_runs_clean_against_a_schema_following_server(
     monkeypatch.chdir(workspace)
     environ = {"OPENAI_API_KEY": "sk-test-not-real", "OPENAI_BASE_URL": server.base_url, "API_ENDPOINT": server.base_url}
     before = server.requests()["count"]
-    result = compile_plan(file, environ=environ)
-    assert result.ok, [d.message for d in result.diagnostics]
-    [plan] = result.plans
+    plan = _compiled(file, environ)
     if kind == "pipeline":
-        outcome = asyncio.run(run_pipeline(plan, RunOptions(environ=environ)))
-        assert outcome.ok, {entry: run.message for entry, run in outcome.jobs.items()}
+        _run_pipeline(plan, environ)
     else:
         run = asyncio.run(JobRun(plan, RunOptions(environ=environ)).run())
         assert run.ok, run.message
@@ -145,6 +138,19 @@ def test_the_seed_example_runs_clean_against_a_schema_following_server(
         assert not any("mock" in notice for notice in run.notices)
     if _calls(plan):
         assert server.requests()["count"] > before, "the calls went to the server"
+
+
+def _compiled(file: str, environ: dict[str, str]) -> Plan:
+    result = compile_plan(file, environ=environ)
+    assert result.ok, [d.message for d in result.diagnostics]
+    [plan] = result.plans
+    return plan
+
+
+def _run_pipeline(plan: Plan, environ: dict[str, str]) -> None:
+    outcome = asyncio.run(run_pipeline(plan, RunOptions(environ=environ)))
+    assert outcome.ok, {entry: run.message for entry, run in outcome.jobs.items()}
+    assert len(outcome.jobs) == len(plan.nodes)
 
 
 def _calls(plan: Plan) -> bool:
