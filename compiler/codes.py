@@ -33,7 +33,7 @@ def _codes(*entries: tuple[str, Severity, str]) -> dict[str, Code]:
     return table
 
 
-E, W = Severity.ERROR, Severity.WARNING
+E, W, N = Severity.ERROR, Severity.WARNING, Severity.NOTE
 
 CODES: dict[str, Code] = _codes(
     # Reading files
@@ -90,6 +90,8 @@ CODES: dict[str, Code] = _codes(
     ("template-unsafe", E, "A prompt template does what the runtime's sandbox refuses (`__class__`, changing a value)."),
     ("invalid-output-schema", E, "A prompt module's output schema is not a valid JSON Schema."),
     ("unknown-template-variable", W, "A prompt template reads an undeclared name close to a declared one."),
+    ("strict-schema-changed", N, "Strict structured outputs are sent a changed form of an output schema (optional properties made nullable, keywords dropped)."),
+    ("strict-schema-unsupported", W, "An output schema that strict structured outputs cannot express; it is sent with `strict: false`."),
     # The tool itself
     ("internal-error", E, "Sleipnir failed; please report it with the output of --debug."),
 )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .diagnostics import Diagnostics
@@ -49,6 +49,7 @@ from .overlay import Place
 from .registry import Registry
 from .resolve import QUERY, Effective
 from .sqlquery import BoundQuery, dialect_of
+from .strict_schema import strict_form
 
 DEFAULT_LOGGING = {
     "level": "INFO",
@@ -60,7 +61,11 @@ DEFAULT_LOGGING = {
 }
 """The `logging` settings of a job that has no `logging:` (spec/job.md)."""
 DEFAULT_PROVIDER = "openai"
-DEFAULT_CALL_TIMEOUT = 60.0
+DEFAULT_CALL_TIMEOUT = 120.0
+"""Seconds for one call when neither the prompt, the job (`execution.call_timeout`) nor the provider says."""
+DEFAULT_RETRY = Retry(max_retries=3)
+"""What a job that says nothing about retries gets: 3 retries of rate limits, 5xx, timeouts and dropped
+connections, 1 s, 2 s, 4 s apart with jitter (never sooner than a `Retry-After`)."""
 OPENAI_PREFIXES = ("gpt-", "o1", "o3", "o4", "chatgpt-", "text-embedding-")
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,7 +100,7 @@ class _JobLowering:
         self.connections: set[str] = set()
         self.stack_nodes: dict[int, Nodes] = {}
         execution = self.body.get("execution") or {}
-        self.call_timeout = float(execution.get("call_timeout", DEFAULT_CALL_TIMEOUT))
+        self.call_timeout = float(execution["call_timeout"]) if execution.get("call_timeout") else None
         self.retry, self.on_failure, self.retry_origin = self._retry_policy()
 
     # -- helpers -------------------------------------------------------------------------------------------
@@ -366,6 +371,9 @@ class _JobLowering:
             output_format=output.get("format", "json"),
             output_schema=frozen(output["schema"]) if isinstance(output.get("schema"), dict) else None,
         )
+        if made.output_schema is not None and made.output_format == "json":
+            form = strict_form(output["schema"])
+            made = self.workspace.modules[key] = replace(made, sent_schema=frozen(form.schema), strict=form.strict)
         return made
 
     def _call(
@@ -422,7 +430,7 @@ class _JobLowering:
             if isinstance(spec, dict) and "default" in spec
         }
         parameters.update(entry.get("parameters") or {})
-        timeout = float(entry.get("timeout", self.call_timeout))
+        timeout, origins["timeout"] = self._timeout(entry, provider, origin)
         origins["retry"] = self.retry_origin
         return PromptCall(
             id=id,
@@ -460,6 +468,18 @@ class _JobLowering:
             return "openai", model
         return (str(module_provider) if module_provider else DEFAULT_PROVIDER), model
 
+    def _timeout(self, entry: Mapping[str, Any], provider: str, origin: Any) -> tuple[float, Any]:
+        """Seconds for one call: the prompt's `timeout`, else `execution.call_timeout`, else the provider's,
+        else 120; and where that came from."""
+        if "timeout" in entry:
+            return float(entry["timeout"]), origin("timeout")
+        if self.call_timeout is not None:
+            return self.call_timeout, self.job.origin(("execution", "call_timeout")) or ""
+        configured = (self.workspace.providers.get(provider) or {}).get("timeout")
+        if configured:
+            return float(configured), f"sleipnir.yaml providers.{provider}.timeout"
+        return DEFAULT_CALL_TIMEOUT, "default"
+
     def _retry_policy(self) -> tuple[Retry, str, str]:
         """The retry policy of every call: `error_handling.on_prompt_failure`, or `execution.retry_on_failure`."""
         policy = (self.body.get("error_handling") or {}).get("on_prompt_failure")
@@ -467,7 +487,7 @@ class _JobLowering:
         if policy is None:
             if shorthand:
                 return Retry(max_retries=int(shorthand)), "fail", self.job.origin(("execution", "retry_on_failure")) or ""
-            return Retry(), "fail", "default"
+            return DEFAULT_RETRY, "fail", "default"
         strategy = policy.get("strategy", "fail")
         retries = int(policy.get("max_retries", 3)) if strategy == "retry" else 0
         retry = Retry(
@@ -479,7 +499,10 @@ class _JobLowering:
             jitter=bool(policy.get("jitter", True)),
         )
         on_failure = "fail" if strategy == "retry" else strategy
-        return retry, on_failure, self.job.origin(("error_handling", "on_prompt_failure")) or ""
+        # A profile overlays the policy key by key: its origin is on the keys it set, not on the mapping.
+        place = ("error_handling", "on_prompt_failure")
+        origins = [self.job.origin(place), *(self.job.origin((*place, key)) for key in policy)]
+        return retry, on_failure, next((o for o in origins if o), "")
 
     # -- resources and settings ---------------------------------------------------------------------------
 
@@ -498,6 +521,8 @@ class _JobLowering:
             requests_per_minute=configured.get("requests_per_minute"),
             tokens_per_minute=configured.get("tokens_per_minute"),
             fallback=self.workspace.fallback_provider if name != "mock" else None,
+            structured_output=configured.get("structured_output", "json_schema"),
+            timeout=float(configured["timeout"]) if configured.get("timeout") else None,
         )
 
     def _connection(self, name: str) -> Connection:
@@ -509,7 +534,7 @@ class _JobLowering:
         body = self.body
         execution = dict(body.get("execution") or {})
         execution.setdefault("concurrency", 10)
-        execution.setdefault("call_timeout", DEFAULT_CALL_TIMEOUT)
+        execution.setdefault("call_timeout", None)
         execution.setdefault("timeout", None)
         handling = body.get("error_handling") or {}
         failure_defaults = {"strategy": "fail", "log": True, "alert": False}

@@ -643,6 +643,13 @@ WORKSPACE = record(
                 Key("api_key_env", ENV_NAME, "The environment variable that holds the API key."),
                 Key("requests_per_minute", POSITIVE, "The provider's request limit."),
                 Key("tokens_per_minute", POSITIVE, "The provider's token limit."),
+                Key(
+                    "structured_output",
+                    Choice("json_schema|json_object|none"),
+                    "How the provider's server takes an output schema: `json_schema` (structured outputs, the "
+                    "default), `json_object` or `none` (the schema goes into the system message).",
+                ),
+                Key("timeout", SECONDS, "Seconds for one call to this provider, unless the prompt says."),
             ),
             keys=NAME,
         ),

@@ -46,6 +46,7 @@ _ENUMS: dict[tuple[str, str], tuple[str, ...]] = {
     ("PromptCall", "on_failure"): ("fail", "skip", "alert"),
     ("Edge", "carries"): ir.EDGE_KINDS,
     ("Retry", "backoff"): ("exponential", "linear", "fixed"),
+    ("Provider", "structured_output"): ir.STRUCTURED_OUTPUTS,
 }
 """Fields whose values `__post_init__` limits to a set."""
 
@@ -136,12 +137,16 @@ _ABOUT: dict[str, str] = {
     "PromptModule.variables": "The module's declared variables.",
     "PromptModule.output_format": "`json` or `text`.",
     "PromptModule.output_schema": "The JSON Schema a JSON answer must meet, or null.",
+    "PromptModule.sent_schema": "What a server with structured outputs is sent: the strict form of the output schema, or the schema itself when strict mode cannot express it; null without a schema.",
+    "PromptModule.strict": "Whether `sent_schema` is sent with `strict: true`.",
     "Provider.protocol": "How to talk to it: `openai` (Chat Completions) or `mock`.",
     "Provider.base_url": "The API's base URL, a secret reference, or null for the protocol's default.",
     "Provider.api_key": "The API key, as a secret reference, or null.",
     "Provider.requests_per_minute": "The provider's request rate limit, or null.",
     "Provider.tokens_per_minute": "The provider's token rate limit, or null.",
     "Provider.fallback": "The provider calls go to when this one has no API key at run time (`mock`), or null.",
+    "Provider.structured_output": "How its server takes an output schema: `json_schema`, `json_object` or `none`.",
+    "Provider.timeout": "Seconds for one call when the prompt does not say, or null.",
     "Connection.url": "The database URL or path, or a secret reference.",
     "Setting.key": "The parameter's name.",
     "Setting.value": "The resolved value.",

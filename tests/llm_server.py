@@ -9,16 +9,15 @@ answers with a `chat.completion` object, usage figures included, after `--latenc
 a request without `Authorization: Bearer K` gets OpenAI's 401 (whose message echoes the key sent, as careless
 servers do, so that tests can check the client never repeats it).
 
-What the answer says (`--responder`):
-- `mock` (the default) answers as Sleipnir's `mock` provider would (`sleipnir.runtime.providers.mock.reply`):
-  JSON satisfying a schema when one is known, else a short text. The provider sends only
-  `response_format: {"type": "json_object"}`, never the schema, so the test tells the server the schema:
-  `POST /_admin/schemas {"KEY": schema, ...}`, where KEY is a model name, or a marker text found in the system
-  message (the first registered marker that occurs wins; the model is tried first). A request carrying
-  `response_format.json_schema.schema` (OpenAI's structured outputs) uses that schema. A request that asks for
-  JSON with no known schema gets `{"label": ..., "confidence": ...}` from a small sentiment schema.
-- `fixed` gives every request the answer `mock` gave the first request with the same schema (or with none):
-  replies stay schema-valid and cost no generation, for load tests that must not wait for the server.
+What the answer says is what a server with structured outputs gives (`tests/llm_answers.py`): an instance of
+the `response_format` JSON Schema the request carries, or of a JSON Schema quoted in its messages (a model
+following its instructions); a JSON object of its own shape when JSON is asked for with no schema; prose
+otherwise. Values are made as Sleipnir's `mock` provider makes them (`sleipnir.runtime.providers.mock.reply`).
+- `--responder fixed` gives every request the answer the first request with the same schema got: replies stay
+  schema-valid and cost no generation, for load tests that must not wait for the server.
+- `--structured-output json_object`: a server without structured outputs, answering 400 to `json_schema`.
+- `--rpm R` (and `--burst B`): a real token bucket of R requests a minute; beyond it, 429 with `Retry-After`.
+- `--every 429:7:0.2 --every 500:11 --every drop:13`: faults on every Nth request whatever the rate.
 
 Admin endpoints (JSON in and out):
 - `POST /_admin/faults` with a list of faults (or one), queued in order; each applies to the next `count`
@@ -27,9 +26,12 @@ Admin endpoints (JSON in and out):
   `{"kind": "slow", "delay": 1.5}` (a normal reply, late); `{"kind": "bad_json"}` (200, a body that is not
   JSON); `{"kind": "schema_invalid"}` (200, content `{"unexpected": 1}`, which no schema with required fields
   or `additionalProperties: false` accepts); `{"kind": "drop"}` (the connection is closed without a reply);
-  `{"kind": "context_length"}` (OpenAI's 400 `context_length_exceeded`).
-- `GET /_admin/requests?last=N` -> `{"count": chat requests received, "bodies": the last N request bodies}`.
-- `POST /_admin/reset` clears the faults, the count, the recorded bodies and the schemas.
+  `{"kind": "hang"}` (never answered); `{"kind": "context_length"}` (OpenAI's 400 `context_length_exceeded`);
+  `{"kind": "400", "message": "..."}` (any status with that error message).
+- `POST /_admin/every` replaces the periodic faults: `[{"kind": "429", "every": 7, "retry_after": 0.2}, ...]`.
+- `GET /_admin/requests?last=N` -> `{"count": chat requests received, "statuses": {status: count}, "bodies":
+  the last N request bodies}`.
+- `POST /_admin/reset` clears the queued and periodic faults, the counts and the recorded bodies.
 
 The HTTP/1.1 side is a minimal keep-alive parser on an asyncio `Protocol` (Content-Length bodies, one request
 at a time per connection), because the server must never be a benchmark's bottleneck; see `--help` and
@@ -42,6 +44,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import json
 import os
 import select
@@ -53,19 +56,12 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
+from llm_answers import UNSUPPORTED_FORMAT, Bucket, Periodic, schema_in_request
+
 from sleipnir.runtime.providers.mock import estimate_tokens, reply
 
-__all__ = ["LLMServer", "serve"]
+__all__ = ["LLMServer", "Settings", "serve"]
 
-DEFAULT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "label": {"type": "string", "enum": ["positive", "negative", "neutral", "mixed"]},
-        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
-    },
-    "required": ["label", "confidence"],
-    "additionalProperties": False,
-}
 CONTEXT_LENGTH_ERROR = {
     "error": {
         "message": "This model's maximum context length is 128000 tokens. However, your messages resulted in "
@@ -81,37 +77,57 @@ _COMPLETION = (
     '"message":{"role":"assistant","content":%s},"finish_reason":"stop"}],'
     '"usage":{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}}'
 )
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests",
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 408: "Request Timeout",
+            429: "Too Many Requests",
             500: "Internal Server Error", 503: "Service Unavailable"}  # fmt: skip
 
 
-class _State:
-    """What one server process knows: its settings, the fault queue, the schemas and the requests seen."""
+@dataclasses.dataclass(slots=True, kw_only=True)
+class Settings:
+    """How a server behaves (the command line's options)."""
 
-    def __init__(self, latency: float, api_key: str | None, responder: str) -> None:
-        self.latency = latency
-        self.api_key = api_key
-        self.responder = responder
+    latency: float = 0.0
+    api_key: str | None = None
+    responder: str = "mock"
+    structured_output: str = "json_schema"
+    """`json_schema`: structured outputs are served; `json_object`: a `json_schema` request gets a 400."""
+    rpm: float | None = None
+    burst: float | None = None
+    every: tuple[str, ...] = ()
+    """Periodic faults, `KIND:N[:RETRY_AFTER]`."""
+
+
+class _State:
+    """What one server process knows: its settings, the fault queues, the counts and the requests seen."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.latency = settings.latency
+        self.api_key = settings.api_key
+        self.responder = settings.responder
         self.faults: collections.deque[list[Any]] = collections.deque()  # [fault, remaining]
-        self.schemas: dict[str, Any] = {}
-        self.fixed: dict[int | None, str] = {}  # the `fixed` responder's answers, by the schema's id
+        self.periodic = Periodic([Periodic.parse(rule) for rule in settings.every])
+        self.bucket = Bucket(settings.rpm, settings.burst) if settings.rpm else None
+        self.fixed: dict[str | None, str] = {}  # the `fixed` responder's answers, by the schema's JSON
         self.count = 0
+        self.statuses: collections.Counter[str] = collections.Counter()
         self.bodies: collections.deque[bytes] = collections.deque(maxlen=1000)
 
     def next_fault(self) -> dict[str, Any] | None:
-        if not self.faults:
-            return None
-        entry = self.faults[0]
-        entry[1] -= 1
-        if entry[1] <= 0:
-            self.faults.popleft()
-        return dict(entry[0])
+        if self.faults:
+            entry = self.faults[0]
+            entry[1] -= 1
+            if entry[1] <= 0:
+                self.faults.popleft()
+            return dict(entry[0])
+        return self.periodic.fault(self.count)
 
     def reset(self) -> None:
         self.faults.clear()
-        self.schemas.clear()
+        self.periodic = Periodic()
         self.fixed.clear()
         self.bodies.clear()
+        self.statuses.clear()
         self.count = 0
 
 
@@ -212,13 +228,14 @@ class _Connection(asyncio.Protocol):
             for fault in faults if isinstance(faults, list) else [faults]:
                 state.faults.append([fault, int(fault.get("count", 1))])
             return {"queued": len(state.faults)}
+        if path == "/_admin/every" and method == "POST":
+            rules = json.loads(body)
+            state.periodic = Periodic(rules if isinstance(rules, list) else [rules])
+            return {"every": state.periodic.rules}
         if path == "/_admin/requests":
             last = int(dict(p.partition("=")[::2] for p in query.split("&") if p).get("last", 10))
             bodies = list(state.bodies)[-last:] if last > 0 else []
-            return {"count": state.count, "bodies": [_parsed(b) for b in bodies]}
-        if path == "/_admin/schemas" and method == "POST":
-            state.schemas.update(json.loads(body))
-            return {"schemas": sorted(state.schemas)}
+            return {"count": state.count, "statuses": dict(state.statuses), "bodies": [_parsed(b) for b in bodies]}
         if path == "/_admin/reset" and method == "POST":
             state.reset()
             return {"reset": True}
@@ -234,44 +251,43 @@ class _Connection(asyncio.Protocol):
             message = (
                 f"Incorrect API key provided: {sent}. You can find your API key at https://example.invalid."
             )
-            self._later(
-                delay, _response(401, _error(401, message, "invalid_request_error", "invalid_api_key")), close
-            )
+            self._answer(delay, 401, _error(401, message, "invalid_request_error", "invalid_api_key"), close)
+            return
+        if state.bucket is not None and (wait := state.bucket.take()) is not None:
+            message = "Rate limit reached for requests per minute; please try again later."
+            self._answer(delay, 429, _error(429, message, "requests", "rate_limit_exceeded"), close, Bucket.headers(wait))
             return
         fault = state.next_fault()
         kind = str(fault.get("kind")) if fault else None
+        if kind == "hang":
+            state.statuses["hang"] += 1
+            return
         if kind == "drop":
+            state.statuses["drop"] += 1
             self._later(delay, None, close=True)
             return
         if kind == "slow":
             delay += float(fault.get("delay", 1.0)) if fault else 0.0
             kind = None
         if kind == "bad_json":
-            self._later(delay, _response(200, b'{"id": "chatcmpl-broken", "choices": [{"mess'), close)
+            self._answer(delay, 200, b'{"id": "chatcmpl-broken", "choices": [{"mess', close)
             return
         if kind == "context_length":
-            self._later(delay, _response(400, json.dumps(CONTEXT_LENGTH_ERROR).encode()), close)
+            self._answer(delay, 400, json.dumps(CONTEXT_LENGTH_ERROR).encode(), close)
             return
-        if kind is not None and kind.isdigit():
-            status = int(kind)
-            extra = ""
-            if fault and "retry_after" in fault:
-                extra += f"Retry-After: {fault['retry_after']}\r\n"
-            if fault and "retry_after_ms" in fault:
-                extra += f"retry-after-ms: {fault['retry_after_ms']}\r\n"
-            kind_name = "rate_limit_exceeded" if status == 429 else "server_error"
-            self._later(
-                delay, _response(status, _error(status, f"injected {status}", kind_name), extra), close
-            )
+        if kind is not None and kind.isdigit() and fault is not None:
+            self._status_fault(delay, int(kind), fault, close)
             return
         try:
             request = json.loads(body)
             model = str(request.get("model", ""))
             messages = request.get("messages") or []
         except (ValueError, AttributeError):
-            self._later(
-                delay, _response(400, _error(400, "body is not JSON", "invalid_request_error")), close
-            )
+            self._answer(delay, 400, _error(400, "body is not JSON", "invalid_request_error"), close)
+            return
+        response_format = request.get("response_format") or {}
+        if state.settings.structured_output != "json_schema" and response_format.get("type") == "json_schema":
+            self._answer(delay, 400, json.dumps(UNSUPPORTED_FORMAT).encode(), close)
             return
         content = '{"unexpected": 1}' if kind == "schema_invalid" else self._content(request, model, messages)
         prompt_tokens = estimate_tokens(sum(len(str(m.get("content", ""))) for m in messages))
@@ -285,26 +301,31 @@ class _Connection(asyncio.Protocol):
             completion_tokens,
             prompt_tokens + completion_tokens,
         )
-        self._later(delay, _response(200, answer.encode()), close)
+        self._answer(delay, 200, answer.encode(), close)
+
+    def _status_fault(self, delay: float, status: int, fault: Mapping[str, Any], close: bool) -> None:
+        extra = ""
+        if "retry_after" in fault:
+            extra += f"Retry-After: {fault['retry_after']}\r\n"
+        if "retry_after_ms" in fault:
+            extra += f"retry-after-ms: {fault['retry_after_ms']}\r\n"
+        kind_name = "rate_limit_exceeded" if status == 429 else "server_error" if status >= 500 else "invalid_request_error"
+        message = str(fault.get("message") or f"injected {status}")
+        self._answer(delay, status, _error(status, message, kind_name), close, extra)
 
     def _content(self, request: Mapping[str, Any], model: str, messages: list[Any]) -> str:
-        response_format = request.get("response_format") or {}
-        schema = (response_format.get("json_schema") or {}).get("schema")
-        schemas = self.state.schemas
-        if schema is None and schemas:
-            schema = schemas.get(model)
-            if schema is None:
-                system = next((str(m.get("content", "")) for m in messages if m.get("role") == "system"), "")
-                schema = next((s for marker, s in schemas.items() if marker in system), None)
-        if schema is None and response_format:
-            schema = DEFAULT_SCHEMA
+        schema, wants_json = schema_in_request(request)
         if self.state.responder != "fixed":
-            return reply(model, messages, schema, json_output=bool(response_format))
-        key = id(schema) if schema is not None else None
+            return reply(model, messages, schema, json_output=wants_json)
+        key = json.dumps(schema, sort_keys=True) if schema is not None else None
         cached = self.state.fixed.get(key)
         if cached is None:
-            cached = self.state.fixed[key] = reply(model, messages, schema, json_output=bool(response_format))
+            cached = self.state.fixed[key] = reply(model, messages, schema, json_output=wants_json)
         return cached
+
+    def _answer(self, delay: float, status: int, body: bytes, close: bool, extra: str = "") -> None:
+        self.state.statuses[str(status)] += 1
+        self._later(delay, _response(status, body, extra), close)
 
     def _later(self, delay: float, data: bytes | None, close: bool) -> None:
         if delay > 0:
@@ -329,9 +350,9 @@ class _Connection(asyncio.Protocol):
             self._process()
 
 
-async def serve(host: str, port: int, latency: float, api_key: str | None, responder: str) -> None:
+async def serve(host: str, port: int, settings: Settings) -> None:
     """Serve until cancelled; print the bound port on stdout first."""
-    state = _State(latency, api_key, responder)
+    state = _State(settings)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: _Connection(state), host, port, backlog=1024)
     print(server.sockets[0].getsockname()[1], flush=True)
@@ -346,9 +367,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each chat reply")
     parser.add_argument("--api-key", default=None, help="require this bearer token")
     parser.add_argument("--responder", choices=("mock", "fixed"), default="mock")
+    parser.add_argument("--structured-output", choices=("json_schema", "json_object"), default="json_schema")
+    parser.add_argument("--rpm", type=float, default=None, help="a token bucket of this many requests a minute")
+    parser.add_argument("--burst", type=float, default=None, help="the bucket's size (default: a second's worth)")
+    parser.add_argument("--every", action="append", default=[], help="a periodic fault, KIND:N[:RETRY_AFTER]")
     args = parser.parse_args(argv)
+    settings = Settings(
+        latency=args.latency,
+        api_key=args.api_key,
+        responder=args.responder,
+        structured_output=args.structured_output,
+        rpm=args.rpm,
+        burst=args.burst,
+        every=tuple(args.every),
+    )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.host, args.port, args.latency, args.api_key, args.responder))
+        asyncio.run(serve(args.host, args.port, settings))
 
 
 class LLMServer:
@@ -357,17 +391,8 @@ class LLMServer:
     The admin helpers talk to the running server over HTTP, so they work from any thread or process.
     """
 
-    def __init__(
-        self,
-        *,
-        latency: float = 0.0,
-        api_key: str | None = None,
-        responder: str = "mock",
-        python: str = sys.executable,
-    ) -> None:
-        self.latency = latency
-        self.api_key = api_key
-        self.responder = responder
+    def __init__(self, *, python: str = sys.executable, **settings: Any) -> None:
+        self.settings = Settings(**settings)
         self.python = python
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
@@ -380,8 +405,14 @@ class LLMServer:
 
     def start(self, timeout: float = 20.0) -> LLMServer:
         """Start the process and wait (at most `timeout` seconds) until it prints its port."""
-        command = [self.python, os.path.abspath(__file__), "--port", "0", "--latency", str(self.latency)]
-        command += ["--responder", self.responder] + (["--api-key", self.api_key] if self.api_key else [])
+        settings = self.settings
+        command = [self.python, os.path.abspath(__file__), "--port", "0", "--latency", str(settings.latency)]
+        command += ["--responder", settings.responder, "--structured-output", settings.structured_output]
+        command += ["--api-key", settings.api_key] if settings.api_key else []
+        command += ["--rpm", str(settings.rpm)] if settings.rpm else []
+        command += ["--burst", str(settings.burst)] if settings.burst else []
+        for rule in settings.every:
+            command += ["--every", rule]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE)
         assert self.process.stdout is not None
         ready, _, _ = select.select([self.process.stdout], [], [], timeout)
@@ -424,9 +455,9 @@ class LLMServer:
         """Queue faults for the next chat requests, in order (see the module docstring for their kinds)."""
         self._call("POST", "/_admin/faults", [dict(f) for f in faults])
 
-    def set_schemas(self, schemas: Mapping[str, Any]) -> None:
-        """Register output schemas by model name or system-message marker for the `mock` responder."""
-        self._call("POST", "/_admin/schemas", dict(schemas))
+    def set_every(self, *rules: Mapping[str, Any]) -> None:
+        """Replace the periodic faults: `{"kind": "429", "every": 7, "retry_after": 0.2}`, ..."""
+        self._call("POST", "/_admin/every", [dict(r) for r in rules])
 
     def requests(self, last: int = 10) -> dict[str, Any]:
         """`{"count": chat requests so far, "bodies": the last `last` request bodies, parsed}`."""
@@ -434,7 +465,7 @@ class LLMServer:
         return result
 
     def reset(self) -> None:
-        """Clear faults, schemas, the request count and the recorded bodies."""
+        """Clear the queued and periodic faults, the counts and the recorded bodies."""
         self._call("POST", "/_admin/reset", {})
 
 

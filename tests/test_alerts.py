@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
@@ -335,14 +334,12 @@ def test_an_item_failure_goes_to_each_destination_once_regardless_of_condition(t
 
 
 def test_a_real_run_sends_its_alerts_through_the_hooks(tmp_path: Path, endpoint: Endpoint) -> None:
-    schema = yaml.safe_load((ROOT / "stdlib/prompts/sentiment_analyzer/2.1.0.yaml").read_text())["prompt"]["output"]["schema"]
     (tmp_path / "sleipnir.yaml").write_text("name: alerted\n", encoding="utf-8")
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "in.jsonl").write_text(
         "".join(json.dumps({"id": f"i{n}", "text": f"fine {n}"}) + "\n" for n in range(8)), encoding="utf-8"
     )
     with LLMServer(latency=0.0) as llm:
-        llm.set_schemas({"sentiment": schema})
         llm.add_faults({"kind": "401", "count": 2})
         (tmp_path / "job.yaml").write_text(
             textwrap.dedent(

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from sleipnir.compiler.planner import plan as compile_plan
 from sleipnir.runtime.engine.job import Hooks, JobRun, RunOptions
@@ -184,7 +183,6 @@ def test_secrets_in_a_plan_are_the_values_of_its_environment_references(tmp_path
 
 
 def test_log_hooks_log_a_real_run_and_chain_with_other_hooks(tmp_path: Path) -> None:
-    schema = yaml.safe_load((ROOT / "stdlib/prompts/sentiment_analyzer/2.1.0.yaml").read_text())["prompt"]["output"]["schema"]
     (tmp_path / "sleipnir.yaml").write_text("name: logged\n", encoding="utf-8")
     data = tmp_path / "data"
     data.mkdir()
@@ -192,7 +190,6 @@ def test_log_hooks_log_a_real_run_and_chain_with_other_hooks(tmp_path: Path) -> 
         "".join(json.dumps({"id": f"i{n:02d}", "text": f"fine {n}"}) + "\n" for n in range(20)), encoding="utf-8"
     )
     with LLMServer(latency=0.0) as llm:
-        llm.set_schemas({"sentiment": schema})
         llm.add_faults({"kind": "401"})
         (tmp_path / "job.yaml").write_text(
             textwrap.dedent(

@@ -72,7 +72,7 @@ def test_prompts_chain_per_item_and_fill_defaults(tmp_path: Path, monkeypatch: p
     assert sentiment.version == "2.1.0", "the newest version when none is given"
     assert sentiment.options["temperature"] == 0.3 and sentiment.provenance["temperature"] == "job.yaml:9"
     assert sentiment.options["max_tokens"] == 400 and sentiment.provenance["max_tokens"] == "prompt sentiment_analyzer@2.1.0"
-    assert sentiment.provider == "openai" and sentiment.timeout == 60.0
+    assert sentiment.provider == "openai" and sentiment.timeout == 120.0 and sentiment.provenance["timeout"] == "default"
     assert isinstance(sink, Sink) and (sink.destination, sink.mode) == ("database", "upsert")
     assert sink.options["connection"] == "default" and sink.dead_letter == ".sleipnir/dead_letter/chained.jsonl"
     assert [c.name for c in p.resources.connections] == ["default"]
@@ -301,3 +301,41 @@ def test_a_file_target_plans_every_job_in_it(tmp_path: Path, monkeypatch: pytest
     workspace(tmp_path, PIPELINE_JOBS)
     result = planned(tmp_path, "jobs/report.yaml", monkeypatch)
     assert [p.name for p in result.plans] == ["report"]
+
+
+def test_the_retry_schedule_and_call_timeout_say_where_they_came_from(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    workspace(
+        tmp_path,
+        {
+            "job.yaml": """
+            job:
+              name: retried
+              input:
+                path: data/rows.jsonl
+              prompts:
+                - name: text_cleaner
+                  version: 1.0.0
+                  model: local/llama
+              output:
+                path: out.jsonl
+              profiles:
+                production:
+                  error_handling:
+                    on_prompt_failure:
+                      strategy: retry
+                      max_retries: 5
+            """
+        },
+        manifest="name: lowering\nproviders:\n  local:\n    base_url: http://127.0.0.1:8000/v1\n    structured_output: json_object\n    timeout: 300\n",
+    )
+    default = only(planned(tmp_path, "job.yaml", monkeypatch))
+    [call] = [n for n in default.nodes if isinstance(n, PromptCall)]
+    assert call.retry.max_retries == 3 and call.provenance["retry"] == "default"
+    assert call.timeout == 300.0 and call.provenance["timeout"] == "sleipnir.yaml providers.local.timeout"
+    [provider] = default.resources.providers
+    assert provider.structured_output == "json_object" and provider.timeout == 300.0
+    production = only(planned(tmp_path, "job.yaml", monkeypatch, profile="production"))
+    [call] = [n for n in production.nodes if isinstance(n, PromptCall)]
+    assert call.retry.max_retries == 5 and call.provenance["retry"] == "profile production"
+    module = production.resources.prompt("text_cleaner", "1.0.0")
+    assert module.sent_schema is not None and module.strict

@@ -41,6 +41,7 @@ METRICS: dict[str, Any] = {
     "success_rate": 0.9,
     "error_rate": 0.1,
     "tokens_by_model": {"gpt-4o-mini": {"prompt": 1200, "completion": 300}},
+    "rate_limits": {"openai": {"requests_per_minute": 540.0, "decreases": 2, "rate_limited": 17}},
 }
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -87,6 +88,9 @@ def test_one_run_in_the_exposition() -> None:
     assert value(found, "sleipnir_tokens_total", job="triage", kind="prompt") == 1200
     assert value(found, "sleipnir_tokens_total", job="triage", kind="completion") == 300
     assert value(found, "sleipnir_retries_total", job="triage") == 3
+    assert value(found, "sleipnir_rate_limit_requests_per_minute", job="triage", provider="openai") == 540
+    assert value(found, "sleipnir_rate_limited_total", job="triage", provider="openai") == 17
+    assert value(found, "sleipnir_rate_decreases_total", job="triage", provider="openai") == 2
     assert value(found, "sleipnir_cost_dollars_total", job="triage") == 0.25
     assert value(found, "sleipnir_last_run_duration_seconds", job="triage") == 42.5
     assert value(found, "sleipnir_last_run_success_rate", job="triage") == 0.9
@@ -169,7 +173,7 @@ def test_fifty_runs_of_a_job_add_no_series() -> None:
     assert value(found, "sleipnir_runs_total", job="steady", status="timed_out") == 12
     assert value(found, "sleipnir_run_duration_seconds_count", job="steady") == 51
     labels = {key for _, pairs in found for key, _ in pairs}
-    assert labels == {"job", "status", "outcome", "kind", "le"}
+    assert labels == {"job", "status", "outcome", "kind", "le", "provider"}
 
 
 # -- the textfile of a one-off run --------------------------------------------------------------------------
@@ -344,7 +348,11 @@ def test_export_to_pushgateway_with_credentials(pushgateway: Pushgateway, tmp_pa
     assert pushed["path"] == "/metrics/job/nightly"
     assert pushed["headers"]["Authorization"] == "Basic " + base64.b64encode(b"pusher:s3cret-pw").decode()
     found = samples(pushed["body"])
-    assert families(found) == {"sleipnir_runs_total", "sleipnir_last_run_timestamp_seconds", "sleipnir_retries_total"}
+    assert families(found) == {
+        "sleipnir_runs_total",
+        "sleipnir_last_run_timestamp_seconds",
+        *SERIES["retries"],  # the retries and the rate limits that caused them
+    }
     assert value(found, "sleipnir_runs_total", job="nightly", status="failed") == 1
 
 

@@ -77,7 +77,7 @@ def test_text_shows_where_values_came_from_but_not_defaults() -> None:
         "model gpt-4o-mini (env SLEIPNIR_PARAM_MODEL)",
         "batch_size 50 (profile production)",
         "path data/reviews.jsonl (jobs/reviews.yaml:8)",
-        "retry 3x: +1s, +2s, +4s (jitter) (jobs/reviews.yaml:30)",
+        "retry 3x: +1s, +2s, +4s (jitter) · from jobs/reviews.yaml:30",
     )
     # Built-in and prompt-module defaults are not news.
     assert "top_p" not in text
@@ -204,9 +204,12 @@ def test_durations_read_as_people_write_them(seconds: float, text: str) -> None:
 def test_retry_schedules_of_each_backoff() -> None:
     def shown(retry: Retry) -> str:
         plan = Plan(kind="job", name="r", nodes=(call("c", CLEANER, retry=retry),))
-        return next(
+        line = next(
             line.strip() for line in render_plan(plan, estimate=None, now=NOW).splitlines() if "retry" in line
         )
+        schedule, _, origin = line.partition(" · from ")
+        assert origin == "default", "a call whose provenance says nothing got the default"
+        return schedule
 
     assert (
         shown(Retry(max_retries=4, initial_delay=30, max_delay=90))

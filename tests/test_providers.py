@@ -85,7 +85,7 @@ def call(provider: Provider, *requests: ChatRequest) -> list[ChatResponse | Prov
 def test_a_normal_call_sends_the_openai_body_and_reads_content_and_usage(llm: LLMServer) -> None:
     (response,) = call(openai(llm), request(max_tokens=50, top_p=0.5))
     assert isinstance(response, ChatResponse)
-    assert set(json.loads(response.text)) == {"label", "confidence"}
+    assert set(json.loads(response.text)) == {"text"}, "JSON asked for with no schema: a shape of its own"
     assert response.prompt_tokens > 0 and response.completion_tokens > 0
     assert response.model == "gpt-4o-mini"
     seen = llm.requests(last=1)
@@ -110,10 +110,9 @@ def test_frozen_messages_from_a_plan_are_sent_as_json_objects(llm: LLMServer) ->
     assert llm.requests(last=1)["bodies"][0]["messages"] == [dict(m) for m in request().messages]
 
 
-def test_a_registered_schema_gives_schema_valid_replies(llm: LLMServer) -> None:
-    llm.set_schemas({"sentiment analyst": SENTIMENT})
+def test_a_schema_sent_as_structured_outputs_gives_schema_valid_replies(llm: LLMServer) -> None:
     texts = [f"review {i}: the battery is great" for i in range(5)]
-    responses = call(openai(llm), *(request(t) for t in texts))
+    responses = call(openai(llm), *(request(t, output_schema=SENTIMENT, sent_schema=SENTIMENT) for t in texts))
     for response in responses:
         assert isinstance(response, ChatResponse)
         jsonschema.validate(json.loads(response.text), SENTIMENT)

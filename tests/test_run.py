@@ -16,7 +16,7 @@ import yaml
 from sleipnir.compiler.ir import Plan
 from sleipnir.compiler.planner import plan as compile_plan
 from sleipnir.runtime.engine.job import Hooks, JobRun, RunOptions, RunResult
-from sleipnir.runtime.engine.limits import Attempts, RateLimiter, with_retries
+from sleipnir.runtime.engine.retries import Attempts, with_retries
 from sleipnir.runtime.providers.base import ProviderError
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -36,7 +36,6 @@ def server() -> Iterator[LLMServer]:
 @pytest.fixture
 def llm(server: LLMServer) -> LLMServer:
     server.reset()
-    server.set_schemas({"sentiment": SENTIMENT, "cleaner": CLEANER})
     return server
 
 
@@ -99,9 +98,29 @@ def test_items_stream_through_a_real_endpoint_to_the_sink(tmp_path: Path, llm: L
     assert rows[1]["sentiment_analyzer"]["label"] in ("positive", "negative", "neutral", "mixed")
     assert llm.requests()["count"] == 12
     body = llm.requests(last=1)["bodies"][0]
-    assert body["model"] == "sentiment" and body["response_format"] == {"type": "json_object"}
+    assert body["model"] == "sentiment" and body["response_format"]["type"] == "json_schema"
+    assert body["response_format"]["json_schema"]["name"] == "sentiment_analyzer"
+    assert body["response_format"]["json_schema"]["strict"] is True
     assert result.progress.prompt_tokens > 0 and result.metrics["success_rate"] == 1.0
     assert not list((root / "out").glob(".*partial*")), "the spool is gone once the run is published"
+
+
+def test_sequential_batches_are_written_in_order_while_later_batches_are_already_called(tmp_path: Path, llm: LLMServer) -> None:
+    # The first call is slow: batch 1 finishes last, yet the slots went on to the later batches meanwhile.
+    llm.add_faults({"kind": "slow", "delay": 1.0})
+    seen_while_slow: list[int] = []
+    root = workspace(tmp_path, job_at(llm), rows=12)
+    spool = root / "out" / ".scored.jsonl.partial"
+
+    def on_progress(progress: Any) -> None:
+        nothing_written = not spool.exists() or not spool.read_bytes()
+        if nothing_written and progress.calls >= 8:
+            seen_while_slow.append(progress.calls)
+
+    result = run(compiled(root), hooks=Hooks(on_progress=on_progress), progress_every=0.05)
+    assert result.ok, result.message
+    assert [r["review_id"] for r in lines(root / "out" / "scored.jsonl")] == [f"r{n:03d}" for n in range(12)]
+    assert seen_while_slow, "items of batches 2 and 3 were called before batch 1 was written"
 
 
 def test_a_later_prompt_reads_an_earlier_output(tmp_path: Path, llm: LLMServer) -> None:
@@ -267,7 +286,6 @@ def test_the_whole_job_deadline_stops_the_run(tmp_path: Path) -> None:
     # 30 items one at a time at 0.2 s each need 6 s; the deadline is 2 s, long enough on a loaded machine for
     # some items to be done (and written) before it.
     with LLMServer(latency=0.2) as slow:
-        slow.set_schemas({"sentiment": SENTIMENT})
         extra = "execution:\n        concurrency: 1\n        timeout: 2"
         root = workspace(tmp_path, job_at(slow, extra=extra).replace("      execution:\n        concurrency: 3\n", ""), rows=30)
         result = run(compiled(root))
@@ -322,21 +340,6 @@ def test_retries_count_retries_not_attempts_and_honour_retry_after() -> None:
     with pytest.raises(ProviderError):
         asyncio.run(with_retries(failing, always, Attempts(), sleep=sleep))
     assert calls == 2, "max_retries counts retries: one retry is two attempts"
-
-
-def test_the_rate_limiter_halves_on_429_and_paces_requests() -> None:
-    async def scenario() -> tuple[float, int]:
-        limiter = RateLimiter(requests_per_minute=600)
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        for _ in range(12):
-            await limiter.acquire()
-        limiter.throttled()
-        assert limiter.rpm == 300
-        return loop.time() - start, limiter.shrinks
-
-    elapsed, shrinks = asyncio.run(scenario())
-    assert shrinks == 1 and elapsed >= 0.1, "600/min allows a burst of 10, then one every 0.1 s"
 
 
 def test_the_response_cache_answers_identical_calls_and_never_keeps_errors(tmp_path: Path, llm: LLMServer) -> None:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from click.testing import CliRunner, Result
 from llm_server import LLMServer
 from test_run_process import llm, make_workspace, process_env, scoring_job, server, sleipnir, write_items
@@ -395,9 +394,7 @@ def test_the_readme_example_runs_offline_on_the_mock_provider(example: Path) -> 
 
 
 def test_the_readme_example_calls_the_endpoint_when_a_key_is_set(example: Path) -> None:
-    prompt = yaml.safe_load((REPO / "stdlib" / "prompts" / "sentiment_analyzer" / "2.1.0.yaml").read_text())
     with LLMServer(api_key="sk-test-readme") as server:
-        server.set_schemas({"gpt-4": prompt["prompt"]["output"]["schema"]})
         env = process_env(OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="sk-test-readme")
         del env["LLM_URL"]
         done = sleipnir(["run-job", "examples/sentiment_analysis/jobs/sentiment_analysis_job.yaml", "--json"], example.parent.parent, env)

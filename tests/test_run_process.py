@@ -208,7 +208,6 @@ def server(llm: LLMServer, monkeypatch: pytest.MonkeyPatch) -> LLMServer:
     """The module's LLM server, reset, answering the scorer with schema-valid JSON; `LLM_URL` points at it
     (for the in-process API, which reads the process environment)."""
     llm.reset()
-    llm.set_schemas({MARKER: SCORE_SCHEMA})
     monkeypatch.setenv("LLM_URL", llm.base_url)
     return llm
 
@@ -298,7 +297,7 @@ def test_sigkill_three_times_then_resume_writes_every_key_once_to_a_sqlite_table
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_drains_the_calls_in_flight_and_the_rerun_finishes(
+def test_a_signal_finishes_the_calls_in_flight_publishes_what_is_done_and_the_rerun_finishes(
     tmp_path: Path, server: LLMServer, sig: signal.Signals
 ) -> None:
     ws = make_workspace(tmp_path / "ws", {"jobs/score.yaml": scoring_job("score")})
@@ -313,9 +312,11 @@ def test_a_signal_drains_the_calls_in_flight_and_the_rerun_finishes(
     stopped = result_of((tmp_path / "run" / "stdout").read_bytes())
     assert stopped["status"] == "interrupted"
     assert sig.name in stopped["message"]
-    assert not target.exists()
     written = spooled_keys(spool)
     assert len(written) == len(set(written)) < 120
+    # The rows it finished are published: the target holds them now, and the summary says how many are left.
+    assert [json.loads(line)["id"] for line in target.read_text().splitlines()] == written
+    assert stopped["metrics"]["items_left"] == 120 - len(written)
     # Drained: every call that was made has its row written and recorded; none was abandoned half-way.
     assert ledger_keys(ws) == sorted(written)
     assert server.requests(0)["count"] == len(written)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sleipnir.compiler.ir import Plan, PromptCall, Source, thaw
+from sleipnir.compiler.ir import JobStep, Plan, PromptCall, Source
 from sleipnir.compiler.planner import plan as compile_plan
 from sleipnir.runtime.engine.job import JobRun, RunOptions
 from sleipnir.runtime.engine.pipeline import run_pipeline
@@ -83,18 +83,9 @@ def test_the_seed_example_runs(workspace: Path, server: LLMServer, file: str, ki
     monkeypatch.chdir(workspace)
     environ = {"OPENAI_API_KEY": "sk-test-not-real", "API_ENDPOINT": server.base_url} if file == "environment_variables.yaml" else {}
     before = server.requests()["count"]
-    result = compile_plan(file, environ=environ)
-    assert result.ok, [d.message for d in result.diagnostics]
-    [plan] = result.plans
-    if environ:
-        # The server answers with the schema of the module each model is called for, as a real model would.
-        server.set_schemas(
-            {n.model: thaw(plan.resources.prompt(n.prompt, n.version).output_schema) for n in plan.nodes if isinstance(n, PromptCall)}
-        )
+    plan = _compiled(file, environ)
     if kind == "pipeline":
-        outcome = asyncio.run(run_pipeline(plan, RunOptions(environ=environ)))
-        assert outcome.ok, {entry: run.message for entry, run in outcome.jobs.items()}
-        assert len(outcome.jobs) == len(plan.nodes)
+        _run_pipeline(plan, environ)
         return
     run = asyncio.run(JobRun(plan, RunOptions(environ=environ)).run())
     assert run.ok, run.message
@@ -111,3 +102,82 @@ def test_the_seed_example_runs(workspace: Path, server: LLMServer, file: str, ki
 
 def _has_no_input(plan: Plan) -> bool:
     return next(node for node in plan.nodes if isinstance(node, Source)).source == "run_input"
+
+
+# -- against a schema-following server ----------------------------------------------------------------------
+
+STDLIB = Path(__file__).resolve().parents[1] / "stdlib" / "prompts"
+STDLIB_ROW = {
+    "id": "item-1",
+    "text": "The kettle boils fast but the lid broke after a week.",
+    "context": "A kitchen appliance review.",
+    "category": "kitchen",
+    "period": "2026-W49",
+    "items": [{"id": "a", "text": "Great kettle"}, {"id": "b", "text": "The lid broke"}],
+    "results": [{"label": "positive"}, {"label": "negative"}],
+    "candidate": {"label": "positive", "confidence": 0.7},
+}
+
+
+@pytest.mark.parametrize(("file", "kind"), documents(), ids=[name for name, _ in documents()])
+def test_the_seed_example_runs_clean_against_a_schema_following_server(
+    workspace: Path, server: LLMServer, file: str, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No fallback to the mock: every call goes to a server that answers with an instance of the schema the
+    request carries, and with nothing valid when it carries none."""
+    monkeypatch.chdir(workspace)
+    environ = {"OPENAI_API_KEY": "sk-test-not-real", "OPENAI_BASE_URL": server.base_url, "API_ENDPOINT": server.base_url}
+    before = server.requests()["count"]
+    plan = _compiled(file, environ)
+    if kind == "pipeline":
+        _run_pipeline(plan, environ)
+    else:
+        run = asyncio.run(JobRun(plan, RunOptions(environ=environ)).run())
+        assert run.ok, run.message
+        assert run.progress.failed == 0 and run.progress.skipped == 0 and run.progress.retries == 0
+        assert not any("mock" in notice for notice in run.notices)
+    if _calls(plan):
+        assert server.requests()["count"] > before, "the calls went to the server"
+
+
+def _compiled(file: str, environ: dict[str, str]) -> Plan:
+    result = compile_plan(file, environ=environ)
+    assert result.ok, [d.message for d in result.diagnostics]
+    [plan] = result.plans
+    return plan
+
+
+def _run_pipeline(plan: Plan, environ: dict[str, str]) -> None:
+    outcome = asyncio.run(run_pipeline(plan, RunOptions(environ=environ)))
+    assert outcome.ok, {entry: run.message for entry, run in outcome.jobs.items()}
+    assert len(outcome.jobs) == len(plan.nodes)
+
+
+def _calls(plan: Plan) -> bool:
+    """Whether the plan (or a job of the pipeline) calls a model."""
+    return any(isinstance(n, PromptCall) or (isinstance(n, JobStep) and _calls(n.plan)) for n in plan.nodes)
+
+
+def stdlib_modules() -> list[tuple[str, str]]:
+    return [(path.parent.name, path.stem) for path in sorted(STDLIB.glob("*/*.yaml"))]
+
+
+@pytest.mark.parametrize(("name", "version"), stdlib_modules(), ids=[f"{n}@{v}" for n, v in stdlib_modules()])
+def test_every_stdlib_prompt_runs_clean_against_a_schema_following_server(
+    tmp_path: Path, server: LLMServer, name: str, version: str
+) -> None:
+    (tmp_path / "sleipnir.yaml").write_text("name: stdlib_check\n", encoding="utf-8")
+    (tmp_path / "items.jsonl").write_text(json.dumps(STDLIB_ROW) + "\n", encoding="utf-8")
+    (tmp_path / "job.yaml").write_text(
+        f"job:\n  name: one_{name}\n  input:\n    path: items.jsonl\n  prompts:\n    - name: {name}\n"
+        f"      version: {version}\n      model: gpt-4o-mini\n      endpoint: {server.base_url}\n"
+        "  output:\n    path: out.jsonl\n",
+        encoding="utf-8",
+    )
+    result = compile_plan(str(tmp_path / "job.yaml"), environ={})
+    assert result.ok, [d.message for d in result.diagnostics]
+    [plan] = result.plans
+    run = asyncio.run(JobRun(plan, RunOptions(environ={})).run())
+    assert run.ok and run.progress.succeeded == 1 and run.progress.retries == 0, (run.message, run.errors)
+    [row] = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert name in row

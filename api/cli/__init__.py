@@ -58,6 +58,18 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
+EXIT_AT_ONCE = {"enabled": False}
+"""Set by the process entry point (`python -m sleipnir`, the `sleipnir` script), never by in-process callers
+such as tests: a finished `run-job` then leaves the process without the interpreter's teardown (see
+`cli/run.py`)."""
+
+
+def entry() -> None:
+    """The `sleipnir` command as a process."""
+    EXIT_AT_ONCE["enabled"] = True
+    main()
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="sleipnir", prog_name="sleipnir")
 @click.option("--debug", is_flag=True, help="Show tracebacks for internal errors.")

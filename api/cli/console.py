@@ -107,6 +107,17 @@ def summary(result: RunResult, root: str) -> Table:
         ("estimated cost", "unknown" if cost is None else f"${cost:,.4f}"),
         ("wall time", f"{result.wall_time:,.2f}s"),
     ]
+    if result.status in ("interrupted", "timed_out"):
+        left = metrics["items_left"]
+        rows.append(("left for a resume", f"{left:,}" if p.total is not None else "the rest of the source"))
+    for provider, limit in sorted(metrics["rate_limits"].items()):
+        if limit["rate_limited"] or limit["decreases"]:
+            rate = limit["requests_per_minute"]
+            rows.append((
+                f"rate limits ({provider})",
+                f"{limit['rate_limited']:,} x 429/503, {limit['decreases']} decreases, now "
+                + ("unlimited" if rate is None else f"{rate:,.0f}/min"),
+            ))
     for name, value in rows:
         table.add_row(name, value)
     return table

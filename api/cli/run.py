@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import os
 import sys
 from collections.abc import Mapping
@@ -51,6 +52,14 @@ def _run_options(function: F) -> F:
             click.option("--retry-failed", is_flag=True, help="Re-run only the items that failed before."),
             click.option("--cache", is_flag=True, help="Reuse answers of identical earlier calls (never errors)."),
             click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout."),
+            click.option(
+                "--grace",
+                type=click.FloatRange(min=0),
+                default=5.0,
+                show_default=True,
+                metavar="SECONDS",
+                help="After Ctrl-C or SIGTERM, how long the calls in flight may finish before they are cancelled.",
+            ),
         )
     ):
         function = option(function)
@@ -63,11 +72,12 @@ def _run_options(function: F) -> F:
 def run_job(**options: Any) -> None:
     """Run a job (or pipeline) by name or file: stream its items through its prompts to its output.
 
-    A rerun does only what is not done yet; --fresh starts over. Ctrl-C or SIGTERM lets the calls in flight
-    finish, writes what is done and exits non-zero: run the same command again to resume. Exits 0 when every
-    item succeeded, 1 when the run failed or was stopped (130 on Ctrl-C), 2 on a usage or internal error.
+    A rerun does only what is not done yet; --fresh starts over. Ctrl-C or SIGTERM stops it: the calls in flight
+    get --grace seconds to finish, what is done is written and published, and it exits 130 (a second signal
+    exits at once): run the same command again to resume. Exits 0 when every item succeeded, 1 when the run
+    failed or passed its execution.timeout, 2 on a usage or internal error.
     """
-    sys.exit(run_command(**options))
+    _exit(run_command(**options))
 
 
 @click.command("run")
@@ -75,7 +85,22 @@ def run_job(**options: Any) -> None:
 @guarded
 def run_alias(**options: Any) -> None:
     """Same as `run-job`."""
-    sys.exit(run_command(**options))
+    _exit(run_command(**options))
+
+
+def _exit(code: int) -> None:
+    """Exit with `code`. A run leaves the process at once: everything it wrote is closed and synced by now (sinks,
+    the ledger, the metrics textfile; `logging.shutdown` flushes the logs), and the interpreter's own teardown of
+    a run's objects took a second on a loaded machine (measured), which a stop within its grace period cannot
+    afford and no run needs. Called in-process (tests), only a stop does so."""
+    from . import EXIT_AT_ONCE
+
+    if code != EXIT_INTERRUPTED and not EXIT_AT_ONCE["enabled"]:
+        sys.exit(code)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def run_command(
@@ -92,6 +117,7 @@ def run_command(
     retry_failed: bool,
     cache: bool,
     as_json: bool,
+    grace: float = 5.0,
 ) -> int:
     """The whole command; returns the exit code."""
     compiled = compile_plan(target, profile=profile, params=params, param_files=param_files)
@@ -119,6 +145,7 @@ def run_command(
         cache=cache,
         state=settings.get("state"),
         environ=environ,
+        grace=grace,
     )
     if dry_run:
         click.echo(render_plan(plan, estimate=estimate(plan), now=datetime.now(UTC)))

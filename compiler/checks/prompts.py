@@ -23,6 +23,7 @@ from ..ir.common import suggestion_help
 from ..ir.sandbox import BoundedBinops
 from ..loader import locate, node_span
 from ..span import Span
+from ..strict_schema import strict_form
 
 if TYPE_CHECKING:
     from ..checker import CheckContext
@@ -249,6 +250,24 @@ def _check_output_schema(context: CheckContext, document: Document) -> None:
             help=_help(error),
             notes=(f"checked against the {_draft_name(validator)} meta-schema",),
         )
+    if not found and isinstance(schema, dict) and output.get("format", "json") == "json":
+        _check_strict_form(context, document, schema, path)
+
+
+def _check_strict_form(
+    context: CheckContext, document: Document, schema: dict[str, Any], path: tuple[str | int, ...]
+) -> None:
+    """Say how the schema sent to a server with structured outputs differs from the one written."""
+    form = strict_form(schema)
+    if not form.changes:
+        return
+    if form.strict:
+        code, message, label = "strict-schema-changed", "strict structured outputs are sent a changed form of this output schema", "changed for strict mode"
+        help = "replies are still validated against the schema as written; make optional properties required to send it unchanged"
+    else:
+        code, message, label = "strict-schema-unsupported", "structured outputs cannot take this output schema in strict mode", "sent with `strict: false`"
+        help = "the server is asked to follow the schema without the strict guarantee; every reply is still validated against it"
+    context.sink.emit(code, message, document.span_at(path), label=label, notes=form.changes, help=help)
 
 
 def _validator_class(

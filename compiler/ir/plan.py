@@ -304,6 +304,16 @@ class PromptModule:
     variables: Frozen = EMPTY
     output_format: str = "json"
     output_schema: Frozen | None = None
+    """The schema every reply is validated against, as written."""
+    sent_schema: Frozen | None = None
+    """What a server with structured outputs is sent: the strict form of `output_schema` (every property
+    required, optional ones nullable, `additionalProperties: false`, refused keywords dropped), or
+    `output_schema` itself when strict mode cannot express it (then `strict` is false)."""
+    strict: bool = False
+
+
+STRUCTURED_OUTPUTS = ("json_schema", "json_object", "none")
+"""How a provider's server takes an output schema (`sleipnir.yaml` `structured_output`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -320,6 +330,15 @@ class Provider:
     tokens_per_minute: int | None = None
     fallback: str | None = None
     """The provider calls go to when this one has no API key at run time (`sleipnir.yaml` `fallback_provider`)."""
+    structured_output: str = "json_schema"
+    """How its server takes an output schema: `json_schema` (structured outputs), `json_object` or `none` (the
+    schema goes into the system message)."""
+    timeout: float | None = None
+    """Seconds for one call, when the prompt does not say."""
+
+    def __post_init__(self) -> None:
+        if self.structured_output not in STRUCTURED_OUTPUTS:
+            raise ValueError(f"unknown structured_output {self.structured_output!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -217,6 +217,8 @@ def _module_from(data: Mapping[str, Any]) -> PromptModule:
         variables=_value(data.get("variables") or {}),
         output_format=data.get("output_format", "json"),
         output_schema=_value(schema) if schema is not None else None,
+        sent_schema=_value(data["sent_schema"]) if data.get("sent_schema") is not None else None,
+        strict=bool(data.get("strict", False)),
     )
 
 
@@ -229,6 +231,8 @@ def _provider_from(data: Mapping[str, Any]) -> Provider:
         requests_per_minute=data.get("requests_per_minute"),
         tokens_per_minute=data.get("tokens_per_minute"),
         fallback=data.get("fallback"),
+        structured_output=data.get("structured_output", "json_schema"),
+        timeout=data.get("timeout"),
     )
 
 

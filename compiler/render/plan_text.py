@@ -198,7 +198,7 @@ class _Describer:
         origins = [
             f"{_setting(node, key)} ({origin})"
             for key, origin in sorted(node.provenance.items())
-            if origin not in baseline
+            if origin not in baseline and key != "retry"
         ]
         lines.extend(_wrapped("set ", origins))
         return lines
@@ -236,7 +236,8 @@ class _Describer:
         if self.batch_size is not None:
             run.append(f"batch {self.batch_size}")
         run += [f"timeout {duration(node.timeout)}", f"on failure {node.on_failure}"]
-        lines = [" · ".join(run), retry_text(node.retry)]
+        # The retry schedule always says where it came from: the default, a profile, or the job's own line.
+        lines = [" · ".join(run), f"{retry_text(node.retry)} · from {node.provenance.get('retry') or 'default'}"]
         if node.when:
             lines.append(f"when {node.when}")
         if node.group:
@@ -332,6 +333,10 @@ def _resources(plan: Plan, style: _Style) -> str:
             parts.append(f"{provider.requests_per_minute:,} requests/min")
         if provider.tokens_per_minute:
             parts.append(f"{provider.tokens_per_minute:,} tokens/min")
+        if provider.protocol != "mock":
+            parts.append(f"structured output {provider.structured_output}")
+        if provider.timeout:
+            parts.append(f"timeout {duration(provider.timeout)}")
         lines += _wrapped(f"  provider {provider.name}: ", parts)
     lines += [f"  connection {c.name}: {show(c.url)}" for c in resources.connections]
     if resources.rate_limit:

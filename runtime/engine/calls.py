@@ -2,8 +2,11 @@
 
 Each call node is made ready once (`render.PreparedCall`): templates compiled, the output schema's validator
 built, its provider client taken from the pool. For an item, the levels of calls run in order; the calls of one
-level (a stack's parallel group) run at the same time; a call whose `when` does not hold is skipped. A call
-waits for a concurrency slot, then its provider's rate limiter, and is retried per its retry policy.
+level (a stack's parallel group) run at the same time; a call whose `when` does not hold is skipped.
+
+A call waits for its turn at its provider's rate limiter, then for a concurrency slot, which it holds only while
+the request is in flight: a call waiting for the limiter or for a retry holds no slot, so it never keeps
+another call from going. It is retried per its retry policy; a stop ends those waits at once (`CallsStopped`).
 """
 
 from __future__ import annotations
@@ -24,16 +27,17 @@ from ..providers.registry import DEFAULT_BASE_URL, ProviderPool, resolve_api_key
 from ..secrets import reveal
 from .answers import AnswerWriter
 from .cache import ResponseCache, cache_key
-from .context import RunContext
+from .context import CallsStopped, RunContext
 from .ledger import Answer
-from .limits import Attempts, RateLimiter, with_retries
+from .limits import RateLimiter
 from .render import ItemError, PreparedCall, ReplyError
+from .retries import Attempts, with_retries
 
 DEFAULT_COMPLETION_TOKENS = 256
 KEYED_PROTOCOLS = ("openai",)
 """Protocols whose default endpoint needs a key (the public OpenAI API)."""
 
-__all__ = ["DEFAULT_COMPLETION_TOKENS", "CallFailed", "ItemError", "ItemFailed", "ItemWorker"]
+__all__ = ["DEFAULT_COMPLETION_TOKENS", "CallFailed", "CallsStopped", "ItemError", "ItemFailed", "ItemWorker"]
 
 
 class CallFailed(Exception):
@@ -96,11 +100,12 @@ class ItemWorker:
             self.work[node.id] = _work_fingerprint(node, plan, self.served[node.id])
             self._call_digests[node.id] = self.work[node.id].encode()
             if node.provider not in self.limiters:
-                # One bucket per provider: the job's own limits, else the provider's from sleipnir.yaml.
-                self.limiters[node.provider] = RateLimiter(
+                # One limiter per provider: the job's own ceilings, else the provider's from sleipnir.yaml.
+                limiter = self.limiters[node.provider] = RateLimiter(
                     job_limits.get("requests_per_minute") or spec.requests_per_minute,
                     job_limits.get("tokens_per_minute") or spec.tokens_per_minute,
                 )
+                self.run.on_stop.append(limiter.cancel_waits)
 
         self._work_digest = hashlib.sha256(json.dumps(sorted(self.work.items())).encode()).digest()
 
@@ -139,7 +144,12 @@ class ItemWorker:
                 retryable=False,
                 kind="client",
             )
-        return ProviderConfig(name=spec.name, protocol=spec.protocol, base_url=base_url, api_key=api_key)
+        options = {"structured_output": spec.structured_output} if spec.structured_output != "json_schema" else {}
+        return ProviderConfig(name=spec.name, protocol=spec.protocol, base_url=base_url, api_key=api_key, options=options)
+
+    def limits(self) -> dict[str, Any]:
+        """Each provider's limiter, for the run's summary and metrics."""
+        return {name: limiter.control.summary() for name, limiter in self.limiters.items()}
 
     async def aclose(self) -> None:
         if self.answers is not None:
@@ -238,19 +248,30 @@ class ItemWorker:
                 with contextlib.suppress(ReplyError):
                     return prepared.parse(cached.text), 0
 
+        run = self.run
+        semaphore = self.semaphore
+
         async def attempt() -> Any:
-            async with self.semaphore:
-                if limiter.active:
+            if limiter.try_take(estimate) is None:
+                try:
                     await limiter.acquire(estimate)
-                else:
-                    limiter._served.append(time.monotonic())
+                except asyncio.CancelledError:
+                    # `cancel_waits` on a stop, not a cancellation of this task: the item is left for a resume.
+                    task = asyncio.current_task()
+                    if run.stopping is None or (task is not None and task.cancelling()):
+                        raise
+                    raise CallsStopped from None
+            async with semaphore:
+                sent = time.monotonic()
                 progress.calls += 1
                 try:
                     response = await provider.complete(request)
                 except ProviderError as error:
-                    if error.kind == "rate_limit":
-                        limiter.throttled()
+                    limiter.reply(sent, error)
                     raise
+                limiter.reply(sent)
+            if response.notice is not None:
+                run.notice(response.notice)
             progress.prompt_tokens += response.prompt_tokens
             progress.completion_tokens += response.completion_tokens
             usage = progress.tokens_by_model.setdefault(served, [0, 0])
@@ -266,7 +287,7 @@ class ItemWorker:
 
         attempts = Attempts()
         try:
-            output = await with_retries(node.retry, attempt, attempts, on_retry=on_retry)
+            output = await with_retries(node.retry, attempt, attempts, on_retry=on_retry, sleep=run.wait)
         except (ProviderError, ReplyError) as error:
             message = error.message if isinstance(error, ProviderError) else str(error)
             raise CallFailed(node, f"{node.id}: {message}", attempts.count) from None

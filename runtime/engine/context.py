@@ -7,9 +7,11 @@ The reader, the item worker, the writer and the gatherer each hold the same `Run
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from ...compiler.ir import Merge, Plan, PromptCall, Reduce, Sink, Source, Split, thaw
@@ -47,6 +49,10 @@ class JobShape:
         }
 
 
+class CallsStopped(Exception):
+    """The run stopped while a call waited for its turn or for a retry: the item is left for a resume."""
+
+
 class RunContext:
     """The mutable state of one run, shared by its collaborators."""
 
@@ -66,11 +72,42 @@ class RunContext:
         keyed by the run's scope (serve's fire time) or, without one, by the run id."""
         self.key_field = "run" if self.no_input else self.shape.source.key or ""
         self.stopping: RunStopped | None = None
+        self.on_stop: list[Callable[[], None]] = []
+        """Called once, when the run stops: each provider's limiter cancels its waits."""
+        self.calling: set[asyncio.Task[Any]] = set()
+        """The workers whose item is making calls now: what a stop cancels once its grace period is over."""
+        self.halted = False
+        """The calls in flight were cancelled: their items are left for a resume."""
+        self._stopped: asyncio.Event | None = None
 
     def stop(self, reason: str, message: str) -> None:
-        """Stop reading new items (the first reason to stop wins)."""
-        if self.stopping is None:
-            self.stopping = RunStopped(reason, message)
+        """Stop reading new items and end every wait for a turn or a retry (the first reason to stop wins)."""
+        if self.stopping is not None:
+            return
+        self.stopping = RunStopped(reason, message)
+        if self._stopped is not None:
+            self._stopped.set()
+        for callback in self.on_stop:
+            callback()
+
+    def halt(self) -> None:
+        """Cancel the calls in flight (a stop's grace period is over)."""
+        self.halted = True
+        for task in list(self.calling):
+            task.cancel()
+
+    async def wait(self, seconds: float) -> None:
+        """Sleep `seconds` before a retry; a stop ends the wait at once with `CallsStopped`."""
+        if self.stopping is not None:
+            raise CallsStopped
+        if self._stopped is None:
+            self._stopped = asyncio.Event()
+        try:
+            async with asyncio.timeout(seconds):
+                await self._stopped.wait()
+        except TimeoutError:
+            return
+        raise CallsStopped
 
     def notice(self, text: str) -> None:
         """A line for the person running the job, said once."""

@@ -6,20 +6,26 @@ pending (not yet read), ready (queued), in flight, and then succeeded, skipped o
 job each:
 
 - the reader (`reader.py`) reads the source into a bounded queue, skipping what is already done;
-- `execution.concurrency` workers take items from the queue, and the item worker (`calls.py`) makes each
-  item's chain of prompt calls;
+- workers take items from the queue, and the item worker (`calls.py`) makes each item's chain of prompt
+  calls; there are twice as many workers as `execution.concurrency` slots, so that an item waiting out a retry
+  never leaves a slot idle (the slots bound the calls in flight);
 - the writer (`writer.py`) writes each batch to the sink when all its items are done, then records it in the
   ledger;
 - the gatherer (`gather.py`) makes the `reduce` and `fan_in` calls once every item is done.
 
-A stop (a `fail` strategy, Ctrl-C, SIGTERM, `execution.timeout`) stops reading, lets the calls in flight end,
-writes what is done, and records it: the run can be resumed.
+A stop (a `fail` strategy, Ctrl-C, SIGTERM, `execution.timeout`) stops reading and ends every wait for a turn
+at a rate limiter or for a retry at once. A signal gives the calls in flight `RunOptions.grace` seconds, then
+cancels them; `execution.timeout` cancels them at once. A second signal exits the process at once (what was
+written is durable: batches are fsynced and recorded after, publishing is a rename). Whatever is done is written
+and recorded; items cut short are left for a resume, and a stopped or timed-out run publishes the rows it
+finished to a file sink's target, merged by key (`FileSink.publish_finished`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -37,7 +43,7 @@ from ..secrets import MissingSecret, reveal
 from .answers import AnswerWriter
 from .cache import ResponseCache
 from .calls import ItemFailed, ItemWorker
-from .context import RunContext
+from .context import CallsStopped, RunContext
 from .gather import Gatherer
 from .ledger import Ledger
 from .reader import Reader, Survey, count_items, detect_key_field, survey
@@ -70,6 +76,7 @@ class JobRun:
         self.run_id = self.context.run_id
         self.result = self.context.result
         self.progress = self.context.progress
+        self.signalled = False
 
     @property
     def stopping(self) -> RunStopped | None:
@@ -126,11 +133,12 @@ class JobRun:
             if hooks.on_start:
                 hooks.on_start(run_id=self.run_id, plan=self.plan)
             await asyncio.to_thread(ledger.start_run, self.run_id, self.plan.id, self.plan.name)
-            with self._signals():
+            with self._signals(), self._expiry():
                 reader = Reader(run, ledger, writer, worker, resume=resume, answers=answers)
-                await self._deadline(self._stream(source, reader, worker, writer))
+                await self._stream(source, reader, worker, writer)
                 if run.shape.collecting and run.stopping is None:
-                    await self._deadline(Gatherer(run, worker, ledger, sink).collect())
+                    with contextlib.suppress(CallsStopped):  # a stop while a gather call waited: raised below
+                        await self._deadline(Gatherer(run, worker, ledger, sink).collect())
             if run.stopping is not None:
                 raise run.stopping
             # `--retry-failed` leaves items never tried undone on purpose: its output is not the whole run yet.
@@ -142,10 +150,14 @@ class JobRun:
         except (SourceError, SinkError, MissingSecret, ProviderError, DatabaseError, ValueError) as error:
             self.result.status, self.result.message = "failed", str(error)
         finally:
+            self.progress.limits = worker.limits()
             await worker.aclose()
             if sink is not None:
                 try:
                     await asyncio.to_thread(sink.close, complete=complete)
+                    publish = getattr(sink, "publish_finished", None)
+                    if publish is not None and self.result.status in ("interrupted", "timed_out"):
+                        await asyncio.to_thread(publish)
                 except SinkError as error:
                     self.result.status, self.result.message = "failed", str(error)
             self.result.wall_time = time.monotonic() - started
@@ -232,6 +244,25 @@ class JobRun:
 
     # -- stops --------------------------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _expiry(self) -> Iterator[None]:
+        """`execution.timeout`: at the deadline the run stops and its calls in flight are cancelled at once."""
+        timeout = self.context.shape.timeout
+        if not timeout:
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + float(timeout) - (time.monotonic() - self.progress.started)
+        handle = loop.call_at(deadline, self._expire, timeout)
+        try:
+            yield
+        finally:
+            handle.cancel()
+
+    def _expire(self, timeout: Any) -> None:
+        self.context.stop("timed_out", f"the job passed its execution.timeout of {timeout}s")
+        self.context.halt()
+
     async def _deadline(self, work: Any) -> None:
         timeout = self.context.shape.timeout
         if not timeout:
@@ -264,10 +295,17 @@ class JobRun:
                 loop.remove_signal_handler(sig)
 
     def _stop_on_signal(self, sig: signal.Signals) -> None:
-        if self.context.stopping is None:
-            name = signal.Signals(sig).name
-            self.context.stop("interrupted", f"stopped by {name}: the calls in flight finished, what is done is written")
-            self.context.notice(f"{name}: finishing the calls in flight, then stopping (the run can be resumed)")
+        name = signal.Signals(sig).name
+        run = self.context
+        if self.signalled:
+            # A second signal: out at once. Batches are fsynced before they are recorded and a publish is a
+            # rename, so what is finished stays durable and nothing is left half-written.
+            os._exit(130)
+        self.signalled = True
+        grace = self.options.grace
+        run.stop("interrupted", f"stopped by {name}: what is done is written; run the same command to resume")
+        run.notice(f"{name}: stopping; calls in flight get {grace:g}s to finish (a second {name} exits at once)")
+        asyncio.get_running_loop().call_later(grace, run.halt)
 
     # -- streaming items ----------------------------------------------------------------------------------
 
@@ -275,7 +313,7 @@ class JobRun:
         run = self.context
         concurrency = run.shape.concurrency
         queue: asyncio.Queue[tuple[Batch, Item] | None] = asyncio.Queue(maxsize=concurrency * 2)
-        workers = [asyncio.create_task(self._work(queue, worker, writer)) for _ in range(concurrency)]
+        workers = [asyncio.create_task(self._work(queue, worker, writer)) for _ in range(2 * concurrency)]
         reporter = asyncio.create_task(self._report())
         try:
             await reader.read(source, queue)
@@ -297,9 +335,11 @@ class JobRun:
         run.progress_now()
 
     async def _work(self, queue: asyncio.Queue[Any], worker: ItemWorker, writer: Writer) -> None:
-        """One of the `execution.concurrency` workers: items from the queue, through their calls, to the writer."""
+        """One worker: items from the queue, through their calls, to the writer."""
         run = self.context
         progress = run.progress
+        task = asyncio.current_task()
+        assert task is not None
         while True:
             entry = await queue.get()
             if entry is None:
@@ -308,13 +348,22 @@ class JobRun:
             if run.stopping is not None:
                 continue  # never started: left for a resume
             progress.in_flight += 1
+            run.calling.add(task)
             try:
                 outputs, attempts, commits = await worker.outputs(item.row, key=item.key, recorded=item.recorded)
             except ItemFailed as failed:
                 writer.failed(batch, item, failed.stage, failed.message, failed.attempts, failed.strategy)
                 await writer.finished(batch)
                 continue
+            except CallsStopped:
+                continue  # cut short by a stop: left for a resume
+            except asyncio.CancelledError:
+                if not run.halted or task.cancelling() > 1:
+                    raise
+                task.uncancel()  # the stop's grace period ended this item's calls: left for a resume
+                continue
             finally:
+                run.calling.discard(task)
                 progress.in_flight -= 1
             # The worker goes on to its next item while the item's answers commit; the item is acknowledged
             # (counted, and its batch written) once they are.

@@ -1,194 +1,300 @@
-"""How fast and how often calls are made: the retry policy (tenacity) and the adaptive rate limiter.
+"""How fast calls go to a provider: an adaptive rate limiter (AIMD) under configured ceilings.
 
-Retries: the first attempt is made directly, and tenacity's policy is entered only after a failure, since
-wrapping every call costs 60 to 85 us of CPU (MEASURED.md). `max_retries` counts retries, not attempts; the wait
-before retry n is the plan's `Retry.delay(n)` (`min(max_delay, initial * factor^(n-1))` for exponential), with
-jitter, and never shorter than what the server asked for with `Retry-After`.
+`RateControl` makes the decisions and is given the time (`now`) by its caller, so tests drive it with a fake
+clock; `RateLimiter` is the asyncio side: calls wait in a FIFO queue for their turn, woken by one timer, and
+nothing sleeps holding a lock or a concurrency slot (a call waiting for its turn holds no slot, and one waiting
+call never keeps another from finishing).
 
-Rate limits: a token bucket per provider for requests and tokens per minute. When the server answers 429 the
-bucket shrinks to half its rate, and it grows back by a tenth each quiet minute, as promptfoo's adaptive limiter
-does; a provider without configured limits starts unlimited and, when a 429 comes under load (20 or more requests in
-the last 10 seconds), gets a bucket at half the rate it was actually served at.
+The rules (spec/run.md, "Rate limits"):
+- Configured `requests_per_minute` and `tokens_per_minute` are ceilings the rate never exceeds.
+- A 429 or 503 with `Retry-After` pauses new sends to the provider until then. Only a reply to a call sent after
+  the last pause began is a new signal: the calls of the cohort that was already in flight do not each pause it
+  again, and a pause starts at most once a window.
+- The rate decreases at most once a window (`WINDOW`), and only for calls sent since the last decrease, when the
+  window's replies hold at least two overload replies (429, 503) making up at least `OVERLOAD_SHARE` of them (a
+  server that 429s a small fixed share whatever the rate is not slowed down by slowing down). It decreases to
+  `DECREASE` times the rate actually served (2xx replies a second over the last window), and never below one
+  call per slot in flight per `Retry-After` (Little's law gives the calls in flight, on average; the longest
+  `Retry-After` of the window counts, and as at least a second, because a token bucket's 429s ask only for
+  the time to its next token), so a rate never collapses to a call a minute.
+- After a decrease it increases additively, by a tenth of the decreased rate a second, while calls succeed and
+  the limit is what holds calls back: within a few seconds it is back where it was.
+- A provider with no configured ceiling starts unlimited: the first overload window gives it a rate.
+
+Peers met the same collapse: vllm-project/aibrix#2452 (one decrease per sample window, at least two overload
+errors and a share of them, a 0.9 factor, a capacity floor), UKGovernmentBEIS/inspect_ai#3820 (adaptive
+connections between bounds), oumi-ai/oumi#2515 (a retry waits outside the concurrency slot).
+
+Retries are in `retries.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
+import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Any
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
-
-from ...compiler.ir import Retry
 from ..providers.base import ProviderError
-from .render import ReplyError
 
-T = TypeVar("T")
-
-
-def retryable(error: BaseException) -> bool:
-    return isinstance(error, ReplyError) or (isinstance(error, ProviderError) and error.retryable)
-
-
-class Attempts:
-    """How many attempts a call took, for the ledger and the metrics."""
-
-    __slots__ = ("count",)
-
-    def __init__(self) -> None:
-        self.count = 0
+WINDOW = 1.0
+"""Seconds: at most one decrease (and one pause) a window; served rates are measured over one."""
+DECREASE = 0.9
+"""A decrease sets the rate to this share of the rate actually served."""
+OVERLOAD_SHARE = 0.2
+"""The share of a window's replies that must be overload replies for the rate to decrease."""
+INCREASE = 0.1
+"""Each second of success adds this share of the last decreased rate."""
+HISTORY = 200
+"""Rate changes kept for the run's summary."""
 
 
-async def with_retries(
-    policy: Retry,
-    attempt: Callable[[], Awaitable[T]],
-    attempts: Attempts,
-    *,
-    on_retry: Callable[[BaseException, float], None] | None = None,
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-) -> T:
-    """`attempt()`, retried per `policy` on retryable errors; raises the last error when retries are spent."""
-    attempts.count = 1
-    try:
-        return await attempt()
-    except Exception as error:
-        if policy.max_retries == 0 or not retryable(error):
-            raise
-        first = error
+class RateControl:
+    """The adaptive limiter's state and decisions, for one provider. Times are `time.monotonic()` seconds."""
 
-    def wait(state: RetryCallState) -> float:
-        # Tenacity counts its own attempts; the first retry was made before entering it, so after tenacity's
-        # attempt n comes retry n + 1.
-        error = state.outcome.exception() if state.outcome is not None else first
-        return _delay(policy, state.attempt_number + 1, error)
+    def __init__(self, requests_per_minute: float | None, tokens_per_minute: float | None, now: float) -> None:
+        self.ceiling = requests_per_minute / 60.0 if requests_per_minute else None
+        """The configured requests a second, or None."""
+        self.rate: float | None = self.ceiling
+        """Requests a second allowed now; None: unlimited."""
+        self.token_rate = tokens_per_minute / 60.0 if tokens_per_minute else None
+        self.requests = self._burst()
+        self.tokens = self._token_burst()
+        self.updated = now
+        self.started = now
+        self.paused_until = 0.0
+        self.pause_began = -math.inf
+        self.last_decrease = -math.inf
+        self.decreased_to = 0.0
+        self.last_increase = now
+        self.last_wait = -math.inf
+        self.longest_wait = 0.0
+        """The longest `Retry-After` of an overload reply since the last decrease."""
+        self.in_flight = 0
+        self.replies: deque[tuple[float, float, int]] = deque()
+        """(reply time, send time, 0 ok / 1 overload / 2 other failure) over the last window."""
+        self.busy = 0.0
+        """Seconds of calls in flight summed over the replies in `replies` (Little's law: busy / WINDOW)."""
+        self.durations: deque[float] = deque()
+        self.decreases = 0
+        self.overloads = 0
+        self.paused = 0.0
+        self.history: list[tuple[float, float | None]] = [(0.0, self.per_minute)]
 
-    if on_retry is not None:
-        on_retry(first, _delay(policy, 1, first))
-    await sleep(_delay(policy, 1, first))
+    @property
+    def per_minute(self) -> float | None:
+        return None if self.rate is None else round(self.rate * 60.0, 1)
 
-    def before_sleep(state: RetryCallState) -> None:
-        if on_retry is not None and state.outcome is not None:
-            error = state.outcome.exception()
-            if error is not None:
-                on_retry(error, state.upcoming_sleep)
+    def _burst(self) -> float:
+        """A fifth of a second's worth of requests may go at once (a second's for a configured ceiling)."""
+        if self.rate is None:
+            return 0.0
+        return max(1.0, self.rate if self.rate == self.ceiling else self.rate / 5.0)
 
-    retrying = AsyncRetrying(
-        stop=stop_after_attempt(policy.max_retries),
-        wait=wait,
-        retry=retry_if_exception(retryable),
-        reraise=True,
-        sleep=sleep,
-        before_sleep=before_sleep,
-    )
-    async for attempt_state in retrying:
-        with attempt_state:
-            attempts.count += 1
-            return await attempt()
-    raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
+    def _token_burst(self) -> float:
+        """Ten seconds' worth of tokens, so that one large request is never starved."""
+        return self.token_rate * 10.0 if self.token_rate else 0.0
 
+    @property
+    def limited(self) -> bool:
+        return self.rate is not None or self.token_rate is not None or self.paused_until > 0
 
-def _delay(policy: Retry, retry: int, error: BaseException | None) -> float:
-    delay = policy.delay(retry)
-    if policy.jitter:
-        delay *= random.uniform(0.5, 1.0)
-    asked = error.retry_after if isinstance(error, ProviderError) else None
-    return max(delay, asked or 0.0)
+    def _refill(self, now: float) -> None:
+        elapsed, self.updated = max(0.0, now - self.updated), max(now, self.updated)
+        if self.rate is not None:
+            self.requests = min(self._burst(), self.requests + elapsed * self.rate)
+        if self.token_rate is not None:
+            self.tokens = min(self._token_burst(), self.tokens + elapsed * self.token_rate)
+
+    def wait(self, now: float, tokens: float = 0.0) -> float:
+        """Seconds until a call of `tokens` tokens may be sent (0: now)."""
+        self._refill(now)
+        waits = [self.paused_until - now]
+        if self.rate is not None and self.requests < 1.0:
+            waits.append((1.0 - self.requests) / self.rate)
+        if self.token_rate is not None:
+            need = min(tokens, self._token_burst())
+            if self.tokens < need:
+                waits.append((need - self.tokens) / self.token_rate)
+        wait = max(waits)
+        return wait if wait > 1e-9 else 0.0  # float residue of a refill is no reason to wait
+
+    def take(self, now: float, tokens: float = 0.0, *, waited: bool = False) -> None:
+        """A call is sent now."""
+        self._refill(now)
+        if self.rate is not None:
+            self.requests -= 1.0
+        if self.token_rate is not None:
+            self.tokens -= min(tokens, self._token_burst())
+        self.in_flight += 1
+        if waited:
+            self.last_wait = now
+
+    def reply(self, now: float, sent: float, outcome: int, retry_after: float | None = None) -> None:
+        """A call sent at `sent` got its reply: 0 ok, 1 overload (429, 503), 2 any other failure."""
+        self.in_flight = max(0, self.in_flight - 1)
+        self.replies.append((now, sent, outcome))
+        self.durations.append(now - sent)
+        self.busy += now - sent
+        while self.replies and self.replies[0][0] < now - WINDOW:
+            self.replies.popleft()
+            self.busy -= self.durations.popleft()
+        if outcome == 1:
+            self.overloads += 1
+            self._overloaded(now, sent, retry_after)
+        elif outcome == 0:
+            self._succeeded(now)
+
+    def _overloaded(self, now: float, sent: float, retry_after: float | None) -> None:
+        if retry_after:
+            self.longest_wait = max(self.longest_wait, retry_after)
+        new_signal = sent >= self.pause_began
+        if retry_after and new_signal and now - self.pause_began >= WINDOW:
+            self.pause_began = now
+            until = now + retry_after
+            if until > self.paused_until:
+                self.paused += until - max(now, self.paused_until)
+                self.paused_until = until
+        if sent < self.last_decrease or now - self.last_decrease < WINDOW:
+            return
+        cohort = [outcome for _, at, outcome in self.replies if at >= self.last_decrease]
+        overloads = cohort.count(1)
+        if overloads < 2 or len(cohort) < 5 or overloads < OVERLOAD_SHARE * len(cohort):
+            return
+        served = cohort.count(0) / WINDOW
+        # The longest wait asked for since the last decrease: a token bucket's 429s ask for the time to its next
+        # token, which is shorter the later in the gap they come.
+        floor = max(1.0, self.busy / WINDOW) / max(self.longest_wait, WINDOW)
+        rate = max(DECREASE * served, floor, 1.0 / 60.0)
+        if self.rate is not None:
+            rate = min(rate, self.rate)
+        self._set(now, rate)
+        self.decreases += 1
+        self.last_decrease = now
+        self.decreased_to = rate
+        self.longest_wait = 0.0
+        self.last_increase = now
+        self.requests = min(self.requests, 1.0)
+
+    def _succeeded(self, now: float) -> None:
+        if self.rate is None or self.rate == self.ceiling:
+            return
+        elapsed = now - self.last_increase
+        if elapsed < 0.1:
+            return
+        self.last_increase = now
+        if now - self.last_wait > WINDOW:
+            return  # the limit is not what holds calls back: growing it would only make the next cut late
+        rate = self.rate + INCREASE * self.decreased_to * elapsed
+        self._set(now, rate if self.ceiling is None else min(rate, self.ceiling))
+
+    def _set(self, now: float, rate: float) -> None:
+        self.rate = rate
+        self.history.append((round(now - self.started, 3), self.per_minute))
+        if len(self.history) > HISTORY:
+            del self.history[1 : len(self.history) - HISTORY + 1]
+
+    def summary(self) -> dict[str, Any]:
+        """For the run's `--json` summary and metrics."""
+        return {
+            "requests_per_minute": self.per_minute,
+            "ceiling_per_minute": None if self.ceiling is None else round(self.ceiling * 60.0, 1),
+            "decreases": self.decreases,
+            "rate_limited": self.overloads,
+            "paused_seconds": round(self.paused, 3),
+            "history": [list(entry) for entry in self.history],
+        }
 
 
 class RateLimiter:
-    """Token buckets for requests and tokens per minute, shrinking on 429 and recovering when quiet."""
+    """The asyncio side of `RateControl`: `try_take` or `await acquire` before a call, `reply` after it."""
 
-    def __init__(self, requests_per_minute: int | None = None, tokens_per_minute: int | None = None) -> None:
-        self.configured = (requests_per_minute, tokens_per_minute)
-        self.rpm: float | None = float(requests_per_minute) if requests_per_minute else None
-        self.tpm: float | None = float(tokens_per_minute) if tokens_per_minute else None
-        now = time.monotonic()
-        self._requests = self._request_burst()
-        self._tokens = self._token_burst()
-        self._updated = now
-        self._last_429 = 0.0
-        self._served: deque[float] = deque(maxlen=4096)
-        self._lock = asyncio.Lock()
-        self.shrinks = 0
-
-    def _request_burst(self) -> float:
-        """A second's worth of requests may go at once (at least one)."""
-        return max(1.0, self.rpm / 60.0) if self.rpm else 0.0
-
-    def _token_burst(self) -> float:
-        """Ten seconds' worth of tokens, so one large request is never starved."""
-        return self.tpm / 6.0 if self.tpm else 0.0
+    def __init__(
+        self,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.clock = clock
+        self.control = RateControl(requests_per_minute, tokens_per_minute, clock())
+        self._waiters: deque[tuple[asyncio.Future[float], float]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def active(self) -> bool:
-        return self.rpm is not None or self.tpm is not None
+        return self.control.limited
 
-    async def acquire(self, tokens: int = 0) -> None:
-        """Wait until one request (and `tokens` tokens) may be sent."""
-        if not self.active:
-            self._served.append(time.monotonic())
-            return
-        async with self._lock:
-            while True:
-                self._refill()
-                need_tokens = min(float(tokens), self._token_burst()) if self.tpm else 0.0
-                if (self.rpm is None or self._requests >= 1) and (self.tpm is None or self._tokens >= need_tokens):
-                    if self.rpm is not None:
-                        self._requests -= 1
-                    if self.tpm is not None:
-                        self._tokens -= need_tokens
-                    self._served.append(time.monotonic())
-                    return
-                await asyncio.sleep(self._wait(need_tokens))
+    def try_take(self, tokens: float = 0.0) -> float | None:
+        """The send time when a call may go now (and it is counted as sent), else None: `await acquire()`."""
+        now = self.clock()
+        control = self.control
+        if not self._waiters and (not control.limited or control.wait(now, tokens) <= 0.0):
+            control.take(now, tokens)
+            return now
+        return None
 
-    def _wait(self, tokens: float) -> float:
-        waits = [0.01]
-        if self.rpm is not None and self._requests < 1:
-            waits.append((1 - self._requests) * 60.0 / self.rpm)
-        if self.tpm is not None and self._tokens < tokens:
-            waits.append((tokens - self._tokens) * 60.0 / self.tpm)
-        return max(waits)
+    async def acquire(self, tokens: float = 0.0) -> float:
+        """Wait for this call's turn (first come, first served); returns its send time."""
+        sent = self.try_take(tokens)
+        if sent is not None:
+            return sent
+        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._waiters.append((future, tokens))
+        self._arm()
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.control.in_flight = max(0, self.control.in_flight - 1)
+            raise
 
-    def _refill(self) -> None:
-        now = time.monotonic()
-        elapsed, self._updated = now - self._updated, now
-        if self._last_429 and now - self._last_429 > 60:
-            self._recover(now)
-        if self.rpm is not None:
-            self._requests = min(self._request_burst(), self._requests + elapsed * self.rpm / 60.0)
-        if self.tpm is not None:
-            self._tokens = min(self._token_burst(), self._tokens + elapsed * self.tpm / 60.0)
-
-    def _recover(self, now: float) -> None:
-        configured_rpm, configured_tpm = self.configured
-        if self.rpm is not None:
-            self.rpm = self.rpm * 1.1
-            if configured_rpm is None and self.rpm > 1e6:
-                self.rpm = None
-            elif configured_rpm is not None:
-                self.rpm = min(self.rpm, float(configured_rpm))
-        if self.tpm is not None and configured_tpm is not None:
-            self.tpm = min(self.tpm * 1.1, float(configured_tpm))
-        self._last_429 = now
-
-    def throttled(self) -> None:
-        """The server said 429: halve the rate (starting from the rate actually served, if there was no limit)."""
-        now = time.monotonic()
-        self.shrinks += 1
-        self._last_429 = now
-        if self.rpm is None:
-            recent = [t for t in self._served if now - t <= 10]
-            if len(recent) < 20:
-                # Too little traffic to measure a rate: the server's Retry-After paces the retry alone.
-                return
-            self.rpm = max(60.0, len(recent) * 6.0 / 2)
-            self._requests = 0.0
-            self._updated = now
+    def reply(self, sent: float, error: BaseException | None = None) -> None:
+        """The call sent at `sent` ended: with success (`error` None) or `error`."""
+        if isinstance(error, ProviderError):
+            overload = error.kind == "rate_limit" or error.status == 503
+            outcome, retry_after = (1 if overload else 2), error.retry_after
         else:
-            self.rpm = max(1.0, self.rpm / 2)
-            self._requests = min(self._requests, 1.0)
-        if self.tpm is not None:
-            self.tpm = max(100.0, self.tpm / 2)
+            outcome, retry_after = (0 if error is None else 2), None
+        self.control.reply(self.clock(), sent, outcome, retry_after)
+        if outcome == 1 and self._waiters:
+            self._arm()
+
+    def cancel_waits(self) -> None:
+        """Cancel every call waiting for its turn (a stop)."""
+        waiters, self._waiters = self._waiters, deque()
+        for future, _ in waiters:
+            future.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._waiters and self._waiters[0][0].done():
+            self._waiters.popleft()
+        if not self._waiters:
+            return
+        delay = self.control.wait(self.clock(), self._waiters[0][1])
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(max(delay, 0.0005), self._release)
+
+    def _release(self) -> None:
+        self._timer = None
+        control = self.control
+        while self._waiters:
+            future, tokens = self._waiters[0]
+            if future.done():
+                self._waiters.popleft()
+                continue
+            now = self.clock()
+            if control.wait(now, tokens) > 0.0:
+                break
+            self._waiters.popleft()
+            control.take(now, tokens, waited=True)
+            future.set_result(now)
+        self._arm()

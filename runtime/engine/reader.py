@@ -3,13 +3,13 @@
 Rows are read a batch at a time in a worker thread. Each row gets its key (`input.key`, else one detected from
 the first row), and an item whose key the ledger has as done (or that this run already read) is counted as
 already done and not queued. The queue holds at most twice the concurrency, so memory stays flat however many
-rows the source has. `batch_strategy: sequential` reads the next batch only after the last is written.
+rows the source has. The reader reads ahead whatever the `batch_strategy`: `sequential` orders the writes
+(`writer.py`), not the reads, so the concurrency slots never drain at a batch boundary.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +44,6 @@ class Reader:
         iterator = source.batches(run.shape.source.batch_size)
         index = 0
         number = 0
-        sequential = run.shape.source.batch_strategy == "sequential"
         limit = run.options.limit
         while run.stopping is None:
             raw = await asyncio.to_thread(next, iterator, None)
@@ -75,8 +74,6 @@ class Reader:
                     await queue.put((batch, entry))
                 if run.stopping is not None:
                     break
-            if sequential:
-                await self._wait(batch)
             if limit is not None and index >= limit:
                 break
 
@@ -90,12 +87,6 @@ class Reader:
             batch = Batch(1, 1)
             self.writer.open.append(batch)
             await queue.put((batch, item))
-
-    async def _wait(self, batch: Batch) -> None:
-        while not batch.done.is_set() and self.run.stopping is None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(0.1):
-                    await batch.done.wait()
 
     async def _not_done(self, items: list[Item | RowError]) -> list[Item | RowError]:
         """The items to do: those never done, those that failed, and those whose work changed (stale)."""

@@ -71,6 +71,9 @@ class PreparedCall:
         schema = thaw(module.output_schema) if module.output_schema is not None else None
         self.schema: dict[str, Any] | None = schema
         self.validator = jsonschema_rs.validator_for(schema) if schema is not None else None
+        sent = thaw(module.sent_schema) if module.sent_schema is not None else None
+        self.optional = _optional_paths(schema) if sent is not None and module.strict and schema else None
+        """Where strict mode made optional properties nullable: a null there means "absent" (see `parse`)."""
         options = node.options
         self.request_options: dict[str, Any] = {
             "temperature": options.get("temperature"),
@@ -78,6 +81,9 @@ class PreparedCall:
             "top_p": options.get("top_p"),
             "json_output": self.json_output,
             "output_schema": schema,
+            "sent_schema": sent,
+            "strict": module.strict,
+            "schema_name": module.name,
             "timeout": node.timeout,
         }
         """What every `ChatRequest` of this call shares, built once."""
@@ -133,6 +139,8 @@ class PreparedCall:
             value = json.loads(_unfenced(text))
         except ValueError as error:
             raise ReplyError(f"the answer is not JSON: {error}") from None
+        if self.optional:
+            value = _without_nulls(value, self.optional)
         if self.validator is not None and not self.validator.is_valid(value):
             first = next(iter(self.validator.iter_errors(value)), None)
             where = "/".join(str(p) for p in first.instance_path) if first is not None else ""
@@ -141,6 +149,56 @@ class PreparedCall:
                 + (f" at `{where or '/'}`: {first.message}" if first is not None else "")
             )
         return value
+
+
+_Optional = dict[str, Any]
+"""For an object schema: property -> (its schema allows null, the `_Optional` of its value or None); the key
+`[]` holds that of an array's items."""
+
+
+def _optional_paths(schema: Any) -> _Optional | None:
+    """The optional properties of `schema`'s objects, at every depth, for `_without_nulls`; None when none."""
+    if not isinstance(schema, dict):
+        return None
+    found: _Optional = {}
+    properties = schema.get("properties")
+    if isinstance(properties, dict):
+        required = set(schema.get("required") or ())
+        for name, sub in properties.items():
+            inner = _optional_paths(sub)
+            if name not in required or inner:
+                found[name] = (name in required or _allows_null(sub), inner)
+    items = _optional_paths(schema.get("items"))
+    if items:
+        found["[]"] = (True, items)
+    return found or None
+
+
+def _allows_null(schema: Any) -> bool:
+    if not isinstance(schema, dict):
+        return True
+    kind = schema.get("type")
+    if kind is None:
+        return "enum" not in schema or None in schema["enum"]
+    return kind == "null" or (isinstance(kind, list) and "null" in kind)
+
+
+def _without_nulls(value: Any, optional: _Optional) -> Any:
+    """`value` without the nulls strict mode let the model give for optional properties that do not allow null
+    (the model's way of leaving them out), so that the full schema judges what is left."""
+    if isinstance(value, list):
+        inner = optional.get("[]")
+        return [_without_nulls(v, inner[1]) for v in value] if inner else value
+    if not isinstance(value, dict):
+        return value
+    for name, (null_ok, inner) in optional.items():
+        if name not in value:
+            continue
+        if value[name] is None and not null_ok:
+            del value[name]
+        elif inner is not None:
+            value[name] = _without_nulls(value[name], inner)
+    return value
 
 
 def _unfenced(text: str) -> str:

@@ -83,6 +83,8 @@ class RunOptions:
     hooks: Hooks = field(default_factory=Hooks)
     handle_signals: bool = False
     """Install SIGINT/SIGTERM handlers that stop the run gracefully (the CLI does)."""
+    grace: float = 5.0
+    """Seconds the calls in flight get to finish after a stop signal (`--grace`)."""
     progress_every: float = 0.2
     """Seconds between progress callbacks."""
 
@@ -118,6 +120,8 @@ class Progress:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     tokens_by_model: dict[str, list[int]] = field(default_factory=dict)
+    limits: dict[str, Any] = field(default_factory=dict)
+    """Each provider's rate limiter at the end of the run: rate, history, decreases, 429s, pauses."""
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -177,6 +181,10 @@ class RunResult:
             "success_rate": p.succeeded / processed if processed else 1.0,
             "error_rate": (p.failed + p.skipped) / processed if processed else 0.0,
             "tokens_by_model": {m: {"prompt": t[0], "completion": t[1]} for m, t in p.tokens_by_model.items()},
+            "rate_limits": p.limits,
+            "items_left": (
+                max(0, p.total - p.already_done - processed) if p.total is not None and self.status != "succeeded" else 0
+            ),
         }
 
 

@@ -2,7 +2,9 @@
 
 A batch (`input.batch_size`) is written when its last item is done: its rows in input order (whatever order
 the calls finished in), then its dead letters, then its outcomes in the ledger, in one hand-off to a worker
-thread. Only then is the batch recorded, so a kill between the write and the record costs nothing: on resume,
+thread. With `batch_strategy: sequential` (the default) batches are also written in the order they were read: a
+batch done before an earlier one waits for it. The reader reads ahead either way, so the concurrency slots stay
+full across batch boundaries; only the order of the writes differs. Only then is the batch recorded, so a kill between the write and the record costs nothing: on resume,
 what the sink and the dead letter hold counts as done (`reconcile`).
 """
 
@@ -63,6 +65,7 @@ class Writer:
         """Batches read and not yet written."""
         self.in_flight_keys: set[str] = set()
         """Keys read in this run and not yet recorded: a repeated key is not processed twice."""
+        self.in_order = run.shape.source.batch_strategy == "sequential"
         self._lock = asyncio.Lock()
         self._acknowledging: dict[asyncio.Future[None], int] = {}
         """Items waiting for each commit of answers, to be counted when it is done."""
@@ -133,12 +136,21 @@ class Writer:
         await self.finished(batch)
 
     async def finished(self, batch: Batch) -> None:
-        """One item of `batch` is done; the last one writes the batch."""
+        """One item of `batch` is done; the last one writes the batch (in order: with every complete batch at
+        the head of the open ones)."""
         batch.pending -= 1
-        if batch.pending == 0:
+        if batch.pending > 0:
+            return
+        if not self.in_order:
             await self.flush(batch)
             with contextlib.suppress(ValueError):
                 self.open.remove(batch)
+            return
+        while self.open and self.open[0].pending <= 0:
+            head = self.open[0]
+            await self.flush(head)
+            with contextlib.suppress(ValueError):
+                self.open.remove(head)
 
     # -- writing ------------------------------------------------------------------------------------------
 

@@ -119,6 +119,8 @@ class FileSink:
         self.spool = target.with_name(f".{target.name}.partial")
         self.publishing = target.with_name(f".{target.name}.publishing")
         self.temp = target.with_name(f".{target.name}.tmp")
+        self.published = target.with_name(f".{target.name}.published")
+        """Marks a target that holds the spool's rows already (a stopped run published what it finished)."""
         self._handle: IO[bytes] | None = None
         self._spooled_keys: set[str] = set()
         self._repeated = False
@@ -134,6 +136,7 @@ class FileSink:
                 self._seed()
             else:
                 self.spool.write_bytes(b"")
+                self.published.unlink(missing_ok=True)
             keys = {key for key, _ in self._spooled() if key is not None}
             self._spooled_keys = set(keys)
             self._handle = self.spool.open("ab")
@@ -190,15 +193,40 @@ class FileSink:
         except OSError as exc:
             raise SinkError(f"cannot publish {self.shown}: {exc.strerror or exc}") from exc
 
+    def publish_finished(self) -> None:
+        """After a stopped or timed-out run: put the rows it finished into the target now, merged by key with
+        what the target holds (atomically: a temp file, then a rename). The spool stays, so that the resumed run
+        goes on and its publish gives the target the mode's result, with no row twice."""
+        if not self.spool.exists():
+            return
+        try:
+            last = {key: offset for key, offset in self._spooled() if key is not None}
+            if not last:
+                return
+            _write_file(self.temp, self.format, lambda: self._upserted(last))
+            os.replace(self.temp, self.target)
+            self.published.touch()
+            _sync_folder(self.target.parent)
+        except OSError as exc:
+            raise SinkError(f"cannot publish {self.shown}: {exc.strerror or exc}") from exc
+
     def _publish(self) -> None:
+        if self.published.exists() and self.mode == "append":
+            # A stopped run already put some of this run's rows in the target: append the rest, once.
+            self._merge(self._upserted)
+            self.published.unlink()
+            return
+        self.published.unlink(missing_ok=True)
         if self.mode == "replace" and self.format == "jsonl" and not self._repeated:
             # The spool is already the target, line for line and fsynced: the runtime writes each key at most
             # once a run (runtime/io/__init__.py), so nothing needs reading again. One rename publishes it.
             os.replace(self.spool, self.target)
             _sync_folder(self.target.parent)
             return
+        self._merge({"replace": self._replaced, "append": self._appended, "upsert": self._upserted}[self.mode])
+
+    def _merge(self, rows: Callable[[dict[str, int]], Iterator[Row]]) -> None:
         last = {key: offset for key, offset in self._spooled() if key is not None}
-        rows = {"replace": self._replaced, "append": self._appended, "upsert": self._upserted}[self.mode]
         _write_file(self.temp, self.format, lambda: rows(last))
         os.replace(self.spool, self.publishing)
         _sync_folder(self.target.parent)

@@ -22,10 +22,16 @@ class ChatRequest:
     max_tokens: int | None = None
     top_p: float | None = None
     json_output: bool = False
-    """Ask for a JSON object (`response_format: {"type": "json_object"}` in the OpenAI protocol)."""
+    """Ask for a JSON object (`response_format` in the OpenAI protocol)."""
     output_schema: Mapping[str, Any] | None = None
-    """The JSON Schema the answer must satisfy, when the prompt module declares one (the mock provider fills it)."""
-    timeout: float = 60.0
+    """The JSON Schema the answer must satisfy, as the prompt module declares it (plain dicts and lists)."""
+    sent_schema: Mapping[str, Any] | None = None
+    """What structured outputs are sent (the plan's strict form of `output_schema`); None without a schema."""
+    strict: bool = False
+    """Send `sent_schema` with `strict: true`."""
+    schema_name: str = "output"
+    """The `json_schema.name` sent with it: the prompt module's name."""
+    timeout: float = 120.0
     """Seconds for this one call."""
 
 
@@ -37,6 +43,9 @@ class ChatResponse:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     model: str = ""
+    notice: str | None = None
+    """A line for the person running the job, said once: the server refused structured outputs, and the
+    provider sends the schema in the system message from now on."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,6 +80,8 @@ class ProviderError(Exception):
         self.kind = kind
         """A short word for logs and metrics: `rate_limit`, `server`, `timeout`, `connection`, `client`,
         `context_length`, `bad_reply`."""
+        self.unsupported_format = False
+        """A 400 refusing the `json_schema` response format itself (the provider falls back to `json_object`)."""
 
 
 class Provider(Protocol):

@@ -5,7 +5,8 @@ network and no key, and its outputs satisfy the prompt module's output schema, s
 validation, sinks) sees realistic data.
 
 How an answer is made:
-- With an output schema, the answer is the JSON text of `schema_fill.fill(schema, seed, hints)`. The seed is the
+- With an output schema, the answer is the JSON text of `schema_fill.fill(schema, seed, hints)`, where the
+  schema is the one structured outputs are sent (the strict form), as a server with structured outputs answers. The seed is the
   SHA-256 of the model name and the messages, so the same request always gets the same answer and different
   inputs get different ones. The hints echo the input: `text`, `cleaned_text` and `summary` fields get a trimmed
   copy of the user message's text, `language` is `en`, and a `label` or `sentiment` enum follows a small word
@@ -62,7 +63,9 @@ class MockProvider:
     async def complete(self, request: ChatRequest) -> ChatResponse:
         if self._latency:
             await asyncio.sleep(self._latency)
-        text = reply(request.model, request.messages, request.output_schema, json_output=request.json_output)
+        # As a server with structured outputs does: the answer follows the schema the request carries.
+        schema = request.sent_schema if request.sent_schema is not None else request.output_schema
+        text = reply(request.model, request.messages, schema if request.json_output else None, json_output=request.json_output)
         return ChatResponse(
             text=text,
             prompt_tokens=estimate_tokens(sum(len(m.get("content", "")) for m in request.messages)),

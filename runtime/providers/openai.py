@@ -1,8 +1,12 @@
 """The `openai` provider: OpenAI-compatible Chat Completions (`POST {base_url}/chat/completions`).
 
-The same code talks to OpenAI, vLLM, Ollama and llama.cpp servers: it sends only what they all accept (`model`,
-`messages`, `temperature`, `max_tokens`, `top_p`, and `response_format: {"type": "json_object"}` when the call
-wants JSON). The output schema itself is not sent; the runtime validates the reply against it.
+The same code talks to OpenAI, vLLM, Ollama and llama.cpp servers: it sends `model`, `messages`, `temperature`,
+`max_tokens`, `top_p`, and, when the call wants JSON, the output schema as the provider's `structured_output`
+option says (`runtime/providers/structured.py`): as structured outputs (`response_format: {"type":
+"json_schema", ...}`, the default), or in the system message with `json_object` or no `response_format`. A
+server that answers 400 because it does not take the `json_schema` format (and only such a 400) gets that call
+again once as `json_object` with the schema in the system message; the provider remembers it for the endpoint
+and says so once, in the reply's `notice`. The runtime validates every reply against the full schema.
 
 The transport is a bare aiohttp `ClientSession`, one per endpoint, chosen by measurement
 (/work/shared/MEASURED.md: 5,000 calls at concurrency 100 against a loopback server that was never the
@@ -46,10 +50,10 @@ from yarl import URL
 
 from .base import ChatRequest, ChatResponse, ProviderConfig, ProviderError
 from .registry import DEFAULT_BASE_URL, resolve_api_key, resolve_endpoint
+from .structured import MODES, response_format, unsupported_format, with_instructions
 
 __all__ = ["DEFAULT_BASE_URL", "OpenAIProvider", "resolve_api_key", "resolve_endpoint", "retry_after"]
 
-_JSON_OBJECT = {"type": "json_object"}
 _CONTEXT_LENGTH = re.compile(r"context[_ ]length|context size|maximum context", re.IGNORECASE)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -118,8 +122,11 @@ class OpenAIProvider:
 
     __slots__ = (
         "_api_key",
+        "_formats",
         "_headers",
+        "_keep",
         "_limit",
+        "_mode",
         "_session",
         "_timeouts",
         "_url",
@@ -152,27 +159,82 @@ class OpenAIProvider:
         self._limit = limit if isinstance(limit, int) and limit >= 0 else 0
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        self._formats: dict[tuple[str, int, str, bool], bytes] = {}
+        """`,"response_format":{...}` as JSON, by mode and schema."""
+        self._keep: list[Any] = []
+        mode = config.options.get("structured_output", "json_schema")
+        if mode not in MODES:
+            raise ProviderError(
+                f"provider {config.name!r}: structured_output must be one of {', '.join(MODES)}, not {mode!r}",
+                retryable=False,
+                kind="client",
+            )
+        self._mode: str = mode
+        """How this endpoint takes an output schema; `json_object` once it refused `json_schema`."""
 
     def __repr__(self) -> str:
         return f"OpenAIProvider(name={self.name!r}, url={self._where!r})"
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
+        mode = self._mode
+        if mode != "json_schema" or request.sent_schema is None:
+            return await self._post(request, mode)
+        try:
+            return await self._post(request, mode)
+        except ProviderError as error:
+            if not error.unsupported_format:
+                raise
+        # The server refuses structured outputs: this call, and every later one to this endpoint, goes as
+        # `json_object` with the schema in the system message.
+        first = self._mode == "json_schema"
+        self._mode = "json_object"
+        response = await self._post(request, "json_object")
+        if not first:
+            return response
+        notice = (
+            f"provider `{self.name}` ({self._where}) does not take `json_schema` structured outputs: its calls "
+            "send the output schema in the system message with `json_object` (set `structured_output: "
+            "json_object` for it in sleipnir.yaml to say so)"
+        )
+        return ChatResponse(
+            text=response.text,
+            prompt_tokens=response.prompt_tokens,
+            completion_tokens=response.completion_tokens,
+            model=response.model,
+            notice=notice,
+        )
+
+    async def _post(self, request: ChatRequest, mode: str) -> ChatResponse:
         session = self._session
         if session is None or session.closed:
             session = self._session = self._open()
         timeout = self._timeouts.get(request.timeout)
         if timeout is None:
             timeout = self._timeouts[request.timeout] = aiohttp.ClientTimeout(total=request.timeout)
-        payload: dict[str, Any] = {"model": request.model, "messages": request.messages}
+        messages: Any = request.messages
+        schema = request.output_schema
+        if request.json_output and schema is not None and mode != "json_schema":
+            messages = with_instructions(messages, schema)
+        payload: dict[str, Any] = {"model": request.model, "messages": messages}
         if request.temperature is not None:
             payload["temperature"] = request.temperature
         if request.max_tokens is not None:
             payload["max_tokens"] = request.max_tokens
         if request.top_p is not None:
             payload["top_p"] = request.top_p
-        if request.json_output:
-            payload["response_format"] = _JSON_OBJECT
         body = _ENCODER.encode(payload).encode()
+        if request.json_output:
+            # The schema is the same for every call of a prompt: its JSON is made once and spliced in.
+            key = (mode, id(request.sent_schema), request.schema_name, request.strict)
+            asked = self._formats.get(key)
+            if asked is None:
+                made = response_format(mode, request.schema_name, request.sent_schema, request.strict)
+                asked = self._formats[key] = (
+                    b',"response_format":' + _ENCODER.encode(made).encode() if made is not None else b""
+                )
+                self._keep.append(request.sent_schema)  # the id stays this schema's while it is kept
+            if asked:
+                body = body[:-1] + asked + b"}"
         try:
             async with session.post(self._url, data=body, timeout=timeout) as response:
                 raw = await response.read()
@@ -231,7 +293,7 @@ class OpenAIProvider:
             ) from None
 
     def _status_error(self, status: int, headers: Mapping[str, str], raw: bytes) -> ProviderError:
-        detail, code = _error_detail(raw)
+        detail, code, param = _error_detail(raw)
         message = f"{status} from {self._where}" + (f": {self._scrub(detail)}" if detail else "")
         if status == 429:
             return ProviderError(
@@ -245,22 +307,29 @@ class OpenAIProvider:
             return ProviderError(message, retryable=True, status=status, kind="timeout")
         if status in (400, 413) and (code == "context_length_exceeded" or _CONTEXT_LENGTH.search(detail)):
             return ProviderError(message, retryable=False, status=status, kind="context_length")
-        return ProviderError(message, retryable=False, status=status, kind="client")
+        error = ProviderError(message, retryable=False, status=status, kind="client")
+        error.unsupported_format = unsupported_format(status, detail, code, param)
+        return error
 
     def _scrub(self, text: str) -> str:
         """`text` with the API key blanked out, should a server or library echo it back."""
         return text.replace(self._api_key, "***") if self._api_key else text
 
 
-def _error_detail(raw: bytes) -> tuple[str, str | None]:
-    """The message and code of an error body (`{"error": {"message": ..., "code": ...}}` in OpenAI's form, a
-    plain text otherwise), trimmed to 300 characters."""
+def _error_detail(raw: bytes) -> tuple[str, str | None, str | None]:
+    """The message, code and param of an error body (`{"error": {"message": ..., "code": ..., "param": ...}}` in
+    OpenAI's form, a plain text otherwise), the message trimmed to 300 characters."""
     try:
         data = json.loads(raw)
     except ValueError:
-        return raw[:300].decode("utf-8", "replace").strip(), None
+        return raw[:300].decode("utf-8", "replace").strip(), None, None
     error = data.get("error", data) if isinstance(data, dict) else data
     if isinstance(error, dict):
         code = error.get("code") or error.get("type")
-        return str(error.get("message") or "")[:300], str(code) if code is not None else None
-    return str(error)[:300], None
+        param = error.get("param")
+        return (
+            str(error.get("message") or "")[:300],
+            str(code) if code is not None else None,
+            str(param) if param is not None else None,
+        )
+    return str(error)[:300], None, None

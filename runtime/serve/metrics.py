@@ -66,7 +66,12 @@ SERIES: Mapping[str, tuple[str, ...]] = {
     "success_rate": ("sleipnir_last_run_success_rate",),
     "error_rate": ("sleipnir_last_run_error_rate",),
     "items_processed": ("sleipnir_items_total",),
-    "retries": ("sleipnir_retries_total",),
+    "retries": (
+        "sleipnir_retries_total",
+        "sleipnir_rate_limit_requests_per_minute",
+        "sleipnir_rate_limited_total",
+        "sleipnir_rate_decreases_total",
+    ),
     "cost": ("sleipnir_cost_dollars_total",),
 }
 """The series each `monitoring.metrics` name exports."""
@@ -104,6 +109,18 @@ class RunMetrics:
         )
         self.tokens = Counter("sleipnir_tokens", "Tokens used, by kind.", ["job", "kind"], registry=r)
         self.retries = Counter("sleipnir_retries", "Calls that were retried.", ["job"], registry=r)
+        self.rate = Gauge(
+            "sleipnir_rate_limit_requests_per_minute",
+            "The adaptive rate limiter's rate at the end of the job's last run, by provider (absent: unlimited).",
+            ["job", "provider"],
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "sleipnir_rate_limited", "Calls a provider answered 429 or 503.", ["job", "provider"], registry=r
+        )
+        self.rate_decreases = Counter(
+            "sleipnir_rate_decreases", "Times the rate limiter slowed a provider down.", ["job", "provider"], registry=r
+        )
         self.cost = Counter(
             "sleipnir_cost_dollars", "Estimated cost at the price table's list prices.", ["job"], registry=r
         )
@@ -169,9 +186,26 @@ class RunMetrics:
                 self.tokens.labels(job=job, kind=kind).inc(_number(metrics, key))
         if "retries" in chosen:
             self.retries.labels(job=job).inc(_number(metrics, "retries"))
+            self._limits(job, metrics.get("rate_limits"))
         # An unknown price gives no series rather than a cost of 0 that looks measured.
         if "cost" in chosen and cost is not None:
             self.cost.labels(job=job).inc(max(0.0, cost))
+
+    def _limits(self, job: str, limits: Any) -> None:
+        """Why a run slowed: each provider's rate, 429s and decreases (with the retries they caused)."""
+        if not isinstance(limits, Mapping):
+            return
+        for provider, limit in limits.items():
+            if not isinstance(limit, Mapping):
+                continue
+            rate = limit.get("requests_per_minute")
+            if isinstance(rate, int | float):
+                self.rate.labels(job=job, provider=provider).set(rate)
+            else:
+                with contextlib.suppress(KeyError):
+                    self.rate.remove(job, provider)
+            self.rate_limited.labels(job=job, provider=provider).inc(_number(limit, "rate_limited"))
+            self.rate_decreases.labels(job=job, provider=provider).inc(_number(limit, "decreases"))
 
     def skipped(self, job: str, reason: str) -> None:
         """Count a scheduled run not started; `reason` is a fixed word such as `overlap`, never free text."""
