@@ -15,10 +15,12 @@ from collections.abc import Sequence
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import jsonschema_rs
+
+if TYPE_CHECKING:
+    import jsonschema
 
 from .model import DRAFT_07, KINDS, SCHEMA_BASE, Body, Definitions, Key, Kind, Place, record
 
@@ -49,6 +51,8 @@ def fast_validator(kind: str) -> jsonschema_rs.Draft7Validator:
 @cache
 def explaining_validator(kind: str) -> jsonschema.Draft7Validator:
     """jsonschema's validator, used only on documents that failed, for ranked and detailed errors."""
+    import jsonschema  # 50 ms to import: only when a document failed its schema
+
     return jsonschema.Draft7Validator(load(kind))
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any
 
-import networkx as nx
-
 from ..diagnostics import Label
 from ..documents import Document, Path
 from ..ir.common import suggestion_help
 
 if TYPE_CHECKING:
+    import networkx as nx
+
     from ..checker import CheckContext
 
 
@@ -108,6 +108,8 @@ class _Pipeline:
         )
 
     def _dependencies(self) -> None:
+        import networkx as nx  # 90 ms to import: only for a workspace with pipelines
+
         graph: nx.DiGraph[str] = nx.DiGraph()
         graph.add_nodes_from(self.ids)
         # Where each dependency is written; spans are looked up only for the few a diagnostic shows.
@@ -168,6 +170,8 @@ def _cycles(graph: nx.DiGraph[str], *, order: dict[str, int]) -> list[list[str]]
 
     Each cycle is the shortest one through the group's entry that comes first in the pipeline.
     """
+    import networkx as nx
+
     cycles = [[node, node] for node in sorted(nx.nodes_with_selfloops(graph), key=order.__getitem__)]
     groups = [group for group in nx.strongly_connected_components(graph) if len(group) > 1]
     for group in sorted(groups, key=lambda g: min(order[n] for n in g)):

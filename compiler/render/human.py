@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from ..checker import CheckResult
 from ..codes import Severity
 from ..diagnostics import Diagnostic, Label
@@ -27,7 +29,7 @@ def render(result: CheckResult, color: bool) -> str:
 
 def summary(result: CheckResult, style: _Style | None = None) -> str:
     style = style or _Style(False)
-    files = len({d.file for d in result.workspace.documents})
+    files = result.workspace.checked_files
     documents = len(result.workspace.documents)
     if not result.diagnostics:
         return style(f"ok: {documents} {_plural(documents, 'document')} in {files} {_plural(files, 'file')}, no problems", "32")
@@ -45,7 +47,7 @@ def _plural(count: int, word: str) -> str:
     return word if count == 1 else word + "s"
 
 
-def _diagnostic(diagnostic: Diagnostic, sources: dict[str, SourceFile], style: _Style) -> str:
+def _diagnostic(diagnostic: Diagnostic, sources: Mapping[str, SourceFile], style: _Style) -> str:
     severity = diagnostic.severity
     color = _COLORS[severity]
     lines = [style(f"{severity.value}[{diagnostic.code}]", "1;" + color) + style(f": {diagnostic.message}", "1")]
