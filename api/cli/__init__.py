@@ -27,6 +27,7 @@ class Command(NamedTuple):
 COMMANDS = {
     "check": Command("check", "check", "Validate jobs, templates, pipelines, stacks and prompts."),
     "create-job-from-template": Command("plan", "create_job_from_template", "Make a job from TEMPLATE: a template's name (its newest version), `name@1.0.0`, or a template file."),
+    "lsp": Command("lsp", "lsp", "Run the language server on stdin and stdout, for editors (see spec/editors.md)."),
     "plan": Command("plan", "plan", "Show exactly what would run, with every value resolved and where it came from."),
     "run": Command("run", "run_alias", "Same as `run-job`."),
     "run-job": Command("run", "run_job", "Run a job (or pipeline) by name or file: stream its items through its prompts to its output."),

@@ -7,35 +7,23 @@ incremental checker runs it over the whole workspace on every check without pars
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from ..diagnostics import Diagnostics, Label
 from ..documents import WORKSPACE
-from ..index import indexed
-from ..span import Span
+from ..index import Indexed, indexed
 
 if TYPE_CHECKING:
     from ..checker import CheckContext
-
-
-class Named(Protocol):
-    @property
-    def kind(self) -> str: ...
-    @property
-    def name(self) -> str | None: ...
-    @property
-    def version(self) -> str | None: ...
-    @property
-    def name_span(self) -> Span | None: ...
 
 
 def check(context: CheckContext) -> None:
     duplicates(map(indexed, context.documents), map(indexed, context.workspace.context), context.sink)
 
 
-def duplicates(checked: Iterable[Named], context: Iterable[Named], sink: Diagnostics) -> None:
+def duplicates(checked: Iterable[Indexed], context: Iterable[Indexed], sink: Diagnostics) -> None:
     """A `duplicate-name` for each checked document whose kind, name and version an earlier one has."""
-    first: dict[tuple[str, str, str], Named] = {}
+    first: dict[tuple[str, str, str], Indexed] = {}
     for is_checked, documents in ((True, checked), (False, context)):
         for document in documents:
             if document.kind == WORKSPACE or document.name is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from ..checker import CheckResult
 from ..codes import Severity
@@ -22,9 +22,14 @@ class _Style:
 
 def render(result: CheckResult, color: bool) -> str:
     style = _Style(color)
-    blocks = [_diagnostic(d, result.workspace.sources, style) for d in result.diagnostics]
-    blocks.append(summary(result, style))
+    blocks = [*render_each(result, result.diagnostics, color), summary(result, style)]
     return "\n".join(blocks)
+
+
+def render_each(result: CheckResult, diagnostics: Iterable[Diagnostic], color: bool) -> list[str]:
+    """Each of `diagnostics` (of `result`) in the full format, without the summary line."""
+    style = _Style(color)
+    return [_diagnostic(d, result.workspace.sources, style) for d in diagnostics]
 
 
 def summary(result: CheckResult, style: _Style | None = None) -> str:
