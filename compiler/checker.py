@@ -117,9 +117,17 @@ def check(
     sink = Diagnostics()
     with gc_paused():
         index = index_workspace(paths, sink, cache=cache, overlay=overlay)
-        diagnostics = [*sink.items, *check_files(index, index.checked, strict=strict)]
-        if index.cache is not None:
-            index.store(index.cache)
+        return check_some(index, index.checked, sink.items, strict=strict)
+
+
+def check_some(
+    index: WorkspaceIndex, files: Sequence[FileIndex], before: Sequence[Diagnostic], *, strict: bool
+) -> CheckResult:
+    """The result of checking `files` of `index` (after the diagnostics `before`), the cache brought up to
+    date. `plan <name>` checks only the files of what its target uses."""
+    diagnostics = [*before, *check_files(index, files, strict=strict)]
+    if index.cache is not None:
+        index.store(index.cache)
     return CheckResult(
         diagnostics=tuple(sorted(_one_per_place(diagnostics), key=Diagnostic.sort_key)),
         workspace=index.workspace,

@@ -155,8 +155,7 @@ def indexed(document: Document, *, valid: bool = True) -> Indexed:
 def parse(path: Path, shown: str, data: bytes, stat: os.stat_result | None) -> FileIndex:
     """Read one file's text into its index entry: load, classify, validate."""
     sink = Diagnostics()
-    text = decode(data, shown, sink)
-    documents = classify(load(text, shown, sink), sink) if text is not None else []
+    text, documents = _documents(shown, data, sink)
     entries = []
     schemas = []
     for document in documents:
@@ -179,6 +178,12 @@ def parse(path: Path, shown: str, data: bytes, stat: os.stat_result | None) -> F
         parsed=documents,
         text=text,
     )
+
+
+def _documents(shown: str, data: bytes, sink: Diagnostics) -> tuple[str | None, list[Document]]:
+    """A file's text and documents: decoded, loaded and classified, problems in `sink`."""
+    text = decode(data, shown, sink)
+    return text, classify(load(text, shown, sink), sink) if text is not None else []
 
 
 _RACY_NS = 2_000_000_000
@@ -271,8 +276,8 @@ class WorkspaceIndex:
                 data = file.text.encode("utf-8") if file.text is not None else file.path.read_bytes()
             except OSError:
                 data = b""
-            fresh = parse(file.path, file.shown, data, None)
-            file.parsed, file.text = fresh.parsed, fresh.text
+            # The index already holds the verdicts and diagnostics: only the documents are wanted.
+            file.text, file.parsed = _documents(file.shown, data, Diagnostics())
         return file.parsed or []
 
     def document(self, indexed: Named) -> Document:

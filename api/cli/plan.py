@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import click
 from ..compiler import generation
 from ..compiler.diagnostics import Diagnostics
 from ..compiler.estimate import estimate
-from ..compiler.ir import Plan, to_json
+from ..compiler.ir import Plan, iter_json, to_json
 from ..compiler.planner import plan as compile_plan
 from ..compiler.render import RENDERERS
 from ..compiler.render.plan_graph import render_dot, render_mermaid
@@ -32,6 +33,7 @@ PLAN_FORMATS = ("text", "json", "dot", "mermaid")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the plan here, not to stdout.")
 @click.option("--estimate", "count_rows", is_flag=True, help="Count a database source's rows with COUNT(*).")
 @click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True)
+@click.option("--no-cache", is_flag=True, help="Check afresh; neither read nor write .sleipnir/cache/.")
 @guarded
 def plan(
     target: str | None,
@@ -42,6 +44,7 @@ def plan(
     out: Path | None,
     count_rows: bool,
     color: str,
+    no_cache: bool,
 ) -> None:
     """Show exactly what would run, with every value resolved and where it came from.
 
@@ -50,11 +53,17 @@ def plan(
     runs (for several targets, a JSON array); `dot` and `mermaid` draw its graph. Exits 0 when planned, 1 on a
     problem in the documents or the overrides (printed, and nothing is planned), 2 on a usage or internal error.
     """
-    result = compile_plan(target, profile=profile, params=params, param_files=param_files)
+    result = compile_plan(target, profile=profile, params=params, param_files=param_files, cache=not no_cache)
     if result.diagnostics:
         click.echo(RENDERERS["human"](result.report, use_color(color)), err=True)
     if not result.ok:
         sys.exit(EXIT_PROBLEMS)
+    if output_format == "json" and out is None:
+        # Written as it is made: a 2,000-job pipeline's JSON is never held whole.
+        for piece in _json_pieces(result.plans):
+            sys.stdout.write(piece)
+        sys.stdout.flush()
+        return
     text = _plan_text(result.plans, output_format, count_rows, color=use_color(color) and out is None)
     if out is None:
         click.echo(text, nl=not text.endswith("\n"))
@@ -66,11 +75,20 @@ def plan(
         sys.exit(EXIT_PROBLEMS)
 
 
+def _json_pieces(plans: tuple[Plan, ...]) -> Iterator[str]:
+    """The JSON of one plan, or a JSON array of several, in pieces."""
+    if len(plans) == 1:
+        yield from iter_json(plans[0])
+        return
+    yield "[\n"
+    for number, planned in enumerate(plans):
+        yield (",\n" if number else "") + to_json(planned).rstrip("\n")
+    yield "\n]\n"
+
+
 def _plan_text(plans: tuple[Plan, ...], output_format: str, count_rows: bool, *, color: bool) -> str:
     if output_format == "json":
-        if len(plans) == 1:
-            return to_json(plans[0])
-        return "[\n" + ",\n".join(to_json(p).rstrip("\n") for p in plans) + "\n]\n"
+        return "".join(_json_pieces(plans))
     if output_format in ("dot", "mermaid"):
         draw = render_dot if output_format == "dot" else render_mermaid
         return "\n".join(draw(p) for p in plans)

@@ -15,9 +15,10 @@ import difflib
 import fnmatch
 import posixpath
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
-from .expressions import names_in, parse_substitutions, resolve
-from .plan import Secret, digest
+if TYPE_CHECKING:
+    from .plan import Secret
 
 DEFAULT_DATABASE = ".sleipnir/sleipnir.db"
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv"}
@@ -54,6 +55,9 @@ def is_secret_env(name: str) -> bool:
 def secret_or_text(value: str, environ: Mapping[str, str]) -> str | Secret:
     """A manifest value such as a connection URL: `${NAME}` references are sealed as secrets, when the name looks
     secret or the value is a URL (which may hold a password); plain text stays as written."""
+    from .expressions import names_in, parse_substitutions, resolve  # the grammars load on first use
+    from .plan import Secret, digest
+
     names = tuple(dict.fromkeys(names_in(value)))
     if not names:
         return value

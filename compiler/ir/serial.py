@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import fields
 from typing import Any
 
@@ -20,6 +20,7 @@ from .plan import (
     Connection,
     Edge,
     Frozen,
+    JobStep,
     Node,
     Plan,
     PromptModule,
@@ -59,45 +60,88 @@ def ordered(nodes: tuple[Node, ...], edges: tuple[Edge, ...]) -> tuple[tuple[Nod
 
 
 def to_data(plan: Plan, *, for_hash: bool = False) -> dict[str, Any]:
-    """The plan as JSON-ready data. `for_hash` leaves out spans, provenance and the root."""
-    return _plan_data(plan, for_hash)
+    """The plan as JSON-ready data. `for_hash` leaves out spans, provenance and the root.
+
+    A pipeline's job steps hold their job plan's id; `plans` holds each job plan once, by id (it is not part of
+    the hash: the ids in the steps already are)."""
+    ids: dict[int, str] = {}
+    data = _plan_data(plan, for_hash, ids)
+    if plan.kind == "pipeline" and not for_hash:
+        data["plans"] = {job_id: _plan_data(job, False, ids) for job_id, job in sorted(_job_plans(plan, ids).items())}
+    return data
 
 
 def to_json(plan: Plan, *, indent: int | None = 2) -> str:
     """The plan's JSON form: deterministic, byte for byte, for the same inputs."""
-    data = {"id": plan.id, **to_data(plan)}
-    return json.dumps(data, indent=indent, sort_keys=True, ensure_ascii=False) + "\n"
+    return "".join(iter_json(plan, indent=indent))
+
+
+def iter_json(plan: Plan, *, indent: int | None = 2) -> Iterator[str]:
+    """`to_json` in pieces, for writing as it is made: a pipeline's job plans one at a time, each on one line
+    (thousands of them would take seconds through json's indenting encoder, which is pure Python)."""
+    ids: dict[int, str] = {}
+    head = _plan_data(plan, False, ids)
+    identity = _digest(_plan_data(plan, True, ids))
+    if plan.kind != "pipeline":
+        yield json.dumps({"id": identity, **head}, indent=indent, sort_keys=True, ensure_ascii=False) + "\n"
+        return
+    marker = f"plans-{identity}"
+    text = json.dumps({"id": identity, **head, "plans": marker}, indent=indent, sort_keys=True, ensure_ascii=False)
+    before, after = text.split(json.dumps(marker))
+    yield before + "{"
+    pad = "\n" + " " * (2 * indent) if indent else ""
+    for number, (job_id, job) in enumerate(sorted(_job_plans(plan, ids).items())):
+        line = json.dumps(_plan_data(job, False, ids), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        yield f"{',' if number else ''}{pad}{json.dumps(job_id)}: {line}"
+    yield ("\n" + " " * indent if indent else "") + "}" + after + "\n"
 
 
 def plan_id(plan: Plan) -> str:
-    canonical = json.dumps(to_data(plan, for_hash=True), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _digest(_plan_data(plan, True, {}))
+
+
+def _digest(data: dict[str, Any]) -> str:
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _job_plans(plan: Plan, ids: dict[int, str]) -> dict[str, Plan]:
+    """A pipeline's job plans by id, each once (two entries that run the same plan share it)."""
+    return {_job_id(node.plan, ids): node.plan for node in plan.nodes if isinstance(node, JobStep)}
+
+
+def _job_id(plan: Plan, ids: dict[int, str]) -> str:
+    """A job plan's id, computed once per serialisation (the plan objects live as long as `ids` does)."""
+    found = ids.get(id(plan))
+    if found is None:
+        found = ids[id(plan)] = plan_id(plan)
+    return found
 
 
 _SKIPPED_FOR_HASH = {"span", "provenance", "root", "origin", "file"}
 """Where things came from, not what runs: left out of the plan id, so that it is the same from any folder."""
 
 
-def _plan_data(plan: Plan, for_hash: bool) -> dict[str, Any]:
+def _plan_data(plan: Plan, for_hash: bool, ids: dict[int, str]) -> dict[str, Any]:
     data: dict[str, Any] = {}
     for f in fields(plan):
         if for_hash and f.name in _SKIPPED_FOR_HASH:
             continue
         value = getattr(plan, f.name)
         if f.name == "nodes":
-            data["nodes"] = [_node_data(node, for_hash) for node in value]
+            data["nodes"] = [_node_data(node, for_hash, ids) for node in value]
         else:
             data[f.name] = _data(value, for_hash)
     return data
 
 
-def _node_data(node: Node, for_hash: bool) -> dict[str, Any]:
+def _node_data(node: Node, for_hash: bool, ids: dict[int, str]) -> dict[str, Any]:
     data: dict[str, Any] = {"kind": node.kind}
     for f in fields(node):
         if for_hash and f.name in _SKIPPED_FOR_HASH:
             continue
         value = getattr(node, f.name)
-        data[f.name] = _plan_data(value, for_hash) if isinstance(value, Plan) else _data(value, for_hash)
+        data[f.name] = _job_id(value, ids) if isinstance(value, Plan) else _data(value, for_hash)
     return data
 
 
@@ -136,12 +180,26 @@ def from_json(text: str) -> Plan:
 def from_data(data: Mapping[str, Any]) -> Plan:
     """A plan from `to_data`'s output."""
     try:
-        return _plan_from(data)
+        return _plan_from(data, _JobPlans(data.get("plans") or {}))
     except (KeyError, TypeError, AttributeError) as error:
         raise ValueError(f"malformed plan: {error!r}") from error
 
 
-def _plan_from(data: Mapping[str, Any]) -> Plan:
+class _JobPlans:
+    """A pipeline's `plans` table, each job plan read once however many steps run it."""
+
+    def __init__(self, table: Mapping[str, Any]) -> None:
+        self.table = table
+        self.read: dict[str, Plan] = {}
+
+    def __getitem__(self, job_id: str) -> Plan:
+        found = self.read.get(job_id)
+        if found is None:
+            found = self.read[job_id] = _plan_from(self.table[job_id], self)
+        return found
+
+
+def _plan_from(data: Mapping[str, Any], plans: _JobPlans) -> Plan:
     resources = data.get("resources") or {}
     return Plan(
         format_version=data["format_version"],
@@ -154,7 +212,7 @@ def _plan_from(data: Mapping[str, Any]) -> Plan:
         parameters=tuple(
             Setting(key=s["key"], value=_value(s["value"]), origin=s["origin"]) for s in data.get("parameters", ())
         ),
-        nodes=tuple(_node_from(n) for n in data.get("nodes", ())),
+        nodes=tuple(_node_from(n, plans) for n in data.get("nodes", ())),
         edges=tuple(Edge(**e) for e in data.get("edges", ())),
         resources=Resources(
             prompts=tuple(_module_from(m) for m in resources.get("prompts", ())),
@@ -182,7 +240,7 @@ def _value(data: Any) -> Any:
     return data
 
 
-def _node_from(data: Mapping[str, Any]) -> Node:
+def _node_from(data: Mapping[str, Any], plans: _JobPlans) -> Node:
     cls = NODE_KINDS[data["kind"]]
     values: dict[str, Any] = {}
     for f in fields(cls):
@@ -192,7 +250,7 @@ def _node_from(data: Mapping[str, Any]) -> Node:
         if f.name == "span":
             values[f.name] = _span(raw)
         elif f.name == "plan":
-            values[f.name] = _plan_from(raw)
+            values[f.name] = plans[raw]
         elif f.name == "retry":
             values[f.name] = Retry(**raw)
         else:
