@@ -42,19 +42,32 @@ Check = Callable[[CheckContext], None]
 
 
 
-def _loaded(module: str) -> Check:
-    """The `check` of `checks/<module>.py`, imported when first run: a warm check that re-runs no check imports
-    none of them, nor what they use (croniter, networkx, jinja2, lark, jsonschema)."""
+class _Loaded:
+    """The `check` of `checks/<module>.py`, imported when first run on a document of one of `kinds`: a warm
+    check that re-runs no check imports none of them, and a workspace without pipelines or prompt modules never
+    imports what only those need (networkx, jinja2, jsonschema)."""
 
-    def run(context: CheckContext) -> None:
-        importlib.import_module(f"{__package__}.checks.{module}").check(context)
+    def __init__(self, module: str, kinds: tuple[str, ...] | None = None) -> None:
+        self.module = module
+        self.kinds = kinds
+        self.check: Check | None = None
 
-    run.__qualname__ = run.__name__ = f"{module}.check"
-    return run
+    def __call__(self, context: CheckContext) -> None:
+        if self.kinds is not None and not any(d.kind in self.kinds for d in context.documents):
+            return
+        if self.check is None:
+            self.check = importlib.import_module(f"{__package__}.checks.{self.module}").check
+        self.check(context)
 
 
-SEMANTIC_CHECKS: tuple[Check, ...] = tuple(
-    map(_loaded, ("references", "pipelines", "schedules", "profiles", "prompts", "expressions"))
+_JOBS = ("job", "template")
+SEMANTIC_CHECKS: tuple[Check, ...] = (
+    _Loaded("references", (*_JOBS, "stack")),
+    _Loaded("pipelines", ("pipeline",)),
+    _Loaded("schedules", (*_JOBS, "pipeline")),
+    _Loaded("profiles", _JOBS),
+    _Loaded("prompts", ("prompt",)),
+    _Loaded("expressions"),
 )
 """The semantic checks that look at one document at a time (and the registry), in the order they run."""
 CHECKS: tuple[Check, ...] = (names.check, *SEMANTIC_CHECKS)
@@ -252,7 +265,7 @@ class _Answers:
 
     def hold(self, record: Record) -> bool:
         """Whether every answer `record` was given is still the answer."""
-        return all(self(query) == answer for query, answer in record.queries)
+        return all(self(tuple(query)) == answer for query, answer in record.queries)
 
 
 _UNKNOWN = object()

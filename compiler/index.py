@@ -51,13 +51,32 @@ class Indexed:
     """Whether it satisfies its kind's schema."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class Record:
-    """What a document's semantic checks asked the registry, what they were told, and what they found."""
+    """What a document's semantic checks asked the registry, what they were told, and what they found.
 
-    queries: tuple[tuple[Query, Any], ...]
-    stages: tuple[tuple[Diagnostic, ...], ...]
-    """The diagnostics of each semantic check, in the order the checks run."""
+    Read from the cache, it stays in its JSON form until a diagnostic is wanted: a warm check compares the
+    answers of 2,000 records and converts only the few diagnostics there are."""
+
+    __slots__ = ("_stages", "data", "queries")
+
+    def __init__(
+        self,
+        queries: Sequence[tuple[Query, Any]] | Sequence[list[Any]],
+        stages: tuple[tuple[Diagnostic, ...], ...] | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.queries = queries
+        """(question, answer) pairs; from the cache, [question as a list, answer]."""
+        self._stages = stages
+        self.data = data
+
+    @property
+    def stages(self) -> tuple[tuple[Diagnostic, ...], ...]:
+        """The diagnostics of each semantic check, in the order the checks run."""
+        if self._stages is None:
+            assert self.data is not None
+            self._stages = tuple(tuple(_diagnostic(d) for d in stage) for stage in self.data["stages"])
+        return self._stages
 
 
 @dataclass(slots=True, kw_only=True)
@@ -397,7 +416,9 @@ def _diagnostic(data: Mapping[str, Any]) -> Diagnostic:
     )
 
 
-def _record_data(record: Record) -> dict[str, Any]:
+def _record_data(record: Record) -> Mapping[str, Any]:
+    if record.data is not None:
+        return record.data
     return {
         "queries": [[list(query), answer] for query, answer in record.queries],
         "stages": [[_diagnostic_data(d) for d in stage] for stage in record.stages],
@@ -405,10 +426,13 @@ def _record_data(record: Record) -> dict[str, Any]:
 
 
 def _record(data: Mapping[str, Any]) -> Record:
-    return Record(
-        queries=tuple((tuple(str(x) for x in query), answer) for query, answer in data["queries"]),
-        stages=tuple(tuple(_diagnostic(d) for d in stage) for stage in data["stages"]),
-    )
+    queries = data["queries"]
+    stages = data["stages"]
+    if not isinstance(queries, list) or not isinstance(stages, list):
+        raise ValueError("a record holds lists")
+    if not any(stages):
+        return Record(queries=queries, stages=tuple(() for _ in stages), data=data)
+    return Record(queries=queries, data=data)
 
 
 def _optional_text(value: Any) -> str | None:

@@ -182,8 +182,8 @@ def _listed(value: Any) -> list[Any]:
 
 
 def _targets(result: CheckResult, name: str | None, sink: Diagnostics) -> list[Document]:
-    checked = [d for d in result.workspace.documents if d.kind in PLANNABLE]
     if name is None:
+        checked = [d for d in result.workspace.documents if d.kind in PLANNABLE]
         if not checked:
             sink.emit("unknown-target", "nothing to plan: no job or pipeline here", None, file=".")
         return checked

@@ -88,13 +88,18 @@ def _imported_by(argv: list[str], cwd: Path) -> set[str]:
 
 
 def test_the_import_set_of_check(tmp_path: Path) -> None:
-    """`sleipnir check` of a workspace without pipelines imports no HTTP stack, database driver, metrics client,
-    runtime or networkx; once the cache is warm, not even the checks' libraries or a YAML validator."""
+    """`sleipnir check` imports no HTTP stack, database driver, metrics client, runtime, or networkx (not even
+    for a pipeline, unless it has a cycle to show); once the cache is warm, not even the checks' libraries or a
+    YAML validator."""
     (tmp_path / "sleipnir.yaml").write_text("name: imports\n", encoding="utf-8")
     (tmp_path / "job.yaml").write_text(
         "job:\n  name: one\n  input: {source: file, path: data.jsonl}\n"
         "  prompts: [{name: classifier, version: 1.0.0}]\n"
         "  output: {path: out.jsonl}\n  schedule: {cron: '0 9 * * *'}\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "pipeline.yaml").write_text(
+        "pipeline:\n  name: nightly\n  jobs: [{id: a, name: one}, {id: b, name: one, depends_on: [a]}]\n",
         encoding="utf-8",
     )
     never = {"aiohttp", "httpx", "psycopg", "prometheus_client", "networkx", "pygls", "watchfiles", "rich"}

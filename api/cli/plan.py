@@ -9,14 +9,10 @@ from pathlib import Path
 
 import click
 
-from ..compiler import generation
 from ..compiler.diagnostics import Diagnostics
-from ..compiler.estimate import estimate
 from ..compiler.ir import Plan, iter_json, to_json
 from ..compiler.planner import plan as compile_plan
 from ..compiler.render import RENDERERS
-from ..compiler.render.plan_graph import render_dot, render_mermaid
-from ..compiler.render.plan_text import render_plan
 from .common import EXIT_PROBLEMS, guarded, use_color
 
 PLAN_FORMATS = ("text", "json", "dot", "mermaid")
@@ -68,6 +64,8 @@ def plan(
     if out is None:
         click.echo(text, nl=not text.endswith("\n"))
         return
+    from ..compiler import generation
+
     sink = Diagnostics()
     if not generation.write(out, text if text.endswith("\n") else text + "\n", force=True, sink=sink):
         for problem in sink:
@@ -90,8 +88,14 @@ def _plan_text(plans: tuple[Plan, ...], output_format: str, count_rows: bool, *,
     if output_format == "json":
         return "".join(_json_pieces(plans))
     if output_format in ("dot", "mermaid"):
+        from ..compiler.render.plan_graph import render_dot, render_mermaid
+
         draw = render_dot if output_format == "dot" else render_mermaid
         return "\n".join(draw(p) for p in plans)
+    # The text form's estimate and schedule (croniter) are imported only for it: `--format json` needs neither.
+    from ..compiler.estimate import estimate
+    from ..compiler.render.plan_text import render_plan
+
     now = datetime.now(UTC)
     blocks = []
     for planned in plans:
@@ -133,6 +137,8 @@ def create_job_from_template(
     A `--param` wins over every `--param-file`; later ones win over earlier ones. Exits 0 when the job is
     made, 1 on a problem (nothing is written then), 2 on a usage or internal error.
     """
+    from ..compiler import generation
+
     made = generation.generate(
         template,
         name=name,
