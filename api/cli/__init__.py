@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import click
 
-__all__ = ["COMMANDS", "main"]
+__all__ = ["COMMANDS", "entry", "main"]
 
 
 class Command(NamedTuple):
@@ -65,3 +65,11 @@ class LazyGroup(click.Group):
 def main(debug: bool) -> None:
     """Sleipnir: jobs of LLM prompts, described as code, compiled and run."""
     del debug
+
+
+def entry() -> None:
+    """The `sleipnir` console script and `python -m sleipnir`."""
+    from .common import run
+
+    run(main)
+

@@ -10,7 +10,7 @@ import click
 from ..compiler import schemas
 from ..compiler.checker import check as run_check
 from ..compiler.render import RENDERERS
-from .common import EXIT_OK, EXIT_PROBLEMS, guarded, use_color
+from .common import EXIT_OK, EXIT_PROBLEMS, guarded, skip_teardown, use_color
 
 PLAN_SCHEMA = "plan"
 """`compiler.plan_schema.NAME`, written out so that `check` never imports the plan's schema builder."""
@@ -49,6 +49,7 @@ def check(paths: tuple[str, ...], output_format: str, strict: bool, color: str, 
 
         sys.exit(watch_check(paths, strict=strict, cache=not no_cache, color=use_color(color)))
     result = run_check(paths, strict=strict, cache=not no_cache)
+    skip_teardown()
     text = RENDERERS[output_format](result, use_color(color) and output_format == "human")
     click.echo(text)
     sys.exit(EXIT_OK if result.ok else EXIT_PROBLEMS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -13,7 +14,7 @@ from ..compiler.diagnostics import Diagnostics
 from ..compiler.ir import Plan, iter_json, to_json
 from ..compiler.planner import plan as compile_plan
 from ..compiler.render import RENDERERS
-from .common import EXIT_PROBLEMS, guarded, use_color
+from .common import EXIT_PROBLEMS, guarded, skip_teardown, use_color
 
 PLAN_FORMATS = ("text", "json", "dot", "mermaid")
 
@@ -50,15 +51,21 @@ def plan(
     problem in the documents or the overrides (printed, and nothing is planned), 2 on a usage or internal error.
     """
     result = compile_plan(target, profile=profile, params=params, param_files=param_files, cache=not no_cache)
+    skip_teardown()
     if result.diagnostics:
         click.echo(RENDERERS["human"](result.report, use_color(color)), err=True)
     if not result.ok:
         sys.exit(EXIT_PROBLEMS)
     if output_format == "json" and out is None:
         # Written as it is made: a 2,000-job pipeline's JSON is never held whole.
-        for piece in _json_pieces(result.plans):
-            sys.stdout.write(piece)
-        sys.stdout.flush()
+        try:
+            for piece in _json_pieces(result.plans):
+                sys.stdout.write(piece)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # The reader stopped (`| head`): stop writing, quietly, as other tools do.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(EXIT_PROBLEMS)
         return
     text = _plan_text(result.plans, output_format, count_rows, color=use_color(color) and out is None)
     if out is None:
