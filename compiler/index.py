@@ -95,6 +95,9 @@ class FileIndex:
     schema: tuple[tuple[Diagnostic, ...], ...]
     """Each document's schema diagnostics (empty for a valid one)."""
     records: list[Record | None]
+    keys: tuple[str, ...] = ()
+    """Each document's text (its whole lines) and place, digested: an edit elsewhere in the file leaves a
+    document's key, and so its record, as it was."""
     parsed: list[Document] | None = None
     text: str | None = None
     changed: bool = True
@@ -116,10 +119,13 @@ class FileIndex:
                     "version": d.version,
                     "name_span": _span_data(d.name_span),
                     "valid": d.valid,
+                    "key": key,
                     "schema": [_diagnostic_data(x) for x in schema],
                     "record": None if record is None else _record_data(record),
                 }
-                for d, schema, record in zip(self.documents, self.schema, self.records, strict=True)
+                for d, schema, record, key in zip(
+                    self.documents, self.schema, self.records, self.keys or ("",) * len(self.documents), strict=True
+                )
             ],
         }
 
@@ -154,6 +160,7 @@ def _from_entry(path: Path, shown: str, entry: Mapping[str, Any]) -> FileIndex:
         documents=tuple(documents),
         schema=tuple(schemas),
         records=records,
+        keys=tuple(str(data.get("key", "")) for data in entry["documents"]),
         changed=False,
     )
 
@@ -171,10 +178,17 @@ def indexed(document: Document, *, valid: bool = True) -> Indexed:
     )
 
 
-def parse(path: Path, shown: str, data: bytes, stat: os.stat_result | None) -> FileIndex:
-    """Read one file's text into its index entry: load, classify, validate."""
+def parse(
+    path: Path, shown: str, data: bytes, stat: os.stat_result | None, previous: Mapping[str, Any] | None = None
+) -> FileIndex:
+    """Read one file's text into its index entry: load, classify, validate. A document whose text and place
+    are those of a document in the `previous` entry of the file keeps that document's record: the edit was
+    elsewhere (checks read nothing of a file outside the document's own lines but the registry's answers, which
+    are compared before a record is used)."""
     sink = Diagnostics()
     text, documents = _documents(shown, data, sink)
+    keys = tuple(_key(text or "", document) for document in documents)
+    kept = _kept_records(previous, shown, keys)
     entries = []
     schemas = []
     for document in documents:
@@ -193,10 +207,36 @@ def parse(path: Path, shown: str, data: bytes, stat: os.stat_result | None) -> F
         load=tuple(sink.items),
         documents=tuple(entries),
         schema=tuple(schemas),
-        records=[None] * len(entries),
+        records=[kept.get(key) for key in keys],
+        keys=keys,
         parsed=documents,
         text=text,
     )
+
+
+def _key(text: str, document: Document) -> str:
+    """A digest of the whole lines `document` spans and of where it starts."""
+    start, end = document.root.start_mark, document.root.end_mark
+    first = text.rfind("\n", 0, start.index) + 1
+    last = text.find("\n", end.index)
+    lines = text[first : len(text) if last < 0 else last]
+    return hashlib.sha1(f"{start.line}:{start.column}:{document.kind}\n{lines}".encode()).hexdigest()
+
+
+def _kept_records(previous: Mapping[str, Any] | None, shown: str, keys: Sequence[str]) -> dict[str, Record]:
+    """The records of `previous` (the file's last entry) by document key, for the keys that are still there."""
+    if previous is None or previous.get("shown") != shown:
+        return {}
+    wanted = set(keys)
+    kept = {}
+    try:
+        for data in previous["documents"]:
+            key = data.get("key")
+            if key in wanted and data.get("record") is not None:
+                kept[str(key)] = _record(data["record"])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return {}
+    return kept
 
 
 def _documents(shown: str, data: bytes, sink: Diagnostics) -> tuple[str | None, list[Document]]:
@@ -238,7 +278,7 @@ def read(path: Path, cache: Cache | None, overlay: Mapping[Path, str]) -> FileIn
                 found.size, found.mtime, found.changed = stat.st_size, stat.st_mtime_ns, True
             found.text = text
             return found
-    return parse(path, shown, data, stat)
+    return parse(path, shown, data, stat, entry)
 
 
 def _trusted(path: Path, shown: str, entry: Mapping[str, Any]) -> FileIndex | None:

@@ -7,6 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -66,6 +67,7 @@ operations = st.one_of(
                                                 min_size=1, max_size=2)),
     st.tuples(st.just("pipeline"), files, st.lists(names, min_size=1, max_size=4), st.booleans()),
     st.tuples(st.just("broken"), files, st.sampled_from(("job: [\n", "jbo:\n  name: x\n", "job:\n  name: 3\n"))),
+    st.tuples(st.just("shift"), files, st.integers(min_value=1, max_value=3)),
     st.tuples(st.just("rename"), files, files),
     st.tuples(st.just("delete"), files),
 )
@@ -105,6 +107,12 @@ class Workspace:
             self.write(relative, pipeline_yaml(jobs, cycle))
         elif kind == "broken":
             self.write(relative, str(operation[2]))
+        elif kind == "shift":
+            # The same documents, lower down: their records must not be reused with the old lines.
+            path = self.root / relative
+            if path.exists():
+                lines = int(str(operation[2]))
+                self.write(relative, "# note\n" * lines + path.read_text(encoding="utf-8"))
         elif kind == "rename":
             source, target = self.root / relative, self.root / str(operation[2])
             if source.exists() and source != target:
@@ -181,3 +189,38 @@ def _parsed(result: CheckResult, root: Path) -> list[str]:
     assert isinstance(documents, Documents)
     files = documents.workspace_index.files.values()
     return sorted(f.path.relative_to(root).as_posix() for f in files if f.parsed is not None)
+
+
+def test_an_edit_re_checks_only_the_documents_it_touched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sleipnir.compiler import checker
+
+    workspace = Workspace(tmp_path)
+    first, second = job_yaml("gamma", "nothing", None, None), job_yaml("delta", "clean", "1.0.0", None)
+    workspace.write("jobs/c.yaml", first + "---\n" + second)
+    cold = check([str(tmp_path)], cache=True)
+    checked: list[str] = []
+    original = checker._check_document
+
+    def spy(index: object, entry: object, answers: object, *, strict: bool) -> object:
+        checked.append(f"{entry.file.rsplit('/', 1)[-1]}:{entry.name}")  # type: ignore[attr-defined]
+        return original(index, entry, answers, strict=strict)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(checker, "_check_document", spy)
+    # The second job changes; the first keeps its text and place, and its record.
+    workspace.write("jobs/c.yaml", first + "---\n" + second.replace("1.0.0", "2.0.0") + "# a note\n")
+    warm = check([str(tmp_path)], cache=True)
+    assert checked == ["c.yaml:delta"]
+    assert [d.code for d in warm.diagnostics] == ["unknown-prompt", "unknown-prompt-version"]
+    assert warm.diagnostics[0] == cold.diagnostics[0]
+    assert warm.diagnostics == check([str(tmp_path)]).diagnostics
+
+
+def test_documents_moved_down_by_an_edit_above_them_are_checked_again(tmp_path: Path) -> None:
+    workspace = Workspace(tmp_path)
+    text = job_yaml("gamma", "nothing", None, "61 * * * *")
+    workspace.write("jobs/c.yaml", text)
+    check([str(tmp_path)], cache=True)
+    workspace.write("jobs/c.yaml", "# a comment that moves the job down\n" + text)
+    warm = check([str(tmp_path)], cache=True)
+    assert warm.diagnostics == check([str(tmp_path)]).diagnostics
+    assert {d.primary.span.line for d in warm.diagnostics if d.primary} == {8, 10}

@@ -225,3 +225,26 @@ def test_a_pipeline_names_its_job_plans_by_id_and_carries_each_once(
     edited["plans"][steps["first"]]["settings"]["execution"]["concurrency"] = 99
     with pytest.raises(ValueError, match="does not match its content"):
         from_json(json.dumps(edited))
+
+
+def test_a_job_is_planned_in_focus_reading_only_what_it_uses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sleipnir.compiler.checker import check
+    from sleipnir.compiler.index import Documents
+    from sleipnir.compiler.planner import plan
+
+    workspace(tmp_path, monkeypatch)
+    for number in range(3):
+        (tmp_path / "jobs" / f"other_{number}.yaml").write_text(
+            f"job:\n  name: other_{number}\n  input: {{source: file, path: in.jsonl}}\n"
+            "  prompts: [{name: classifier}]\n  output: {path: out.jsonl}\n",
+            encoding="utf-8",
+        )
+    check(cache=True)  # as after any earlier check or plan: the cache is warm
+    planned = plan("scoring", environ={}, cache=True)
+    assert planned.ok and [p.name for p in planned.plans] == ["scoring"]
+    documents = planned.check.workspace.documents
+    assert isinstance(documents, Documents)
+    parsed = {Path(f.shown).name for f in documents.workspace_index.files.values() if f.parsed is not None}
+    assert "scoring.yaml" in parsed and "sleipnir.yaml" in parsed
+    assert not any(name.startswith("other_") for name in parsed), parsed
+    assert "2.0.0.yaml" in parsed, "the prompt modules it uses are read, to lower them"

@@ -1,7 +1,8 @@
 """Sleipnir's two expression languages: `${...}` substitutions inside strings, and conditions.
 
 Both are lark grammars shipped beside this module (`substitution.lark`, `condition.lark`), built once per process
-with LALR and `strict=True` (no shift/reduce conflict, no terminal collision). An inline transformer builds
+with LALR; they are strict (no shift/reduce conflict, no terminal collision), which a test proves once rather
+than every process paying for the check. An inline transformer builds
 frozen, typed nodes straight from the parse, each with its span; parse errors become an `ExpressionError` with a
 terse message, a help line and the offsets inside the string, so a check can point at the exact column. Parses
 are cached by text: offsets are relative to the text, so the same `${API_KEY}` in 2,000 jobs is parsed once.
