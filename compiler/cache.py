@@ -76,8 +76,10 @@ class Cache:
             # A name no other writer uses (tempfile would cost 20 ms of imports on every check).
             temporary = self.folder / f".entry-{os.getpid()}-{os.urandom(6).hex()}.tmp"
             try:
+                # json.dumps, not json.dump: only the former uses the C encoder (a cold check of 2,000 jobs
+                # spent a fifth of its time in json.dump's pure-Python one).
                 with open(temporary, "x", encoding="utf-8") as out:
-                    json.dump(entry, out, separators=(",", ":"))
+                    out.write(json.dumps(entry, separators=(",", ":")))
                 os.replace(temporary, self._file(source))
             except BaseException:
                 temporary.unlink(missing_ok=True)
