@@ -78,7 +78,7 @@ _ABOUT: dict[str, str] = {
     "description": "What it does, or null.",
     "kind": "What it is.",
     "file": "The file it was read from.",
-    "Plan.format_version": "The version of the plan's JSON form: 1.",
+    "Plan.format_version": "The version of the plan's JSON form: 2.",
     "Plan.kind": "`job` or `pipeline`.",
     "Plan.name": "The job's or pipeline's name.",
     "Plan.root": "The workspace root that relative paths are resolved against (not part of the plan id).",
@@ -124,7 +124,8 @@ _ABOUT: dict[str, str] = {
     "Sink.dead_letter": "Where skipped items go, with their error.",
     "JobStep.kind": "`job`: one job of a pipeline.",
     "JobStep.job": "The job's name.",
-    "JobStep.plan": "The plan the job runs.",
+    "JobStep.plan": "The id of the plan the job runs: its entry in the pipeline's `plans`.",
+    "plans": "A pipeline's job plans, each once, by id (a job step names its plan by id).",
     "Edge.source": "The node id that produces.",
     "Edge.target": "The node id that consumes.",
     "Edge.carries": "`items` (one at a time), `groups`, `collection` (every output, by reference) or `after` (order only).",
@@ -191,7 +192,16 @@ def build() -> dict[str, Any]:
         "title": "Sleipnir plan",
         "description": "What would run: the typed plan sleipnir plan --format json prints and the runtime reads.",
         "type": "object",
-        "properties": {"id": _property("plan_id", _hex(64)), **plan["properties"]},
+        "properties": {
+            "id": _property("plan_id", _hex(64)),
+            **plan["properties"],
+            "plans": {
+                "description": _ABOUT["plans"],
+                "type": "object",
+                "propertyNames": _hex(64),
+                "additionalProperties": {"$ref": "#/definitions/plan"},
+            },
+        },
         "required": ["id", *plan["required"]],
         "additionalProperties": False,
         "definitions": dict(sorted(definitions.items())),
@@ -228,7 +238,8 @@ def _record(cls: type) -> dict[str, Any]:
         properties["kind"] = _property(f"{cls.__name__}.kind", {"const": cls.kind})  # type: ignore[attr-defined]
         required.append("kind")
     for f in fields(cls):
-        shape = _shape(hints[f.name], cls.__name__, f.name)
+        # A job step names its plan by id; the plan itself is in the pipeline's `plans`.
+        shape = _hex(64) if (cls, f.name) == (ir.JobStep, "plan") else _shape(hints[f.name], cls.__name__, f.name)
         properties[f.name] = _property(f"{cls.__name__}.{f.name}", shape)
         if f.default is MISSING and f.default_factory is MISSING:
             required.append(f.name)

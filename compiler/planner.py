@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .checker import CheckResult, check, gc_paused
+from .checker import CheckResult, check, check_some, gc_paused, index_workspace
 from .checks.expressions import ScalarSpans
 from .checks.paths import check_job_paths, workspace_paths
 from .checks.references import check_resolved
@@ -24,7 +24,8 @@ from .documents import WORKSPACE, Document
 from .ir import Plan
 from .ir.common import DEFAULT_DATABASE, secret_or_text, suggestion_help
 from .ir.expressions import UnsetVariableError
-from .lower import WorkspaceSettings, lower_job, lower_pipeline
+from .lower import WorkspaceSettings, lower_job
+from .lower_pipeline import lower_pipeline
 from .overrides import Override, command_line
 from .resolve import Effective, choose_profile, effective, resolve_plain
 
@@ -73,14 +74,21 @@ def plan(
     overrides: Sequence[Override] = (),
     workspace: str | None = None,
     select: Callable[[Document], bool] | None = None,
+    cache: bool = False,
 ) -> PlanResult:
     """Plan `target`: a job or pipeline name (`name` or `name@version`) in the workspace around the current
     folder (or in `workspace`), a file, or a folder (every job and pipeline in it); with no target, the whole
     workspace. `overrides` (from the Python API) apply after `--param`s. `select` keeps only some of the
-    documents a folder or workspace holds (`serve` plans the scheduled and triggered ones)."""
+    documents a folder or workspace holds (`serve` plans the scheduled and triggered ones).
+
+    A target named by name is planned in focus: every file is indexed (so that names resolve), but only the
+    files of the target and of what it uses are checked. With `cache`, the workspace's check cache is used."""
     environ = dict(os.environ if environ is None else environ)
     is_path = target is not None and (Path(target).exists() or target.endswith((".yaml", ".yml")))
-    result = check([target] if is_path and target else [workspace] if workspace else [])
+    if target and not is_path:
+        result = _focused_check(target, workspace, cache=cache)
+    else:
+        result = check([target] if is_path and target else [workspace] if workspace else [], cache=cache)
     sink = Diagnostics()
     plans: list[Plan] = []
     if result.errors and not is_path and target:
@@ -100,6 +108,24 @@ def plan(
     if any(d.severity == "error" for d in diagnostics):
         plans = []
     return PlanResult(plans=tuple(plans), diagnostics=diagnostics, check=result)
+
+
+def _focused_check(name: str, workspace: str | None, *, cache: bool) -> CheckResult:
+    """Check only what `name` uses: the files of its document and of every document it refers to, and the
+    manifest. The other files are read into the index (from the cache when fresh); their reading problems are
+    reported, as warnings once the target is found not to use them."""
+    sink = Diagnostics()
+    with gc_paused():
+        index = index_workspace([workspace] if workspace else [], sink, cache=cache)
+        wanted, _, version = name.partition("@")
+        registry = index.registry
+        target = next((d for kind in PLANNABLE if (d := registry.get(kind, wanted, version or None)) is not None), None)
+        used = {d.file for d in _documents_used(target, registry, {})} if target is not None else set()
+        if index.workspace.manifest is not None:
+            used.add(index.workspace.manifest.file)
+        files = [f for f in index.checked if f.shown in used]
+        unread = [d for f in index.checked if f.shown not in used for d in f.load]
+        return check_some(index, files, [*sink.items, *unread], strict=False)
 
 
 def _unrelated_errors_as_warnings(result: CheckResult, name: str) -> CheckResult:
@@ -159,8 +185,8 @@ def _listed(value: Any) -> list[Any]:
 
 
 def _targets(result: CheckResult, name: str | None, sink: Diagnostics) -> list[Document]:
-    checked = [d for d in result.workspace.documents if d.kind in PLANNABLE]
     if name is None:
+        checked = [d for d in result.workspace.documents if d.kind in PLANNABLE]
         if not checked:
             sink.emit("unknown-target", "nothing to plan: no job or pipeline here", None, file=".")
         return checked
@@ -200,7 +226,9 @@ class _Planner:
         self.sink = sink
         self.spans = ScalarSpans(result.workspace.sources)
         self.workspace = _workspace_settings(result, manifest, environ)
-        self.manifests = [d for d in (*result.workspace.documents, *result.workspace.context) if d.kind == WORKSPACE]
+        # The workspace's manifest, not every document: a focused plan reads only what its target uses.
+        manifest = result.workspace.manifest
+        self.manifests = [manifest] if manifest is not None and manifest.kind == WORKSPACE else []
 
     def plan(self, document: Document) -> Plan | None:
         if document.kind == "pipeline":

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from .documents import Document
 
@@ -20,16 +21,35 @@ def version_key(version: str) -> tuple[int, int, int, int, str]:
     return (int(major), int(minor), int(patch), 0 if pre else 1, pre or "")
 
 
+class Named(Protocol):
+    """What the registry files a document by: a parsed `Document`, or an index entry that stands for one."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def file(self) -> str: ...
+    @property
+    def index(self) -> int: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def version(self) -> str | None: ...
+
+
 @dataclass(slots=True)
 class Registry:
-    """Documents by kind, name and version. Workspace documents shadow stdlib ones of the same name and version."""
+    """Documents by kind, name and version. Workspace documents shadow stdlib ones of the same name and version.
 
-    entries: dict[str, dict[str, dict[str, Document]]] = field(default_factory=dict)
+    An entry may be an index entry rather than a parsed document: `get` then parses it with `materialize`, so a
+    check that only asks which names exist never parses the files they are in."""
+
+    entries: dict[str, dict[str, dict[str, Named]]] = field(default_factory=dict)
+    materialize: Callable[[Named], Document] | None = None
 
     @classmethod
-    def build(cls, documents: Iterable[Document]) -> Registry:
+    def build(cls, documents: Iterable[Named], materialize: Callable[[Named], Document] | None = None) -> Registry:
         """A registry of `documents`; for a repeated kind/name/version the first one wins."""
-        registry = cls()
+        registry = cls(materialize=materialize)
         for document in documents:
             if document.name is None:
                 continue
@@ -46,6 +66,14 @@ class Registry:
 
     def get(self, kind: str, name: str, version: str | None = None) -> Document | None:
         """The document `name` at `version`, or its newest version when `version` is None."""
+        found = self.find(kind, name, version)
+        if found is None or isinstance(found, Document):
+            return found
+        assert self.materialize is not None, "a registry of index entries is built with `materialize`"
+        return self.materialize(found)
+
+    def find(self, kind: str, name: str, version: str | None = None) -> Named | None:
+        """`get` without parsing: the document or the index entry standing for it."""
         versions = self.entries.get(kind, {}).get(name)
         if not versions:
             return None

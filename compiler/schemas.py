@@ -15,12 +15,14 @@ from collections.abc import Sequence
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
-import jsonschema_rs
+if TYPE_CHECKING:
+    import jsonschema
+    import jsonschema_rs
 
-from .model import DRAFT_07, KINDS, SCHEMA_BASE, Body, Definitions, Key, Kind, Place, record
+    from .model import Definitions, Kind
+
 
 SCHEMA_KINDS = ("job", "template", "pipeline", "stack", "prompt", "workspace")
 """The kinds the compiler validates: each document kind, and `workspace` for `sleipnir.yaml`."""
@@ -43,17 +45,24 @@ def load(kind: str) -> dict[str, Any]:
 @cache
 def fast_validator(kind: str) -> jsonschema_rs.Draft7Validator:
     """A compiled validator that only answers valid or not: the fast path for documents that pass."""
+    import jsonschema_rs  # a warm check, which parses nothing, validates nothing either
+
     return jsonschema_rs.Draft7Validator(load(kind))
 
 
 @cache
 def explaining_validator(kind: str) -> jsonschema.Draft7Validator:
     """jsonschema's validator, used only on documents that failed, for ranked and detailed errors."""
+    import jsonschema  # 50 ms to import: only when a document failed its schema
+
     return jsonschema.Draft7Validator(load(kind))
 
 
 def build(kind: str) -> dict[str, Any]:
     """The draft-07 schema document for `kind` (one of `ALL`), made from the compiler's model."""
+    # The model is imported only to build schemas (90 ms): a check validates with the shipped files.
+    from .model import KINDS, Definitions
+
     if kind == ANY_DOCUMENT:
         return _any_document()
     if kind not in KINDS:
@@ -99,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _header(name: str, title: str, about: str) -> dict[str, Any]:
+    from .model import DRAFT_07, SCHEMA_BASE
+
     return {
         "$schema": DRAFT_07,
         "$id": f"{SCHEMA_BASE}{name}.schema.json",
@@ -109,6 +120,8 @@ def _header(name: str, title: str, about: str) -> dict[str, Any]:
 
 def _document(kind: Kind, definitions: Definitions) -> dict[str, Any]:
     """A whole document of `kind`: `{kind: body}`, or the manifest body itself for the workspace."""
+    from .model import Body, Key, Place, record
+
     if not kind.keyed:
         return kind.body.bare(Place(kind.name), definitions)
     # Target "" links the kind key to the top of its spec page rather than to an anchor.
@@ -117,6 +130,8 @@ def _document(kind: Kind, definitions: Definitions) -> dict[str, Any]:
 
 
 def _any_document() -> dict[str, Any]:
+    from .model import KINDS, Definitions
+
     definitions = Definitions()
     # Exactly one branch fits: each keyed kind requires its key, and no kind key is a workspace key.
     branches = [{"title": kind.title, **_document(kind, definitions)} for kind in KINDS.values()]

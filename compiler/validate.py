@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
-
-from jsonschema import ValidationError
-from jsonschema.exceptions import best_match
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .diagnostics import Diagnostics
 from .documents import Document, Path
 from .ir.common import suggestion_help
 from .schemas import explaining_validator, fast_validator
 from .span import Span
+
+if TYPE_CHECKING:
+    from jsonschema import ValidationError
 
 SUBSTITUTION_REF = "#/definitions/substitution"
 """Schemas let a typed scalar be a whole `${...}` substitution through an `anyOf` branch with this `$ref`."""
@@ -93,6 +93,8 @@ def _leaf(error: ValidationError) -> ValidationError:
             if len({sub.relative_schema_path[0] for sub in fitting}) != 1:
                 break
             context = fitting
+        from jsonschema.exceptions import best_match
+
         error = best_match(context) or error
     return error
 

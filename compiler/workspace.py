@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -27,14 +27,21 @@ class Workspace:
     root: Path | None
     """The folder holding `sleipnir.yaml`, or None when the paths are in no workspace."""
     manifest: Document | None
-    documents: tuple[Document, ...]
-    """The documents being checked."""
-    context: tuple[Document, ...]
+    documents: Sequence[Document]
+    """The documents being checked (parsed when first read, after an incremental check)."""
+    context: Sequence[Document]
     """The rest of the workspace: references may resolve against these documents, which are not checked."""
-    stdlib: tuple[Document, ...]
+    stdlib: Sequence[Document]
     """Sleipnir's standard library; the workspace's own documents shadow it."""
-    sources: dict[str, SourceFile]
+    sources: Mapping[str, SourceFile]
     """Text of every file read, by display path, for rendering."""
+
+    @property
+    def checked_files(self) -> int:
+        """How many files the checked documents are in; read from the index where there is one, so counting
+        parses nothing."""
+        entries = getattr(self.documents, "entries", self.documents)
+        return len({d.file for d in entries})
 
 
 def find_root(start: Path) -> Path | None:
@@ -105,12 +112,19 @@ def stdlib_files() -> list[Path]:
     return yaml_files(stdlib_root())
 
 
-def load_workspace(paths: Sequence[str], sink: Diagnostics) -> Workspace:
-    """Load the documents at `paths` (the workspace around the current folder when empty).
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Layout:
+    """Which files a check reads: the ones it checks, the rest of their workspace, and the stdlib."""
 
-    References resolve against the whole workspace that holds the paths and against the stdlib, but only the
-    given paths are checked: problems in the other files are not reported.
-    """
+    root: Path | None
+    checked: tuple[Path, ...]
+    context: tuple[Path, ...]
+    stdlib: tuple[Path, ...]
+
+
+def discover(paths: Sequence[str], sink: Diagnostics) -> Layout:
+    """The files at `paths` (the workspace around the current folder when empty), and the files references
+    among them may resolve against: the rest of the workspace that holds the first path, and the stdlib."""
     targets = [Path(p) for p in paths] or [find_root(Path.cwd()) or Path.cwd()]
     files: list[Path] = []
     for target in targets:
@@ -122,17 +136,32 @@ def load_workspace(paths: Sequence[str], sink: Diagnostics) -> Workspace:
             sink.emit("no-yaml-files", "no YAML files here", None, file=display_path(target))
         files.extend(found)
     files = _unique(files)
-    sources: dict[str, SourceFile] = {}
-    documents = read_documents(files, sink, sources)
-
     root = find_root(targets[0]) if targets and targets[0].exists() else None
     checked = {f.resolve() for f in files}
     context_files: list[Path] = []
     if root is not None:
         context_files.extend(f for f in yaml_files(root) if f.resolve() not in checked)
-    context = read_documents(_unique(context_files), Diagnostics(), sources)
-    stdlib = read_documents([f for f in stdlib_files() if f.resolve() not in checked], Diagnostics(), sources)
+    return Layout(
+        root=root,
+        checked=tuple(files),
+        context=tuple(_unique(context_files)),
+        stdlib=tuple(f for f in stdlib_files() if f.resolve() not in checked),
+    )
 
+
+def load_workspace(paths: Sequence[str], sink: Diagnostics) -> Workspace:
+    """Load the documents at `paths` (the workspace around the current folder when empty), all at once.
+
+    References resolve against the whole workspace that holds the paths and against the stdlib, but only the
+    given paths are checked: problems in the other files are not reported. (`checker.check` reads the same
+    files through the incremental index instead.)
+    """
+    layout = discover(paths, sink)
+    sources: dict[str, SourceFile] = {}
+    documents = read_documents(layout.checked, sink, sources)
+    context = read_documents(layout.context, Diagnostics(), sources)
+    stdlib = read_documents(layout.stdlib, Diagnostics(), sources)
+    root = layout.root
     manifest = next((d for d in documents + context if d.kind == WORKSPACE and _in(root, d)), None)
     return Workspace(
         root=root,

@@ -74,3 +74,46 @@ def test_commands_that_compile_import_no_runtime(tmp_path: Path, argv: list[str]
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr
+
+
+def _imported_by(argv: list[str], cwd: Path) -> set[str]:
+    """The top-level packages (and sleipnir's modules) a `sleipnir` command imports, in a fresh process."""
+    script = (
+        "import sys\nfrom sleipnir.cli import main\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        "print(sorted({m if m.startswith('sleipnir') else m.split('.')[0] for m in sys.modules}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=cwd, timeout=120)
+    return set(json.loads(done.stdout.strip().splitlines()[-1].replace("'", '"')))
+
+
+def test_the_import_set_of_check(tmp_path: Path) -> None:
+    """`sleipnir check` imports no HTTP stack, database driver, metrics client, runtime, or networkx (not even
+    for a pipeline, unless it has a cycle to show); once the cache is warm, not even the checks' libraries or a
+    YAML validator."""
+    (tmp_path / "sleipnir.yaml").write_text("name: imports\n", encoding="utf-8")
+    (tmp_path / "job.yaml").write_text(
+        "job:\n  name: one\n  input: {source: file, path: data.jsonl}\n"
+        "  prompts: [{name: classifier, version: 1.0.0}]\n"
+        "  output: {path: out.jsonl}\n  schedule: {cron: '0 9 * * *'}\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "pipeline.yaml").write_text(
+        "pipeline:\n  name: nightly\n  jobs: [{id: a, name: one}, {id: b, name: one, depends_on: [a]}]\n",
+        encoding="utf-8",
+    )
+    never = {"aiohttp", "httpx", "psycopg", "prometheus_client", "networkx", "pygls", "watchfiles", "rich"}
+    cold = _imported_by(["check", "--no-cache", str(tmp_path)], tmp_path)
+    assert not cold & never, cold & never
+    assert not {m for m in cold if m.startswith(("sleipnir.runtime", "sleipnir.executor", "sleipnir.lsp"))}
+    assert {"yaml", "croniter", "lark", "jsonschema_rs"} <= cold, "the cold check does run the checks"
+
+    _imported_by(["check", str(tmp_path)], tmp_path)  # fills the cache
+    warm = _imported_by(["check", str(tmp_path)], tmp_path)
+    assert not warm & (never | {"croniter", "lark", "jinja2", "jsonschema", "jsonschema_rs"}), sorted(
+        warm & (never | {"croniter", "lark", "jinja2", "jsonschema", "jsonschema_rs"})
+    )
+    loaded = {m for m in warm if m.startswith(("sleipnir.compiler.checks.", "sleipnir.compiler.ir."))}
+    assert loaded == {"sleipnir.compiler.checks.names", "sleipnir.compiler.ir.common"}, (
+        "only the index-wide name check and did-you-mean: no check module, grammar or plan class"
+    )

@@ -142,12 +142,16 @@ def test_a_folder_plans_every_job_and_pipeline_as_a_json_array(tmp_path: Path, m
     assert sorted((p["kind"], p["name"]) for p in json.loads(out)) == [("job", "scoring"), ("pipeline", "weekly")]
 
 
-def test_a_broken_document_the_job_does_not_use_does_not_stop_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_broken_document_the_job_does_not_use_is_not_checked_and_does_not_stop_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     workspace(tmp_path, monkeypatch)
     (tmp_path / "jobs" / "other.yaml").write_text("job:\n  name: other\n  prompts:\n    - name: nosuch_prompt\n", encoding="utf-8")
+    (tmp_path / "jobs" / "torn.yaml").write_text("job:\n  name: [torn\n", encoding="utf-8")
     code, out, err = run("plan", "scoring", "--format", "json")
     assert code == 0 and from_json(out).name == "scoring"
-    assert "warning[unknown-prompt]" in err and "not used by `scoring`" in err
+    # Planned in focus: what the job does not use is indexed, not checked. A file that cannot even be read
+    # (it may hide a name the job needs) is reported, as a warning.
+    assert "unknown-prompt" not in err and "other.yaml" not in err
+    assert "warning[yaml-syntax]" in err and "not used by `scoring`" in err
     code, _, err = run("plan", "other")
     assert code == 1 and "error[unknown-prompt]" in err, "the broken job itself is still refused"
 
@@ -186,3 +190,61 @@ def test_estimate_counts_a_postgresql_source_with_its_parameters_bound(
     code, out, err = run("plan", "counted", "--estimate")
     assert code == 0, err
     assert "6 items" in out.splitlines()[-1], "COUNT(*) with :note bound, the ':literal' left as written"
+
+
+def test_a_pipeline_names_its_job_plans_by_id_and_carries_each_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import jsonschema
+
+    from sleipnir.compiler import schemas
+    from sleipnir.compiler.ir import JobStep, to_json
+
+    workspace(tmp_path, monkeypatch)
+    (tmp_path / "pipeline.yaml").write_text(
+        "pipeline:\n  name: weekly\n  jobs:\n"
+        "    - {id: first, name: scoring}\n    - {id: again, name: scoring, depends_on: [first]}\n",
+        encoding="utf-8",
+    )
+    code, out, _ = run("plan", "weekly", "--format", "json")
+    assert code == 0
+    data = json.loads(out)
+    steps = {n["id"]: n["plan"] for n in data["nodes"] if n["kind"] == "job"}
+    assert steps["first"] == steps["again"] and list(data["plans"]) == [steps["first"]]
+    assert data["plans"][steps["first"]]["name"] == "scoring" and "id" not in data["plans"][steps["first"]]
+    assert not list(jsonschema.Draft7Validator(schemas.load("plan")).iter_errors(data))
+
+    planned = from_json(out)
+    assert planned.id == data["id"]
+    [first, again] = [n for n in planned.nodes if isinstance(n, JobStep)]
+    assert first.plan is again.plan and first.plan.id == steps["first"]
+    assert to_json(planned) == out, "the streamed JSON is the plan's one JSON form"
+    assert run("plan", "weekly", "--format", "json")[1] == out, "and it is deterministic"
+
+    edited = json.loads(out)
+    edited["plans"][steps["first"]]["settings"]["execution"]["concurrency"] = 99
+    with pytest.raises(ValueError, match="does not match its content"):
+        from_json(json.dumps(edited))
+
+
+def test_a_job_is_planned_in_focus_reading_only_what_it_uses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sleipnir.compiler.checker import check
+    from sleipnir.compiler.index import Documents
+    from sleipnir.compiler.planner import plan
+
+    workspace(tmp_path, monkeypatch)
+    for number in range(3):
+        (tmp_path / "jobs" / f"other_{number}.yaml").write_text(
+            f"job:\n  name: other_{number}\n  input: {{source: file, path: in.jsonl}}\n"
+            "  prompts: [{name: classifier}]\n  output: {path: out.jsonl}\n",
+            encoding="utf-8",
+        )
+    check(cache=True)  # as after any earlier check or plan: the cache is warm
+    planned = plan("scoring", environ={}, cache=True)
+    assert planned.ok and [p.name for p in planned.plans] == ["scoring"]
+    documents = planned.check.workspace.documents
+    assert isinstance(documents, Documents)
+    parsed = {Path(f.shown).name for f in documents.workspace_index.files.values() if f.parsed is not None}
+    assert "scoring.yaml" in parsed and "sleipnir.yaml" in parsed
+    assert not any(name.startswith("other_") for name in parsed), parsed
+    assert "2.0.0.yaml" in parsed, "the prompt modules it uses are read, to lower them"

@@ -344,7 +344,7 @@ def test_every_plan_validates_against_the_schema(name: str) -> None:
     ("change", "where"),
     [
         (lambda d: d.pop("id"), "id"),
-        (lambda d: d.update(format_version=2), "format_version"),
+        (lambda d: d.update(format_version=1), "format_version"),
         (lambda d: d.update(extra=1), "extra"),
         (lambda d: d["nodes"][1].update(kind="prompt_call"), "kind"),
         (lambda d: d["nodes"][1].update(scope="batch"), "scope"),

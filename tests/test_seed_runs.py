@@ -64,7 +64,7 @@ def server() -> Iterator[LLMServer]:
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     root = tmp_path / "examples"
-    shutil.copytree(EXAMPLES, root)
+    shutil.copytree(EXAMPLES, root, ignore=shutil.ignore_patterns(".sleipnir"))
     database = root / ".sleipnir" / "examples.db"
     database.parent.mkdir()
     with sqlite3.connect(database) as connection:

@@ -88,7 +88,7 @@ def test_an_internal_error_is_one_line_and_the_traceback_needs_debug(
     def broken(context: checker.CheckContext) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(checker, "CHECKS", (broken,))
+    monkeypatch.setattr(checker, "SEMANTIC_CHECKS", (broken,))
     path = write(tmp_path / "job.yaml", JOB.format(name="ok"))
     runner = CliRunner()
     quiet = runner.invoke(main, ["check", str(path)])

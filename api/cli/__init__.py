@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import click
 
-__all__ = ["COMMANDS", "main"]
+__all__ = ["COMMANDS", "entry", "main"]
 
 
 class Command(NamedTuple):
@@ -27,6 +27,7 @@ class Command(NamedTuple):
 COMMANDS = {
     "check": Command("check", "check", "Validate jobs, templates, pipelines, stacks and prompts."),
     "create-job-from-template": Command("plan", "create_job_from_template", "Make a job from TEMPLATE: a template's name (its newest version), `name@1.0.0`, or a template file."),
+    "lsp": Command("lsp", "lsp", "Run the language server on stdin and stdout, for editors (see spec/editors.md)."),
     "plan": Command("plan", "plan", "Show exactly what would run, with every value resolved and where it came from."),
     "run": Command("run", "run_alias", "Same as `run-job`."),
     "run-job": Command("run", "run_job", "Run a job (or pipeline) by name or file: stream its items through its prompts to its output."),
@@ -58,21 +59,17 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
-EXIT_AT_ONCE = {"enabled": False}
-"""Set by the process entry point (`python -m sleipnir`, the `sleipnir` script), never by in-process callers
-such as tests: a finished `run-job` then leaves the process without the interpreter's teardown (see
-`cli/run.py`)."""
-
-
-def entry() -> None:
-    """The `sleipnir` command as a process."""
-    EXIT_AT_ONCE["enabled"] = True
-    main()
-
-
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="sleipnir", prog_name="sleipnir")
 @click.option("--debug", is_flag=True, help="Show tracebacks for internal errors.")
 def main(debug: bool) -> None:
     """Sleipnir: jobs of LLM prompts, described as code, compiled and run."""
     del debug
+
+
+def entry() -> None:
+    """The `sleipnir` console script and `python -m sleipnir`."""
+    from .common import run
+
+    run(main)
+

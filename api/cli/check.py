@@ -7,10 +7,13 @@ from pathlib import Path
 
 import click
 
-from ..compiler import plan_schema, schemas
+from ..compiler import schemas
 from ..compiler.checker import check as run_check
 from ..compiler.render import RENDERERS
-from .common import EXIT_OK, EXIT_PROBLEMS, guarded, use_color
+from .common import EXIT_OK, EXIT_PROBLEMS, guarded, skip_teardown, use_color
+
+PLAN_SCHEMA = "plan"
+"""`compiler.plan_schema.NAME`, written out so that `check` never imports the plan's schema builder."""
 
 
 @click.command()
@@ -27,21 +30,33 @@ from .common import EXIT_OK, EXIT_PROBLEMS, guarded, use_color
 @click.option(
     "--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True
 )
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Check every file afresh; neither read nor write the workspace's .sleipnir/cache/.",
+)
+@click.option("--watch", is_flag=True, help="Check again whenever a file changes; print only what changed.")
 @guarded
-def check(paths: tuple[str, ...], output_format: str, strict: bool, color: str) -> None:
+def check(paths: tuple[str, ...], output_format: str, strict: bool, color: str, no_cache: bool, watch: bool) -> None:
     """Validate jobs, templates, pipelines, stacks and prompts.
 
-    PATHS are files or folders; with none, the workspace containing the current folder is checked.
+    PATHS are files or folders; with none, the workspace containing the current folder is checked. A cache
+    in the workspace's .sleipnir/cache/ spares re-checking what did not change (the answer is the same).
     Exits 0 when clean, 1 when problems are found, 2 on a usage or internal error.
     """
-    result = run_check(paths, strict=strict)
+    if watch:
+        from ..watch import watch_check  # watchfiles is imported only for --watch
+
+        sys.exit(watch_check(paths, strict=strict, cache=not no_cache, color=use_color(color)))
+    result = run_check(paths, strict=strict, cache=not no_cache)
+    skip_teardown()
     text = RENDERERS[output_format](result, use_color(color) and output_format == "human")
     click.echo(text)
     sys.exit(EXIT_OK if result.ok else EXIT_PROBLEMS)
 
 
 @click.command()
-@click.argument("kind", required=False, type=click.Choice((*schemas.ALL, plan_schema.NAME)))
+@click.argument("kind", required=False, type=click.Choice((*schemas.ALL, PLAN_SCHEMA)))
 @click.option(
     "--output",
     type=click.Path(file_okay=False, path_type=Path),
@@ -55,6 +70,8 @@ def schema(kind: str | None, output: Path | None) -> None:
     `sleipnir plan --format json`). With KIND and no --output, prints that schema; with --output, writes the
     chosen schema, or all of them, into the folder.
     """
+    from ..compiler import plan_schema  # builds from the plan's classes: imported only for this command
+
     if output is None:
         if kind is None:
             click.echo("\n".join((*schemas.ALL, plan_schema.NAME)))

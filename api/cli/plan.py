@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
-from ..compiler import generation
 from ..compiler.diagnostics import Diagnostics
-from ..compiler.estimate import estimate
-from ..compiler.ir import Plan, to_json
+from ..compiler.ir import Plan, iter_json, to_json
 from ..compiler.planner import plan as compile_plan
 from ..compiler.render import RENDERERS
-from ..compiler.render.plan_graph import render_dot, render_mermaid
-from ..compiler.render.plan_text import render_plan
-from .common import EXIT_PROBLEMS, guarded, use_color
+from .common import EXIT_PROBLEMS, guarded, skip_teardown, use_color
 
 PLAN_FORMATS = ("text", "json", "dot", "mermaid")
 
@@ -32,6 +30,7 @@ PLAN_FORMATS = ("text", "json", "dot", "mermaid")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the plan here, not to stdout.")
 @click.option("--estimate", "count_rows", is_flag=True, help="Count a database source's rows with COUNT(*).")
 @click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True)
+@click.option("--no-cache", is_flag=True, help="Check afresh; neither read nor write .sleipnir/cache/.")
 @guarded
 def plan(
     target: str | None,
@@ -42,6 +41,7 @@ def plan(
     out: Path | None,
     count_rows: bool,
     color: str,
+    no_cache: bool,
 ) -> None:
     """Show exactly what would run, with every value resolved and where it came from.
 
@@ -50,15 +50,29 @@ def plan(
     runs (for several targets, a JSON array); `dot` and `mermaid` draw its graph. Exits 0 when planned, 1 on a
     problem in the documents or the overrides (printed, and nothing is planned), 2 on a usage or internal error.
     """
-    result = compile_plan(target, profile=profile, params=params, param_files=param_files)
+    result = compile_plan(target, profile=profile, params=params, param_files=param_files, cache=not no_cache)
+    skip_teardown()
     if result.diagnostics:
         click.echo(RENDERERS["human"](result.report, use_color(color)), err=True)
     if not result.ok:
         sys.exit(EXIT_PROBLEMS)
+    if output_format == "json" and out is None:
+        # Written as it is made: a 2,000-job pipeline's JSON is never held whole.
+        try:
+            for piece in _json_pieces(result.plans):
+                sys.stdout.write(piece)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # The reader stopped (`| head`): stop writing, quietly, as other tools do.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(EXIT_PROBLEMS)
+        return
     text = _plan_text(result.plans, output_format, count_rows, color=use_color(color) and out is None)
     if out is None:
         click.echo(text, nl=not text.endswith("\n"))
         return
+    from ..compiler import generation
+
     sink = Diagnostics()
     if not generation.write(out, text if text.endswith("\n") else text + "\n", force=True, sink=sink):
         for problem in sink:
@@ -66,14 +80,29 @@ def plan(
         sys.exit(EXIT_PROBLEMS)
 
 
+def _json_pieces(plans: tuple[Plan, ...]) -> Iterator[str]:
+    """The JSON of one plan, or a JSON array of several, in pieces."""
+    if len(plans) == 1:
+        yield from iter_json(plans[0])
+        return
+    yield "[\n"
+    for number, planned in enumerate(plans):
+        yield (",\n" if number else "") + to_json(planned).rstrip("\n")
+    yield "\n]\n"
+
+
 def _plan_text(plans: tuple[Plan, ...], output_format: str, count_rows: bool, *, color: bool) -> str:
     if output_format == "json":
-        if len(plans) == 1:
-            return to_json(plans[0])
-        return "[\n" + ",\n".join(to_json(p).rstrip("\n") for p in plans) + "\n]\n"
+        return "".join(_json_pieces(plans))
     if output_format in ("dot", "mermaid"):
+        from ..compiler.render.plan_graph import render_dot, render_mermaid
+
         draw = render_dot if output_format == "dot" else render_mermaid
         return "\n".join(draw(p) for p in plans)
+    # The text form's estimate and schedule (croniter) are imported only for it: `--format json` needs neither.
+    from ..compiler.estimate import estimate
+    from ..compiler.render.plan_text import render_plan
+
     now = datetime.now(UTC)
     blocks = []
     for planned in plans:
@@ -115,6 +144,8 @@ def create_job_from_template(
     A `--param` wins over every `--param-file`; later ones win over earlier ones. Exits 0 when the job is
     made, 1 on a problem (nothing is written then), 2 on a usage or internal error.
     """
+    from ..compiler import generation
+
     made = generation.generate(
         template,
         name=name,

@@ -30,7 +30,7 @@ from ..runtime.secrets import MissingSecret
 from ..runtime.serve.alerts import AlertDispatcher
 from ..runtime.serve.logs import configure, log_hooks, secrets_in
 from ..runtime.serve.metrics import export_after_run
-from .common import F, guarded
+from .common import F, guarded, skip_teardown
 from .console import LiveProgress, cost_of, result_data, stderr_console, summary
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
@@ -92,10 +92,10 @@ def _exit(code: int) -> None:
     """Exit with `code`. A run leaves the process at once: everything it wrote is closed and synced by now (sinks,
     the ledger, the metrics textfile; `logging.shutdown` flushes the logs), and the interpreter's own teardown of
     a run's objects took a second on a loaded machine (measured), which a stop within its grace period cannot
-    afford and no run needs. Called in-process (tests), only a stop does so."""
-    from . import EXIT_AT_ONCE
-
-    if code != EXIT_INTERRUPTED and not EXIT_AT_ONCE["enabled"]:
+    afford and no run needs. Called in-process (tests), only a stop does so; otherwise the process entry point
+    (`common.run`) ends the process once the exit code is known."""
+    if code != EXIT_INTERRUPTED:
+        skip_teardown()
         sys.exit(code)
     logging.shutdown()
     sys.stdout.flush()

@@ -11,7 +11,7 @@ indentation) to the source text. Unset variables are not reported here: CI has n
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -402,7 +402,7 @@ def check_when(condition: Condition, earlier: Collection[str], steps: Collection
 class ScalarSpans:
     """Maps a region inside a scalar's value to its span in the source file."""
 
-    def __init__(self, sources: dict[str, SourceFile]) -> None:
+    def __init__(self, sources: Mapping[str, SourceFile]) -> None:
         self.sources = sources
 
     def span(self, document: Document, path: Path, region: Region) -> Span:

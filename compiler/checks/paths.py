@@ -86,7 +86,9 @@ def _shown(text: str, limit: int = 60) -> str:
 class _Paths(DocumentVisitor):
     def __init__(self, context: CheckContext) -> None:
         super().__init__(context)
-        self.manifests = [d for d in (*context.documents, *context.workspace.context) if d.kind == WORKSPACE]
+        # The workspace's manifest, not every document of it: a focused plan reads only what its target uses.
+        manifest = context.workspace.manifest
+        self.manifests = [d for d in (*context.documents, *([manifest] if manifest is not None else [])) if d.kind == WORKSPACE]
 
     def visit_job_body(self, document: Document, job: dict[str, Any], path: Path) -> None:
         rule = workspace_paths(document, self.manifests, self.context.workspace.root)

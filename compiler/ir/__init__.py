@@ -10,37 +10,41 @@
 The runtime imports from the compiler only this package (and `serve` the planner, to compile what it serves).
 """
 
-from .plan import (
-    EDGE_KINDS,
-    EMPTY,
-    FORMAT_VERSION,
-    NODE_KINDS,
-    SECRET_KEY,
-    STRUCTURED_OUTPUTS,
-    Connection,
-    Edge,
-    Frozen,
-    JobStep,
-    Merge,
-    Node,
-    Plan,
-    PromptCall,
-    PromptModule,
-    Provider,
-    Reduce,
-    Resources,
-    Retry,
-    Secret,
-    Setting,
-    Sink,
-    Source,
-    Split,
-    digest,
-    freeze,
-    frozen,
-    thaw,
-)
-from .serial import from_data, from_json, ordered, plan_id, to_data, to_json
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .plan import (
+        EDGE_KINDS,
+        EMPTY,
+        FORMAT_VERSION,
+        NODE_KINDS,
+        SECRET_KEY,
+        STRUCTURED_OUTPUTS,
+        Connection,
+        Edge,
+        Frozen,
+        JobStep,
+        Merge,
+        Node,
+        Plan,
+        PromptCall,
+        PromptModule,
+        Provider,
+        Reduce,
+        Resources,
+        Retry,
+        Secret,
+        Setting,
+        Sink,
+        Source,
+        Split,
+        digest,
+        freeze,
+        frozen,
+        thaw,
+    )
+    from .serial import from_data, from_json, iter_json, ordered, plan_id, to_data, to_json
 
 __all__ = [
     "EDGE_KINDS",
@@ -72,9 +76,59 @@ __all__ = [
     "from_data",
     "from_json",
     "frozen",
+    "iter_json",
     "ordered",
     "plan_id",
     "thaw",
     "to_data",
     "to_json",
 ]
+
+_HOMES = {
+    "Connection": ".plan",
+    "EDGE_KINDS": ".plan",
+    "EMPTY": ".plan",
+    "Edge": ".plan",
+    "FORMAT_VERSION": ".plan",
+    "Frozen": ".plan",
+    "JobStep": ".plan",
+    "Merge": ".plan",
+    "NODE_KINDS": ".plan",
+    "Node": ".plan",
+    "Plan": ".plan",
+    "PromptCall": ".plan",
+    "PromptModule": ".plan",
+    "Provider": ".plan",
+    "Reduce": ".plan",
+    "Resources": ".plan",
+    "Retry": ".plan",
+    "SECRET_KEY": ".plan",
+    "STRUCTURED_OUTPUTS": ".plan",
+    "Secret": ".plan",
+    "Setting": ".plan",
+    "Sink": ".plan",
+    "Source": ".plan",
+    "Split": ".plan",
+    "digest": ".plan",
+    "freeze": ".plan",
+    "from_data": ".serial",
+    "from_json": ".serial",
+    "frozen": ".plan",
+    "iter_json": ".serial",
+    "ordered": ".serial",
+    "plan_id": ".serial",
+    "thaw": ".plan",
+    "to_data": ".serial",
+    "to_json": ".serial",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Names are imported on first use: `compiler.ir.common` (did-you-mean, file formats) is wanted by every
+    check, the plan classes and the expression grammars only when something is planned or parsed."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home, __name__), name)
+    globals()[name] = value
+    return value

@@ -22,9 +22,10 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .expressions import names_in, parse_substitutions, resolve
-from .plan import Plan, Secret, digest
+if TYPE_CHECKING:
+    from .plan import Plan, Secret
 
 DEFAULT_DATABASE = ".sleipnir/sleipnir.db"
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv"}
@@ -61,6 +62,9 @@ def is_secret_env(name: str) -> bool:
 def secret_or_text(value: str, environ: Mapping[str, str]) -> str | Secret:
     """A manifest value such as a connection URL: `${NAME}` references are sealed as secrets, when the name looks
     secret or the value is a URL (which may hold a password); plain text stays as written."""
+    from .expressions import names_in, parse_substitutions, resolve  # the grammars load on first use
+    from .plan import Secret, digest
+
     names = tuple(dict.fromkeys(names_in(value)))
     if not names:
         return value

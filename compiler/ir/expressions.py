@@ -1,7 +1,8 @@
 """Sleipnir's two expression languages: `${...}` substitutions inside strings, and conditions.
 
 Both are lark grammars shipped beside this module (`substitution.lark`, `condition.lark`), built once per process
-with LALR and `strict=True` (no shift/reduce conflict, no terminal collision). An inline transformer builds
+with LALR; they are strict (no shift/reduce conflict, no terminal collision), which a test proves once rather
+than every process paying for the check. An inline transformer builds
 frozen, typed nodes straight from the parse, each with its span; parse errors become an `ExpressionError` with a
 terse message, a help line and the offsets inside the string, so a check can point at the exact column. Parses
 are cached by text: offsets are relative to the text, so the same `${API_KEY}` in 2,000 jobs is parsed once.
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar, cast
 
 from lark import Lark, Token, Transformer, Tree
-from lark.exceptions import LexError, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 __all__ = [
     "DURATION_UNITS",
@@ -185,21 +186,18 @@ def _end(token: Token) -> int:
 
 # Spans are read from the tokens, which always carry their offsets. `propagate_positions` is off: with an inline
 # transformer a rule's children are already-built nodes whose positions lark cannot see, and it makes every
-# parse two to three times slower (measured: 77 against 44 us for a 13-token string). Building the parsers costs
-# about 150 ms once per process, mostly `strict`'s collision check with interegular; lark's `cache` would avoid
-# it, but it unpickles from a predictable name in the shared temporary folder, which is no place to load code from.
-_OPTIONS: dict[str, Any] = {"parser": "lalr", "strict": True, "propagate_positions": False}
+# parse two to three times slower (measured: 77 against 44 us for a 13-token string). `strict` is off too: its
+# collision check (interegular) made building the two parsers cost 280 ms of CPU in every process that parses an
+# expression, against 41 ms without it. Strictness is a property of the grammar files, not of the input, so a
+# test (tests/test_expressions.py::test_grammars_are_strict_lalr) builds them strict instead. lark's `cache`
+# would avoid the build too, but it unpickles from a predictable name in the shared temporary folder, which is no
+# place to load code from.
+_OPTIONS: dict[str, Any] = {"parser": "lalr", "strict": False, "propagate_positions": False}
 
 
 def _build(grammar_file: str, transformer: Transformer[Token, Any]) -> Lark:
     grammar = (_HERE / grammar_file).read_text(encoding="utf-8")
-    try:
-        return Lark(grammar, transformer=transformer, **_OPTIONS)
-    except LexError as error:
-        # Strict mode needs interegular. Without it, the grammars are still the ones the tests prove strict.
-        if "interegular" not in str(error):
-            raise
-        return Lark(grammar, transformer=transformer, **{**_OPTIONS, "strict": False})
+    return Lark(grammar, transformer=transformer, **_OPTIONS)
 
 
 @functools.cache

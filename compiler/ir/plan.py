@@ -27,8 +27,9 @@ from ..span import Span
 if TYPE_CHECKING:
     import networkx as nx
 
-FORMAT_VERSION = 1
-"""The version of the plan's JSON form; fields are only ever added within a version."""
+FORMAT_VERSION = 2
+"""The version of the plan's JSON form; fields are only ever added within a version. Version 2: a pipeline's
+job steps name their job plan by id, and the pipeline carries each job plan once, in `plans`."""
 
 SECRET_KEY = "$secret"
 _SCALARS = frozenset({str, int, float, bool, type(None)})

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import fields
 from typing import Any
 
@@ -21,6 +21,7 @@ from .plan import (
     Connection,
     Edge,
     Frozen,
+    JobStep,
     Node,
     Plan,
     PromptModule,
@@ -60,54 +61,126 @@ def ordered(nodes: tuple[Node, ...], edges: tuple[Edge, ...]) -> tuple[tuple[Nod
 
 
 def to_data(plan: Plan, *, for_hash: bool = False) -> dict[str, Any]:
-    """The plan as JSON-ready data. `for_hash` leaves out spans, provenance and the root."""
-    return _plan_data(plan, for_hash)
+    """The plan as JSON-ready data. `for_hash` leaves out spans, provenance and the root.
+
+    A pipeline's job steps hold their job plan's id; `plans` holds each job plan once, by id (it is not part of
+    the hash: the ids in the steps already are)."""
+    ids: dict[int, str] = {}
+    data = _plan_data(plan, for_hash, ids)
+    if plan.kind == "pipeline" and not for_hash:
+        data["plans"] = {job_id: _plan_data(job, False, ids) for job_id, job in sorted(_job_plans(plan, ids).items())}
+    return data
 
 
 def to_json(plan: Plan, *, indent: int | None = 2) -> str:
     """The plan's JSON form: deterministic, byte for byte, for the same inputs. The password of any URL in it is
     masked (`user:***@`): the plan carries secrets only as references, and a literal one is `check`'s warning
     (read back, such a plan holds `***`, and the runtime cannot connect with it)."""
-    data = {"id": plan.id, **to_data(plan)}
-    return mask_passwords(json.dumps(data, indent=indent, sort_keys=True, ensure_ascii=False)) + "\n"
+    return "".join(iter_json(plan, indent=indent))
+
+
+def iter_json(plan: Plan, *, indent: int | None = 2) -> Iterator[str]:
+    """`to_json` in pieces, for writing as it is made: a pipeline's job plans one at a time, each on one line
+    (thousands of them would take seconds through json's indenting encoder, which is pure Python). Each piece is
+    whole JSON text, so each has its URL passwords masked as `to_json` says."""
+    for piece in _json_pieces(plan, indent):
+        yield mask_passwords(piece)
+
+
+def _json_pieces(plan: Plan, indent: int | None) -> Iterator[str]:
+    ids: dict[int, str] = {}
+    head = _plan_data(plan, False, ids)
+    identity = _digest(_plan_data(plan, True, ids))
+    if plan.kind != "pipeline":
+        yield json.dumps({"id": identity, **head}, indent=indent, sort_keys=True, ensure_ascii=False) + "\n"
+        return
+    marker = f"plans-{identity}"
+    text = json.dumps({"id": identity, **head, "plans": marker}, indent=indent, sort_keys=True, ensure_ascii=False)
+    before, after = text.split(json.dumps(marker))
+    yield before + "{"
+    pad = "\n" + " " * (2 * indent) if indent else ""
+    for number, (job_id, job) in enumerate(sorted(_job_plans(plan, ids).items())):
+        line = json.dumps(_plan_data(job, False, ids), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        yield f"{',' if number else ''}{pad}{json.dumps(job_id)}: {line}"
+    yield ("\n" + " " * indent if indent else "") + "}" + after + "\n"
 
 
 def plan_id(plan: Plan) -> str:
+    return _digest(_plan_data(plan, True, {}))
+
+
+def _digest(data: dict[str, Any]) -> str:
     # Masked as `to_json` masks, so the JSON of a plan with a literal password still carries its own id.
-    canonical = mask_passwords(
-        json.dumps(to_data(plan, for_hash=True), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    )
+    canonical = mask_passwords(json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _job_plans(plan: Plan, ids: dict[int, str]) -> dict[str, Plan]:
+    """A pipeline's job plans by id, each once (two entries that run the same plan share it)."""
+    return {_job_id(node.plan, ids): node.plan for node in plan.nodes if isinstance(node, JobStep)}
+
+
+def _job_id(plan: Plan, ids: dict[int, str]) -> str:
+    """A job plan's id, computed once per serialisation (the plan objects live as long as `ids` does)."""
+    found = ids.get(id(plan))
+    if found is None:
+        found = ids[id(plan)] = plan_id(plan)
+    return found
 
 
 _SKIPPED_FOR_HASH = {"span", "provenance", "root", "origin", "file"}
 """Where things came from, not what runs: left out of the plan id, so that it is the same from any folder."""
 
 
-def _plan_data(plan: Plan, for_hash: bool) -> dict[str, Any]:
+def _plan_data(plan: Plan, for_hash: bool, ids: dict[int, str]) -> dict[str, Any]:
     data: dict[str, Any] = {}
-    for f in fields(plan):
-        if for_hash and f.name in _SKIPPED_FOR_HASH:
-            continue
-        value = getattr(plan, f.name)
-        if f.name == "nodes":
-            data["nodes"] = [_node_data(node, for_hash) for node in value]
+    for name in _field_names(Plan, for_hash):
+        value = getattr(plan, name)
+        if name == "nodes":
+            data["nodes"] = [_node_data(node, for_hash, ids) for node in value]
         else:
-            data[f.name] = _data(value, for_hash)
+            data[name] = _data(value, for_hash)
     return data
 
 
-def _node_data(node: Node, for_hash: bool) -> dict[str, Any]:
+def _node_data(node: Node, for_hash: bool, ids: dict[int, str]) -> dict[str, Any]:
     data: dict[str, Any] = {"kind": node.kind}
-    for f in fields(node):
-        if for_hash and f.name in _SKIPPED_FOR_HASH:
-            continue
-        value = getattr(node, f.name)
-        data[f.name] = _plan_data(value, for_hash) if isinstance(value, Plan) else _data(value, for_hash)
+    for name in _field_names(type(node), for_hash):
+        value = getattr(node, name)
+        data[name] = _job_id(value, ids) if type(value) is Plan else _data(value, for_hash)
     return data
+
+
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
+_FIELD_NAMES: dict[tuple[type, bool], tuple[str, ...]] = {}
+
+
+def _field_names(cls: type, for_hash: bool) -> tuple[str, ...]:
+    """The fields of a plan class the JSON (or the hash) holds, looked up once per class."""
+    names = _FIELD_NAMES.get((cls, for_hash))
+    if names is None:
+        names = _FIELD_NAMES[(cls, for_hash)] = tuple(
+            f.name for f in fields(cls) if not (for_hash and f.name in _SKIPPED_FOR_HASH)
+        )
+    return names
 
 
 def _data(value: Any, for_hash: bool) -> Any:
+    # Exact types first: a 2,000-job pipeline has a million values, and ABC isinstance checks were half the
+    # time of writing its JSON.
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is Frozen:
+        return {k: v if type(v) in _PLAIN else _data(v, for_hash) for k, v in value._items.items()}
+    if kind is tuple or kind is list:
+        return [v if type(v) in _PLAIN else _data(v, for_hash) for v in value]
+    return _other_data(value, for_hash)
+
+
+def _other_data(value: Any, for_hash: bool) -> Any:
     if isinstance(value, Secret):
         if for_hash:
             # A rotated key must not change the plan id that resume state is keyed by.
@@ -120,11 +193,7 @@ def _data(value: Any, for_hash: bool) -> Any:
     if isinstance(value, list | tuple):
         return [_data(v, for_hash) for v in value]
     if hasattr(value, "__dataclass_fields__"):
-        return {
-            f.name: _data(getattr(value, f.name), for_hash)
-            for f in fields(value)
-            if not (for_hash and f.name in _SKIPPED_FOR_HASH)
-        }
+        return {name: _data(getattr(value, name), for_hash) for name in _field_names(type(value), for_hash)}
     return value
 
 
@@ -142,12 +211,26 @@ def from_json(text: str) -> Plan:
 def from_data(data: Mapping[str, Any]) -> Plan:
     """A plan from `to_data`'s output."""
     try:
-        return _plan_from(data)
+        return _plan_from(data, _JobPlans(data.get("plans") or {}))
     except (KeyError, TypeError, AttributeError) as error:
         raise ValueError(f"malformed plan: {error!r}") from error
 
 
-def _plan_from(data: Mapping[str, Any]) -> Plan:
+class _JobPlans:
+    """A pipeline's `plans` table, each job plan read once however many steps run it."""
+
+    def __init__(self, table: Mapping[str, Any]) -> None:
+        self.table = table
+        self.read: dict[str, Plan] = {}
+
+    def __getitem__(self, job_id: str) -> Plan:
+        found = self.read.get(job_id)
+        if found is None:
+            found = self.read[job_id] = _plan_from(self.table[job_id], self)
+        return found
+
+
+def _plan_from(data: Mapping[str, Any], plans: _JobPlans) -> Plan:
     resources = data.get("resources") or {}
     return Plan(
         format_version=data["format_version"],
@@ -160,7 +243,7 @@ def _plan_from(data: Mapping[str, Any]) -> Plan:
         parameters=tuple(
             Setting(key=s["key"], value=_value(s["value"]), origin=s["origin"]) for s in data.get("parameters", ())
         ),
-        nodes=tuple(_node_from(n) for n in data.get("nodes", ())),
+        nodes=tuple(_node_from(n, plans) for n in data.get("nodes", ())),
         edges=tuple(Edge(**e) for e in data.get("edges", ())),
         resources=Resources(
             prompts=tuple(_module_from(m) for m in resources.get("prompts", ())),
@@ -188,7 +271,7 @@ def _value(data: Any) -> Any:
     return data
 
 
-def _node_from(data: Mapping[str, Any]) -> Node:
+def _node_from(data: Mapping[str, Any], plans: _JobPlans) -> Node:
     cls = NODE_KINDS[data["kind"]]
     values: dict[str, Any] = {}
     for f in fields(cls):
@@ -198,7 +281,7 @@ def _node_from(data: Mapping[str, Any]) -> Node:
         if f.name == "span":
             values[f.name] = _span(raw)
         elif f.name == "plan":
-            values[f.name] = _plan_from(raw)
+            values[f.name] = plans[raw]
         elif f.name == "retry":
             values[f.name] = Retry(**raw)
         else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 from ..checker import CheckResult
 from ..codes import Severity
 from ..diagnostics import Diagnostic, Label
@@ -20,14 +22,19 @@ class _Style:
 
 def render(result: CheckResult, color: bool) -> str:
     style = _Style(color)
-    blocks = [_diagnostic(d, result.workspace.sources, style) for d in result.diagnostics]
-    blocks.append(summary(result, style))
+    blocks = [*render_each(result, result.diagnostics, color), summary(result, style)]
     return "\n".join(blocks)
+
+
+def render_each(result: CheckResult, diagnostics: Iterable[Diagnostic], color: bool) -> list[str]:
+    """Each of `diagnostics` (of `result`) in the full format, without the summary line."""
+    style = _Style(color)
+    return [_diagnostic(d, result.workspace.sources, style) for d in diagnostics]
 
 
 def summary(result: CheckResult, style: _Style | None = None) -> str:
     style = style or _Style(False)
-    files = len({d.file for d in result.workspace.documents})
+    files = result.workspace.checked_files
     documents = len(result.workspace.documents)
     if not result.diagnostics:
         return style(f"ok: {documents} {_plural(documents, 'document')} in {files} {_plural(files, 'file')}, no problems", "32")
@@ -45,7 +52,7 @@ def _plural(count: int, word: str) -> str:
     return word if count == 1 else word + "s"
 
 
-def _diagnostic(diagnostic: Diagnostic, sources: dict[str, SourceFile], style: _Style) -> str:
+def _diagnostic(diagnostic: Diagnostic, sources: Mapping[str, SourceFile], style: _Style) -> str:
     severity = diagnostic.severity
     color = _COLORS[severity]
     lines = [style(f"{severity.value}[{diagnostic.code}]", "1;" + color) + style(f": {diagnostic.message}", "1")]

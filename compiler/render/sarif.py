@@ -7,7 +7,6 @@ each diagnostic becomes a result with its primary location and its secondary lab
 from __future__ import annotations
 
 import json
-from importlib import metadata
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import quote
@@ -52,6 +51,8 @@ def render(result: CheckResult, color: bool) -> str:
 
 
 def _version() -> str:
+    from importlib import metadata  # 40 ms to import: only when SARIF is asked for
+
     try:
         return metadata.version("sleipnir")
     except metadata.PackageNotFoundError:  # pragma: no cover - a checkout that was never installed
