@@ -456,7 +456,6 @@ def test_max_error_rate_fails_a_run_that_skipped_more_than_it_allows(tmp_path: P
     assert message.startswith("3 of 20 items were skipped (15.0%), more than execution.max_error_rate (10.0%)")
 
     server.reset()
-    server.set_schemas({MARKER: SCORE_SCHEMA})
     server.add_faults({"kind": "schema_invalid", "count": 1})  # 1 of 20: 5%, within it
     again = sleipnir(["run-job", "score", "--json", "--fresh"], ws, process_env(server))
     assert again.returncode == 0, again.stderr
