@@ -365,13 +365,13 @@ class JobRun:
             finally:
                 run.calling.discard(task)
                 progress.in_flight -= 1
-            # The worker goes on to its next item while the item's answers commit; the item is acknowledged
-            # (counted, and its batch written) once they are.
+            # The item is acknowledged (counted, and its batch written) once its answers commit. Its worker waits
+            # for that commit before taking the next item, holding no slot while it waits (the other half of
+            # the workers keeps the slots busy): each worker then has either calls in flight or answers not yet
+            # committed, never both, so a kill loses at most 2 x concurrency calls.
             writer.succeeded(batch, item, outputs, attempts, commit=commits[-1] if commits else None)
             await writer.finished(batch)
-            if commits and worker.answers is not None and worker.answers.uncommitted > run.shape.concurrency:
-                # The store lags (a loaded machine): wait, so that a kill never loses more answers than a
-                # concurrency's worth besides the calls in flight.
+            if commits and worker.answers is not None and worker.answers.uncommitted > 0:
                 await asyncio.shield(commits[-1])
 
     async def _report(self) -> None:
