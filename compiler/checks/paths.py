@@ -11,8 +11,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path as FilePath
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
 from ..diagnostics import Diagnostics
-from ..documents import WORKSPACE, Document, Path
+from ..documents import MANIFEST_NAMES, WORKSPACE, Document, Path
 from ..ir.common import WorkspacePaths
 from ..workspace import display_path, find_root
 from . import DocumentVisitor
@@ -33,8 +35,22 @@ def workspace_paths(document: Document, manifests: Iterable[Document], fallback:
         if manifest.kind == WORKSPACE and FilePath(manifest.file).resolve().parent == root:
             given = manifest.body.get("paths") if isinstance(manifest.body, dict) else None
             allow = given.get("allow") if isinstance(given, dict) else None
-            return WorkspacePaths(root=str(root), allow=tuple(str(a) for a in allow or () if isinstance(a, str)))
+            return _allowed(root, allow)
+    # The manifest was not among the documents at hand (a check one document at a time, a focused plan): read
+    # its `paths.allow` from the file itself.
+    for name in MANIFEST_NAMES:
+        try:
+            body = yaml.safe_load((root / name).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError, UnicodeDecodeError):
+            continue
+        given = body.get("paths") if isinstance(body, dict) else None
+        return _allowed(root, given.get("allow") if isinstance(given, dict) else None)
     return WorkspacePaths(root=str(root))
+
+
+def _allowed(root: FilePath, allow: Any) -> WorkspacePaths:
+    folders = allow if isinstance(allow, list) else ()
+    return WorkspacePaths(root=str(root), allow=tuple(str(a) for a in folders if isinstance(a, str)))
 
 
 def check_job_paths(
