@@ -5,7 +5,7 @@ pipeline over all of them, into a temporary folder. Then times, best of 3, `slei
 the pipeline (check, then every job resolved and lowered into one typed DAG), and a bare
 `yaml.load_all(text, Loader=yaml.CSafeLoader)` of every file, and prints each ratio against its goal.
 
-    /work/venv/bin/python benchmarks/compile.py [--jobs 2000] [--repeat 3]
+    python benchmarks/compile.py [--jobs 2000] [--repeat 3]
 
 There are no assertions on time; the run fails only if the generated workspace does not check clean, because
 then the benchmark would not measure the real work.
