@@ -313,7 +313,13 @@ class JobRun:
         run = self.context
         concurrency = run.shape.concurrency
         queue: asyncio.Queue[tuple[Batch, Item] | None] = asyncio.Queue(maxsize=concurrency * 2)
-        workers = [asyncio.create_task(self._work(queue, worker, writer)) for _ in range(2 * concurrency)]
+        # The budget bounds what a kill can lose: calls in flight plus answers not yet committed, together at most
+        # 2 x concurrency (a worker takes a unit before its item's calls; the unit comes back when the item's
+        # answers commit). Workers never wait for their own commit, so grouped commits cost no throughput.
+        budget = asyncio.Semaphore(2 * concurrency) if worker.answers is not None else None
+        workers = [
+            asyncio.create_task(self._work(queue, worker, writer, budget)) for _ in range(2 * concurrency)
+        ]
         reporter = asyncio.create_task(self._report())
         try:
             await reader.read(source, queue)
@@ -334,7 +340,9 @@ class JobRun:
                     raise outcome
         run.progress_now()
 
-    async def _work(self, queue: asyncio.Queue[Any], worker: ItemWorker, writer: Writer) -> None:
+    async def _work(
+        self, queue: asyncio.Queue[Any], worker: ItemWorker, writer: Writer, budget: asyncio.Semaphore | None
+    ) -> None:
         """One worker: items from the queue, through their calls, to the writer."""
         run = self.context
         progress = run.progress
@@ -347,8 +355,11 @@ class JobRun:
             batch, item = entry
             if run.stopping is not None:
                 continue  # never started: left for a resume
+            if budget is not None:
+                await budget.acquire()
             progress.in_flight += 1
             run.calling.add(task)
+            commits: list[asyncio.Future[None]] = []
             try:
                 outputs, attempts, commits = await worker.outputs(item.row, key=item.key, recorded=item.recorded)
             except ItemFailed as failed:
@@ -365,19 +376,25 @@ class JobRun:
             finally:
                 run.calling.discard(task)
                 progress.in_flight -= 1
-            # The item is acknowledged (counted, and its batch written) once its answers commit. Its worker waits
-            # for that commit before taking the next item, holding no slot while it waits (the other half of
-            # the workers keeps the slots busy): each worker then has either calls in flight or answers not yet
-            # committed, never both, so a kill loses at most 2 x concurrency calls.
+                if budget is not None:
+                    _release_on_commit(budget, commits)
+            # The item is acknowledged (counted, and its batch written) once its answers commit; its worker goes
+            # on to the next item meanwhile, within the budget.
             writer.succeeded(batch, item, outputs, attempts, commit=commits[-1] if commits else None)
             await writer.finished(batch)
-            if commits and worker.answers is not None and worker.answers.uncommitted > 0:
-                await asyncio.shield(commits[-1])
 
     async def _report(self) -> None:
         while True:
             await asyncio.sleep(self.options.progress_every)
             self.context.progress_now()
+
+
+def _release_on_commit(budget: asyncio.Semaphore, commits: list[asyncio.Future[None]]) -> None:
+    """Give a unit of the budget back once the item's last commit is done (groups commit in order)."""
+    if commits and not commits[-1].done():
+        commits[-1].add_done_callback(lambda _: budget.release())
+    else:
+        budget.release()
 
 
 def run_job(plan: Plan, options: RunOptions | None = None) -> RunResult:
