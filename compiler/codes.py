@@ -77,6 +77,7 @@ CODES: dict[str, Code] = _codes(
     ("invalid-cron", E, "A cron expression that croniter does not accept."),
     ("unknown-timezone", E, "A timezone that is not an IANA zone name."),
     ("invalid-time", E, "A time of day that is not HH:MM."),
+    ("condition-table", E, "A `data_available` condition counts rows of a table that the job's database input does not read."),
     # Expressions
     ("expression-syntax", E, "A `${...}` substitution or condition that does not parse."),
     ("unknown-parameter", E, "A template substitution names no declared parameter but is close to one."),

@@ -272,6 +272,38 @@ def test_time_windows_need_hh_mm(tmp_path: Path) -> None:
     assert diagnostics[4].help == "did you mean `Europe/Berlin`?"
 
 
+def test_a_data_available_condition_counts_what_the_job_reads(tmp_path: Path) -> None:
+    text, diagnostics = run_alone(
+        tmp_path,
+        """
+        job:
+          name: j
+          input:
+            source: database
+            query: "SELECT id, body FROM public.reviews r JOIN authors a ON a.id = r.author"
+          conditions:
+            - type: data_available
+              check: "SELECT COUNT(*) FROM Reviews WHERE processed = false"
+              threshold: 1
+            - type: data_available
+              check: "select count(*) from authors"
+            - type: data_available
+              check: "SELECT COUNT(*) FROM review"
+            - type: data_available
+              check: "SELECT COUNT(*) FROM ${TABLE:-x}"
+        ---
+        job:
+          name: k
+          conditions:
+            - type: data_available
+              check: "SELECT COUNT(*) FROM new_data"
+        """,
+    )
+    assert [where(d) for d in diagnostics] == [("condition-table", *position(text, '"SELECT COUNT(*) FROM review"'))]
+    assert diagnostics[0].message == "the condition counts rows of `review`, which this job does not read"
+    assert diagnostics[0].notes == ("the job's input reads `authors`, `reviews`",)
+
+
 def test_a_window_that_ends_when_it_starts_is_an_error(tmp_path: Path) -> None:
     _text, [diagnostic] = run(
         tmp_path,

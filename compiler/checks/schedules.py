@@ -60,9 +60,12 @@ class _Schedules(DocumentVisitor):
         self._schedule(document, job, path)
         conditions = job.get("conditions")
         if isinstance(conditions, list):
+            read = _input_tables(job.get("input"))
             for index, condition in enumerate(conditions):
                 if isinstance(condition, dict):
                     self._condition(document, condition, (*path, "conditions", index))
+                    if read:
+                        self._counts_input(document, condition, (*path, "conditions", index), read)
         triggers = job.get("triggers")
         if isinstance(triggers, list):
             for index, trigger in enumerate(triggers):
@@ -150,6 +153,27 @@ class _Schedules(DocumentVisitor):
                 help="give the window a length; to allow any time of day, remove the condition",
             )
         self._timezone(document, condition, path)
+
+    def _counts_input(self, document: Document, condition: dict[str, Any], path: Path, read: set[str]) -> None:
+        """A `data_available` condition of a job that reads a database counts rows of the tables the job reads:
+        counting another table gates the run on data it never processes."""
+        query = condition.get("check")
+        if condition.get("type") != "data_available" or not isinstance(query, str) or "${" in query:
+            return
+        counted = _tables(query)
+        if not counted or counted & read:
+            return
+        shown = ", ".join(f"`{name}`" for name in sorted(counted))
+        self.sink.emit(
+            "condition-table",
+            f"the condition counts rows of {shown}, which this job does not read",
+            document.span_at((*path, "check")),
+            label="not the job's input",
+            notes=(f"the job's input reads {', '.join(f'`{name}`' for name in sorted(read))}",),
+            help="count the rows the job would process, e.g. `SELECT COUNT(*) FROM "
+            + sorted(read)[0]
+            + " WHERE ...`; to wait for another job's data, chain the jobs in a pipeline",
+        )
 
     def _typed(
         self,
@@ -301,3 +325,23 @@ def _timezones() -> frozenset[str]:
 @cache
 def _zones_by_folded_name() -> dict[str, str]:
     return {zone.casefold(): zone for zone in sorted(_timezones())}
+
+
+_TABLE = re.compile(r"\b(?:FROM|JOIN)\s+((?:\"[^\"]+\"|[A-Za-z_][\w$]*)(?:\.(?:\"[^\"]+\"|[A-Za-z_][\w$]*))*)", re.IGNORECASE)
+
+
+def _tables(query: str) -> set[str]:
+    """The tables a query reads after FROM or JOIN, unquoted, lower-cased, without their schema."""
+    return {match.group(1).split(".")[-1].strip('"').lower() for match in _TABLE.finditer(query)}
+
+
+def _input_tables(given: Any) -> set[str]:
+    """The tables a job's database input reads (none for other inputs, or a query with substitutions)."""
+    if not isinstance(given, dict) or given.get("source") != "database":
+        return set()
+    table, query = given.get("table"), given.get("query")
+    if isinstance(table, str) and "${" not in table:
+        return {table.split(".")[-1].strip('"').lower()}
+    if isinstance(query, str) and "${" not in query:
+        return _tables(query)
+    return set()
