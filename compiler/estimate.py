@@ -103,13 +103,16 @@ def estimate(
     *,
     count_items: ItemCounter | None = None,
     prices: Mapping[str, Price] | None = None,
+    to_call: int | None = None,
 ) -> Estimate:
     """Estimate `plan`. Without `prices`, reads `load_prices(plan.root)`, which raises `ValueError` for a
-    malformed workspace `prices.yaml` (call it first to report that as a diagnostic)."""
+    malformed workspace `prices.yaml` (call it first to report that as a diagnostic). `to_call`, for a job, is
+    how many of its items a run would call (read from the state store by the caller): the calls and cost are
+    for those, sized as the source's rows are."""
     table = load_prices(plan.root) if prices is None else prices
     if plan.kind == "pipeline":
         return _pipeline(plan, count_items, table)
-    return _job(plan, count_items, table)
+    return _job(plan, count_items, table, to_call=to_call)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -133,11 +136,15 @@ def _job(
     count_items: ItemCounter | None,
     prices: Mapping[str, Price],
     written: Mapping[str, _Written] | None = None,
+    *,
+    to_call: int | None = None,
 ) -> Estimate:
     calls = [node for node in plan.nodes if isinstance(node, PromptCall)]
     source = next((node for node in plan.nodes if isinstance(node, Source)), None)
     splits = _split_of(plan)
     rows = _rows(plan, source, tuple(sorted(set(splits.values()))), count_items, written or {})
+    if to_call is not None:
+        rows = replace(rows, count=to_call, basis=f"{to_call:,} items a run would call; {rows.basis}")
     if rows.count is None:
         return Estimate(
             items=None,

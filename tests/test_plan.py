@@ -102,6 +102,24 @@ def test_estimate_counts_the_rows_of_a_sqlite_source(tmp_path: Path, monkeypatch
     with_count = run("plan", "scoring", "--estimate")[1]
     assert "30 items" not in without
     assert "30 items" in with_count.splitlines()[-1], "COUNT(*) over the query, with :stars bound to 3"
+    assert "what a run would call was not read (provider `openai` needs an API key" in with_count, "no key, no survey"
+
+
+def test_estimate_reads_the_ledger_for_what_a_run_would_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "sleipnir.yaml").write_text("name: ledger\nfallback_provider: mock\n", encoding="utf-8")
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps({"id": i, "text": f"t{i}"}) + "\n" for i in range(10)))
+    (tmp_path / "job.yaml").write_text(
+        "job:\n  name: tally\n  input:\n    source: file\n    path: items.jsonl\n    key: id\n"
+        "  prompts:\n    - name: sentiment_analyzer\n  output:\n    destination: file\n    path: out.jsonl\n",
+        encoding="utf-8",
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert run("run-job", "tally", "--limit", "6")[0] == 0
+    code, out, err = run("plan", "tally", "--estimate")
+    assert code == 0, err
+    assert "would call 4 of 10 items: 4 new, 0 stale, 0 failed before; 6 already done" in out
+    assert "4 items" in out.splitlines()[-1], "the estimate's calls and cost are for the items a run would call"
 
 
 def test_param_files_named_params_yaml_live_in_the_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -106,13 +106,40 @@ def _plan_text(plans: tuple[Plan, ...], output_format: str, count_rows: bool, *,
     now = datetime.now(UTC)
     blocks = []
     for planned in plans:
-        counter = None
+        counter, line, to_call = None, None, None
         if count_rows:
             from ..runtime.io.counting import counter_for  # `--estimate` counts rows in the database
 
             counter = counter_for(planned)
-        blocks.append(render_plan(planned, estimate=estimate(planned, count_items=counter), now=now, color=color))
+            to_call, line = _survey(planned)
+        found = estimate(planned, count_items=counter, to_call=to_call)
+        block = render_plan(planned, estimate=found, now=now, color=color)
+        if line is not None:  # above the summary line, which stays last
+            head, _, last = block.rstrip("\n").rpartition("\n")
+            block = f"{head}\n{line}\n{last}" if head else f"{line}\n{last}"
+        blocks.append(block)
     return "\n\n".join(blocks)
+
+
+def _survey(planned: Plan) -> tuple[int | None, str | None]:
+    """For a job, how many items a run would call, read from its source and the state store as `run-job
+    --dry-run` does, and a line saying so (or why they could not be read); nothing for a pipeline."""
+    if planned.kind != "job":
+        return None, None
+    import asyncio
+
+    from ..runtime.engine.job import JobRun, RunOptions
+    from ..runtime.io import SourceError
+    from ..runtime.io.dbconn import DatabaseError
+    from ..runtime.providers.base import ProviderError
+    from ..runtime.secrets import MissingSecret
+
+    try:
+        found = asyncio.run(JobRun(planned, RunOptions(environ=dict(os.environ))).survey())
+    except (SourceError, ProviderError, DatabaseError, MissingSecret, ValueError) as error:
+        # An estimate never fails the plan: it says what it could not read.
+        return None, f"what a run would call was not read ({error}): the estimate counts every item"
+    return found.to_call, found.describe()
 
 
 @click.command("create-job-from-template")

@@ -194,11 +194,8 @@ def _dry_run(plan: Plan, options: RunOptions) -> int:
     except (SourceError, ProviderError, DatabaseError, MissingSecret, ValueError) as error:
         click.echo(f"error: {error}", err=True)
         return EXIT_FAILED
-    cost = estimate(plan, count_items=lambda _node, _root: found.to_call).cost
-    click.echo(
-        f"\nwould call {found.to_call} of {found.total} items: {found.new} new, {found.stale} stale, "
-        f"{found.failed} failed before; {found.done} already done"
-    )
+    cost = estimate(plan, to_call=found.to_call).cost
+    click.echo("\n" + found.describe())
     click.echo("estimated cost " + (f"${cost:.4f}" if cost is not None else "unknown (a model has no price)"))
     return EXIT_OK
 

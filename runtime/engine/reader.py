@@ -143,6 +143,12 @@ class Survey:
     def to_call(self) -> int:
         return self.new + self.stale + self.failed
 
+    def describe(self) -> str:
+        return (
+            f"would call {self.to_call} of {self.total} items: {self.new} new, {self.stale} stale, "
+            f"{self.failed} failed before; {self.done} already done"
+        )
+
 
 async def survey(run: RunContext, ledger: Ledger | None, worker: ItemWorker, source: Any) -> Survey:
     """Read the whole source (or the one item of a job without input) and sort its items as the reader would:
