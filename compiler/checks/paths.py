@@ -7,7 +7,8 @@ watch. A path holding a `${...}` is judged by `plan`, once it is resolved (a `--
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path as FilePath
 from typing import TYPE_CHECKING, Any
 
@@ -60,13 +61,14 @@ def check_job_paths(
     rule: WorkspacePaths,
     sink: Diagnostics,
     origins: Mapping[Path, str] | None = None,
+    resolve: Callable[[str, str], FilePath | None] | None = None,
 ) -> None:
     """`path-outside-workspace` for each path of the job body `job` (at `base` in `document`) that leads out;
     `origins` (from `plan`) says where a value came from when it was not written there (`--param`)."""
     for place, value in _paths(job):
         if "${" in value:
             continue
-        reason = rule.escape(value)
+        reason = rule.escape(value, resolve)
         if reason is None:
             continue
         origin = (origins or {}).get(place)
@@ -107,5 +109,45 @@ class _Paths(DocumentVisitor):
         self.manifests = [d for d in (*context.documents, *([manifest] if manifest is not None else [])) if d.kind == WORKSPACE]
 
     def visit_job_body(self, document: Document, job: dict[str, Any], path: Path) -> None:
-        rule = workspace_paths(document, self.manifests, self.context.workspace.root)
-        check_job_paths(document, job, path, rule, self.sink)
+        if not any(True for _ in _paths(job)):
+            return
+        _run_memo(self.context.workspace)
+        rule = _rule(self.context.workspace, document, self.manifests) if not self.manifests[1:] else None
+        if rule is None:
+            rule = workspace_paths(document, self.manifests, self.context.workspace.root)
+        check_job_paths(document, job, path, rule, self.sink, resolve=_resolve)
+
+
+_RULES: list[Any] = [None, {}, {}]
+"""For one check run (one `Workspace`): the rule of each folder, so that 2,000 jobs in 68 files find their
+workspace root 68 times, not 2,000; and each folder a path is in, resolved once. A new run, with a new
+`Workspace`, starts afresh, so a symlink changed between two runs of the language server is seen."""
+
+
+def _run_memo(workspace: Any) -> None:
+    if _RULES[0] is not workspace:
+        _RULES[:] = [workspace, {}, {}]
+
+
+def _resolve(root: str, path: str) -> FilePath | None:
+    """`os.path.realpath(root/path)`, with the folder part resolved once a run: the last part is looked at on
+    its own (one `lstat`), and followed when it is a link."""
+    folders: dict[str, str] = _RULES[2]
+    try:
+        head, tail = os.path.split(os.path.join(root, os.path.expanduser(path)))
+        base = folders.get(head)
+        if base is None:
+            base = folders[head] = os.path.realpath(head)
+        full = os.path.join(base, tail)
+        return FilePath(os.path.realpath(full) if os.path.islink(full) else os.path.normpath(full))
+    except (OSError, ValueError):
+        return None
+
+
+def _rule(workspace: Any, document: Document, manifests: list[Document]) -> WorkspacePaths:
+    rules: dict[str, WorkspacePaths] = _RULES[1]
+    folder = os.path.dirname(document.file)
+    rule = rules.get(folder)
+    if rule is None:
+        rule = rules[folder] = workspace_paths(document, manifests, workspace.root)
+    return rule

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import os
 import posixpath
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -96,25 +97,32 @@ class WorkspacePaths:
     allow: tuple[str, ...] = ()
     """Absolute folders, or folders relative to `root`."""
 
-    def escape(self, path: str) -> str | None:
+    def escape(self, path: str, resolve: Callable[[str, str], Path | None] | None = None) -> str | None:
         """None when `path` (relative to the root, or absolute; a glob is judged by its fixed part) stays
-        inside; else why not, as a phrase: "leads outside the workspace", "is outside the workspace"."""
+        inside; else why not, as a phrase: "leads outside the workspace", "is outside the workspace". `resolve`
+        replaces `os.path.realpath` (a check of many jobs resolves each folder once)."""
         if "\x00" in path:
             return "holds a NUL character"
         glob = _GLOB.search(path)
         fixed = path[: glob.start()] if glob else path
-        target = _real(self.root, fixed)
+        target = (resolve or _real)(self.root, fixed)
         if target is None:
             return "cannot be resolved"
         if any(target == base or base in target.parents for base in self._bases()):
             return None
         return "is outside the workspace" if os.path.isabs(os.path.expanduser(fixed)) else "leads outside the workspace"
 
-    def _bases(self) -> list[Path]:
-        return [b for b in (_real(self.root, p) for p in (".", *self.allow)) if b is not None]
+    def _bases(self) -> tuple[Path, ...]:
+        return _bases(self.root, self.allow)
 
 
 _GLOB = re.compile(r"[*?\[]")
+
+
+@functools.lru_cache(maxsize=64)
+def _bases(root: str, allow: tuple[str, ...]) -> tuple[Path, ...]:
+    """The workspace root and the allowed folders, resolved: once per rule, not once per path judged."""
+    return tuple(b for b in (_real(root, p) for p in (".", *allow)) if b is not None)
 
 
 def _real(root: str, path: str) -> Path | None:
