@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,3 +149,30 @@ def test_a_modeline_covers_only_its_own_document(demo: Path, editor: Client) -> 
     found = diagnostics(editor, each, text)
     line = text.splitlines().index("    concurency: 4")
     assert [d for d in found if d["range"]["start"]["line"] == line], found
+
+
+def test_every_key_of_every_shipped_schema_has_hover_text_with_a_reference_link() -> None:
+    """Each property of each `schema/*.json` (the plan's too), at any depth, has a `markdownDescription` ending
+    with a link to its section of spec/*.md: the editor's hover. (An `if` names keys only to test them.)"""
+    missing: list[str] = []
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, list):
+            for number, item in enumerate(node):
+                walk(item, f"{where}[{number}]")
+            return
+        if not isinstance(node, dict):
+            return
+        for key, value in (node.get("properties") or {}).items():
+            text = value.get("markdownDescription", "") if isinstance(value, dict) else ""
+            if not re.search(r"\[reference\]\(https://\S+/spec/[a-z_]+\.md(#[\w-]+)?\)$", text):
+                missing.append(f"{where}.{key}")
+        for key, value in node.items():
+            if key != "if":
+                walk(value, f"{where}/{key}")
+
+    files = sorted((ROOT / "schema").glob("*.schema.json"))
+    assert len(files) == 8
+    for path in files:
+        walk(json.loads(path.read_text(encoding="utf-8")), path.name)
+    assert not missing, missing
