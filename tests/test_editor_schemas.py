@@ -26,15 +26,29 @@ SERVER = ROOT / ".cache" / "node" / "node_modules" / "yaml-language-server" / "b
 INSTALL = "npm install --prefix .cache/node yaml-language-server@1 (scripts/test does this)"
 
 
-@pytest.fixture(scope="module")
-def server_command() -> list[str]:
+def find_server(server: Path = SERVER) -> list[str]:
+    """The command that starts the server; under CI a missing server fails the test, elsewhere it skips it."""
     node = shutil.which("node")
-    if node is None or not SERVER.is_file():
-        missing = "node" if node is None else f"yaml-language-server at {SERVER.relative_to(ROOT)}"
+    if node is None or not server.is_file():
+        missing = "node" if node is None else f"yaml-language-server at {server}"
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(f"{missing} is required under CI: {INSTALL}", pytrace=False)
         pytest.skip(f"{missing} is missing: {INSTALL}")
-    return [node, str(SERVER), "--stdio"]
+    return [node, str(server), "--stdio"]
+
+
+@pytest.fixture(scope="module")
+def server_command() -> list[str]:
+    return find_server()
+
+
+def test_under_ci_a_missing_server_fails_rather_than_skips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="required under CI"):
+        find_server(tmp_path / "absent")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        find_server(tmp_path / "absent")
 
 
 @pytest.fixture
