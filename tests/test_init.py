@@ -193,9 +193,10 @@ def test_without_a_manifest_and_no_path_the_current_folder_is_the_workspace(
     code, out, _ = run("check")
     assert code == 0, out
     assert out.count("no sleipnir.yaml found; treating . as the workspace") == 1, out
-    code, out, _ = run("check", "--format", "json")
-    notes = [d for d in json.loads(out)["diagnostics"] if d["code"] == "no-manifest"]
-    assert len(notes) == 1 and notes[0]["severity"] == "note"
+    # The note is for a person: the formats machines read stay as they were.
+    assert json.loads(run("check", "--format", "json")[1])["diagnostics"] == []
+    assert json.loads(run("check", "--format", "sarif")[1])["runs"][0]["results"] == []
+    assert run("check", "--format", "github")[1].strip() == ""
     assert not (tmp_path / ".sleipnir").exists(), "no check cache is written into a folder that is no workspace"
 
 

@@ -52,7 +52,9 @@ def check(paths: tuple[str, ...], output_format: str, strict: bool, color: str, 
         from ..watch import watch_check  # watchfiles is imported only for --watch
 
         sys.exit(watch_check(paths, strict=strict, cache=not no_cache, color=use_color(color)))
-    result = without_manifest_noted(run_check(paths, strict=strict, cache=not no_cache))
+    result = run_check(paths, strict=strict, cache=not no_cache)
+    if output_format == "human":  # for the person reading; CI's annotations and SARIF results stay as they were
+        result = without_manifest_noted(result)
     skip_teardown()
     text = RENDERERS[output_format](result, use_color(color) and output_format == "human")
     click.echo(text)
