@@ -48,6 +48,7 @@ CODES: dict[str, Code] = _codes(
     ("non-string-key", E, "A mapping key that is not a string."),
     ("unknown-document-kind", E, "A document whose top-level key is not job, template, pipeline, stack or prompt."),
     ("no-yaml-files", W, "A path given to check holds no YAML files."),
+    ("no-manifest", N, "No sleipnir.yaml at or above the checked path: its folder is taken as the workspace."),
     # Schema
     ("unknown-key", E, "A key that is not valid at this place."),
     ("missing-key", E, "A required key is missing."),

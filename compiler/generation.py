@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from . import schemas
 from .checker import CheckResult
 from .checker import check as run_check
 from .diagnostics import Diagnostic, Diagnostics
@@ -27,10 +28,7 @@ from .registry import Registry
 from .template import expand, template_overrides
 from .workspace import YAML_SUFFIXES, display_path, find_root, load_workspace
 
-__all__ = ["SCHEMA_URL", "Generated", "dump", "generate", "write"]
-
-SCHEMA_URL = "https://sleipnir.dev/schema/job.schema.json"
-"""The published job schema: a generated file may land in any folder, so the modeline uses the URL."""
+__all__ = ["Generated", "default_output", "dump", "generate", "write"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,7 +55,8 @@ def generate(
 
     Names resolve against the workspace at `workspace` (the one around the current folder when None) and the
     stdlib. `params` are `KEY=VALUE` texts and `param_files` YAML files of parameters, a `--param` winning.
-    With `output`, the job is also written there (see `write`).
+    With `output`, the job is also written there (see `write`), and the workspace's `.sleipnir/schema/`, which
+    the file's modeline points at, is brought up to date. Without, the modeline is the one of `jobs/<name>.yaml`.
     """
     checked = _checked_template(template, workspace)
     if isinstance(checked, CheckResult):
@@ -68,18 +67,32 @@ def generate(
     job = expand(document, name, overrides, sink) if not sink.errors else None
     if job is None:
         return Generated(text=None, result=_result(result, sink.items, param_files))
-    text = dump(job, document)
-    if output is not None and not write(output, text, force=force, sink=sink):
-        return Generated(text=None, result=_result(result, sink.items))
+    root = workspace_root(workspace) if output is None else find_root(output) or workspace_root(workspace)
+    modeline = schemas.modeline("job", output or default_output(root, "job"), root)
+    text = dump(job, document, modeline)
+    if output is not None:
+        if not write(output, text, force=force, sink=sink):
+            return Generated(text=None, result=_result(result, sink.items))
+        schemas.refresh(root)
     return Generated(text=text, result=result)
 
 
-def dump(job: dict[str, Any], template: Document) -> str:
+def workspace_root(workspace: Path | None) -> Path:
+    """The workspace a job is made for: `workspace`, else the one around the current folder, else that folder."""
+    return workspace or find_root(Path.cwd()) or Path.cwd()
+
+
+def default_output(root: Path, name: str) -> Path:
+    """Where a job named `name` goes when no `--output` is given: `jobs/<name>.yaml` in the workspace."""
+    return root / "jobs" / f"{name}.yaml"
+
+
+def dump(job: dict[str, Any], template: Document, modeline: str) -> str:
     """The job as a YAML file: the schema modeline, a line naming the template, then the job in block style,
     keys in the template's order. Raises `RuntimeError` if the text would not read back as the same job."""
     made_by = f"{template.name}@{template.version}" if template.version else template.name
     header = (
-        f"# yaml-language-server: $schema={SCHEMA_URL}\n"
+        f"{modeline}\n"
         f"# Made by `sleipnir create-job-from-template` from template {made_by}.\n"
     )
     text = header + yaml.dump(
@@ -179,7 +192,7 @@ def _checked_template(template: str, workspace: Path | None) -> tuple[Document, 
         )
         return _result(result, sink.items)
     name, _, version = template.partition("@")
-    loaded = load_workspace([str(workspace or find_root(Path.cwd()) or Path.cwd())], Diagnostics())
+    loaded = load_workspace([str(workspace_root(workspace))], Diagnostics())
     registry = Registry.build([*loaded.documents, *loaded.context, *loaded.stdlib])
     document = registry.get("template", name, version or None)
     if document is None:

@@ -311,6 +311,7 @@ class WorkspaceIndex:
         )
         self.workspace = Workspace(
             root=self.layout.root,
+            folder=self.layout.folder,
             manifest=self._manifest(),
             documents=Documents(self, self.checked),
             context=Documents(self, self.context),

@@ -195,12 +195,14 @@ def build() -> dict[str, Any]:
         "properties": {
             "id": _property("plan_id", _hex(64)),
             **plan["properties"],
-            "plans": {
-                "description": _ABOUT["plans"],
-                "type": "object",
-                "propertyNames": _hex(64),
-                "additionalProperties": {"$ref": "#/definitions/plan"},
-            },
+            "plans": _property(
+                "plans",
+                {
+                    "type": "object",
+                    "propertyNames": _hex(64),
+                    "additionalProperties": {"$ref": "#/definitions/plan"},
+                },
+            ),
         },
         "required": ["id", *plan["required"]],
         "additionalProperties": False,

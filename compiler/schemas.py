@@ -10,6 +10,7 @@ or without the CLI::
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Sequence
 from functools import cache
@@ -34,12 +35,76 @@ ALL = (*SCHEMA_KINDS, ANY_DOCUMENT)
 """Every published schema file, as `<name>.schema.json`."""
 
 
+WORKSPACE_FOLDER = Path(".sleipnir", "schema")
+"""Where a workspace keeps its copy of the schemas, for editors: modelines and `.vscode/settings.json` point
+here, so they resolve offline and match the installed Sleipnir."""
+
+ASSOCIATIONS: dict[str, tuple[str, ...]] = {
+    "job": ("jobs/**/*.yaml", "jobs/**/*.yml"),
+    "template": ("templates/**/*.yaml", "templates/**/*.yml"),
+    "pipeline": ("pipelines/**/*.yaml", "pipelines/**/*.yml"),
+    "stack": ("stacks/**/*.yaml", "stacks/**/*.yml"),
+    "prompt": ("prompts/**/*.yaml", "prompts/**/*.yml"),
+    "workspace": ("sleipnir.yaml", "sleipnir.yml"),
+}
+"""Each schema's globs, relative to the workspace root, by the folder convention of spec/workspace.md: the
+`yaml.schemas` that `sleipnir init` writes. A glob covers every document of a file, where a modeline covers only
+the document it is in."""
+
+
+def shipped_text(kind: str) -> str:
+    """The exact text of the installed `<kind>.schema.json`."""
+    return (resources.files("sleipnir.schema") / f"{kind}.schema.json").read_text(encoding="utf-8")
+
+
 @cache
 def load(kind: str) -> dict[str, Any]:
     """The published schema for `kind` (a document kind, or `workspace` for `sleipnir.yaml`)."""
-    text = (resources.files("sleipnir.schema") / f"{kind}.schema.json").read_text(encoding="utf-8")
-    schema: dict[str, Any] = json.loads(text)
+    schema: dict[str, Any] = json.loads(shipped_text(kind))
     return schema
+
+
+def refresh(root: Path) -> list[Path]:
+    """Bring `root`'s `.sleipnir/schema/` up to date with the installed schemas: write each file that is missing
+    or differs, leave the others untouched; the paths written."""
+    folder = root / WORKSPACE_FOLDER
+    written = []
+    for kind in ALL:
+        path, text = folder / f"{kind}.schema.json", shipped_text(kind)
+        try:
+            current = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            current = None
+        if current != text:
+            folder.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            written.append(path)
+    return written
+
+
+def modeline(kind: str, file: Path, root: Path) -> str:
+    """The comment that points yaml-language-server at `kind`'s schema in `root`'s `.sleipnir/schema/`, by a
+    path relative to `file` (so it resolves offline, in every clone)."""
+    target = os.path.relpath((root / WORKSPACE_FOLDER / f"{kind}.schema.json").absolute(), file.absolute().parent)
+    return f"# yaml-language-server: $schema={Path(target).as_posix()}"
+
+
+def catalog() -> dict[str, Any]:
+    """A SchemaStore-style catalog (https://json.schemastore.org/schema-catalog.json) of the published schemas:
+    what a listing in SchemaStore would carry, once the `$id` URLs are published. Only the manifest gets a
+    `fileMatch`: a folder glob such as `**/jobs/**/*.yaml` would claim other tools' files in every project."""
+    entries = []
+    for kind in ALL:
+        schema = load(kind)
+        entry: dict[str, Any] = {
+            "name": f"Sleipnir {schema['title']}" if not schema["title"].startswith("Sleipnir") else schema["title"],
+            "description": schema["description"],
+        }
+        if kind == "workspace":
+            entry["fileMatch"] = list(ASSOCIATIONS[kind])
+        entry["url"] = schema["$id"]
+        entries.append(entry)
+    return {"$schema": "https://json.schemastore.org/schema-catalog.json", "version": 1, "schemas": entries}
 
 
 @cache

@@ -26,6 +26,9 @@ class Workspace:
 
     root: Path | None
     """The folder holding `sleipnir.yaml`, or None when the paths are in no workspace."""
+    folder: Path | None = None
+    """The workspace's folder: `root`, or without a manifest the folder of the first path (or the current
+    folder), whose files references resolve against all the same."""
     manifest: Document | None
     documents: Sequence[Document]
     """The documents being checked (parsed when first read, after an incremental check)."""
@@ -47,10 +50,20 @@ class Workspace:
 def find_root(start: Path) -> Path | None:
     """The nearest folder at or above `start` that holds a `sleipnir.yaml`."""
     folder = start if start.is_dir() else start.parent
-    for candidate in (folder, *folder.parents):
+    # A relative path's own `.parents` stop at the current folder: the folders above it are walked absolute.
+    for candidate in (folder, *folder.absolute().parents):
         if any((candidate / name).is_file() for name in MANIFEST_NAMES):
             return candidate
     return None
+
+
+def workspace_folder(path: Path) -> Path:
+    """The workspace `path` is in: the folder of the nearest `sleipnir.yaml`, or without one the folder itself
+    (or the file's folder)."""
+    found = find_root(path)
+    if found is not None:
+        return found
+    return path if path.is_dir() else path.parent
 
 
 def display_path(path: Path) -> str:
@@ -117,6 +130,9 @@ class Layout:
     """Which files a check reads: the ones it checks, the rest of their workspace, and the stdlib."""
 
     root: Path | None
+    """The folder holding `sleipnir.yaml`, or None."""
+    folder: Path
+    """The workspace's folder: `root`, or without a manifest the folder of the first path (or the current one)."""
     checked: tuple[Path, ...]
     context: tuple[Path, ...]
     stdlib: tuple[Path, ...]
@@ -124,7 +140,10 @@ class Layout:
 
 def discover(paths: Sequence[str], sink: Diagnostics) -> Layout:
     """The files at `paths` (the workspace around the current folder when empty), and the files references
-    among them may resolve against: the rest of the workspace that holds the first path, and the stdlib."""
+    among them may resolve against: the rest of the workspace that holds the first path, and the stdlib.
+
+    Without a `sleipnir.yaml` at or above the first path, its folder (the path itself when it is a folder; the
+    current folder when no path is given) is the workspace: references resolve against every file below it."""
     targets = [Path(p) for p in paths] or [find_root(Path.cwd()) or Path.cwd()]
     files: list[Path] = []
     for target in targets:
@@ -136,13 +155,15 @@ def discover(paths: Sequence[str], sink: Diagnostics) -> Layout:
             sink.emit("no-yaml-files", "no YAML files here", None, file=display_path(target))
         files.extend(found)
     files = _unique(files)
-    root = find_root(targets[0]) if targets and targets[0].exists() else None
+    root = find_root(targets[0]) if targets[0].exists() else None
+    folder = root or workspace_folder(targets[0])
     checked = {f.resolve() for f in files}
     context_files: list[Path] = []
-    if root is not None:
-        context_files.extend(f for f in yaml_files(root) if f.resolve() not in checked)
+    if folder.is_dir():
+        context_files.extend(f for f in yaml_files(folder) if f.resolve() not in checked)
     return Layout(
         root=root,
+        folder=folder,
         checked=tuple(files),
         context=tuple(_unique(context_files)),
         stdlib=tuple(f for f in stdlib_files() if f.resolve() not in checked),
@@ -165,6 +186,7 @@ def load_workspace(paths: Sequence[str], sink: Diagnostics) -> Workspace:
     manifest = next((d for d in documents + context if d.kind == WORKSPACE and _in(root, d)), None)
     return Workspace(
         root=root,
+        folder=layout.folder,
         manifest=manifest,
         documents=tuple(documents),
         context=tuple(context),

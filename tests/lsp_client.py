@@ -1,5 +1,7 @@
 """A small language-server client for tests and benchmarks: JSON-RPC over a real `sleipnir lsp` process's
-stdin and stdout, framed with `Content-Length` headers as editors frame it."""
+stdin and stdout (or another server's, such as yaml-language-server), framed with `Content-Length` headers as
+editors frame it. Requests from the server (`workspace/configuration`, `client/registerCapability`) are answered
+by `answer`, or with null."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -18,9 +20,16 @@ Message = dict[str, Any]
 
 
 class Client:
-    def __init__(self, cwd: Path) -> None:
+    def __init__(
+        self,
+        cwd: Path,
+        command: Sequence[str] | None = None,
+        answer: Callable[[str, Any], Any] | None = None,
+    ) -> None:
+        self.answer = answer
+        self.writing = threading.Lock()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "sleipnir", "lsp"],
+            [*(command or (sys.executable, "-m", "sleipnir", "lsp"))],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -48,7 +57,10 @@ class Client:
                     length = int(value)
             assert length is not None
             message: Message = json.loads(stream.read(length))
-            if "id" in message and "method" not in message:
+            if "id" in message and "method" in message:  # a request from the server
+                result = self.answer(message["method"], message.get("params")) if self.answer else None
+                self._send({"jsonrpc": "2.0", "id": message["id"], "result": result})
+            elif "id" in message:
                 with self.arrived:
                     self.responses[int(message["id"])] = message
                     self.arrived.notify_all()
@@ -58,8 +70,9 @@ class Client:
     def _send(self, message: Message) -> None:
         body = json.dumps(message).encode("utf-8")
         assert self.process.stdin is not None
-        self.process.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
-        self.process.stdin.flush()
+        with self.writing:  # the reader thread answers the server's requests
+            self.process.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            self.process.stdin.flush()
 
     def notify(self, method: str, params: Any) -> None:
         self._send({"jsonrpc": "2.0", "method": method, "params": params})
@@ -88,9 +101,9 @@ class Client:
             if accept(message):
                 return arrived, message
 
-    def start(self, root: Path) -> Any:
+    def start(self, root: Path, capabilities: Message | None = None) -> Any:
         capabilities = self.request(
-            "initialize", {"processId": None, "rootUri": root.as_uri(), "capabilities": {}}
+            "initialize", {"processId": None, "rootUri": root.as_uri(), "capabilities": capabilities or {}}
         )
         self.notify("initialized", {})
         return capabilities

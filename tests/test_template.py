@@ -14,10 +14,10 @@ import yaml
 from click.testing import CliRunner, Result
 
 from sleipnir.cli import main
+from sleipnir.compiler import schemas
 from sleipnir.compiler.checker import check
 from sleipnir.compiler.diagnostics import Diagnostics
 from sleipnir.compiler.documents import classify
-from sleipnir.compiler.generation import SCHEMA_URL
 from sleipnir.compiler.loader import load
 from sleipnir.compiler.overrides import Override
 from sleipnir.compiler.template import expand
@@ -92,7 +92,9 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def run(*args: str) -> Result:
-    return CliRunner().invoke(main, ["create-job-from-template", *args])
+    """The command with the job printed (`--output -`), unless the test says where it goes."""
+    printed = () if "--output" in args else ("--output", "-")
+    return CliRunner().invoke(main, ["create-job-from-template", *args, *printed])
 
 
 def made(path: Path) -> Any:
@@ -134,17 +136,8 @@ def spec_block(after: str) -> str:
 
 
 def test_the_stdlib_template_makes_the_job_the_spec_shows_and_it_checks_clean(workspace: Path) -> None:
-    result = run(
-        "analysis_template",
-        "--param",
-        "input_table=reviews",
-        "--param",
-        "model_name=gpt-4",
-        "--name",
-        "review_analysis",
-        "--output",
-        "jobs/review_analysis.yaml",
-    )
+    command = "create-job-from-template analysis_template --param input_table=reviews --param model_name=gpt-4"
+    result = CliRunner().invoke(main, [*command.split(), "--name", "review_analysis"])  # as spec/template.md
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
     text = (workspace / "jobs" / "review_analysis.yaml").read_text(encoding="utf-8")
@@ -237,7 +230,7 @@ def test_the_file_starts_with_the_modeline_and_names_the_template(workspace: Pat
     result = run("triage_template", "--name", "lines", "--param", "queue=billing", "--output", "jobs/l.yaml")
     assert result.exit_code == 0, result.output
     lines = (workspace / "jobs" / "l.yaml").read_text(encoding="utf-8").splitlines()
-    assert lines[0] == f"# yaml-language-server: $schema={SCHEMA_URL}"
+    assert lines[0] == "# yaml-language-server: $schema=../.sleipnir/schema/job.schema.json"
     assert lines[1] == "# Made by `sleipnir create-job-from-template` from template triage_template@1.0.0."
     assert lines[2] == "job:"
     assert "    - name: classifier" in lines  # block style, list items indented under their key
@@ -247,7 +240,7 @@ def test_the_file_starts_with_the_modeline_and_names_the_template(workspace: Pat
     assert keys == ["name", "description", "input", "prompts", "execution"]  # the template's order
 
 
-def test_without_output_the_job_goes_to_stdout_and_nothing_is_written(workspace: Path) -> None:
+def test_with_output_dash_the_job_goes_to_stdout_and_nothing_is_written(workspace: Path) -> None:
     before = snapshot(workspace)
     result = run("triage_template", "--name", "printed", "--param", "queue=billing")
     assert result.exit_code == 0, result.output
@@ -671,6 +664,68 @@ def test_an_existing_file_is_kept_without_force_and_replaced_with_it(workspace: 
     assert result.exit_code == 0, result.output
     assert made(target)["name"] == "k"
     assert sorted(p.name for p in target.parent.iterdir()) == ["kept.yaml"]  # no temporary file left behind
+
+
+def made_by_default(*args: str) -> Result:
+    """The command as a user types it, with no --output."""
+    return CliRunner().invoke(main, ["create-job-from-template", "triage_template", "--param", "queue=billing", *args])
+
+
+def test_by_default_the_job_is_written_to_jobs_name_yaml_in_the_workspace(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (workspace / "templates" / "sub").mkdir()
+    monkeypatch.chdir(workspace / "templates" / "sub")  # anywhere inside the workspace
+    result = made_by_default("--name", "billing_triage")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert "wrote" in result.stderr and "billing_triage.yaml" in result.stderr
+    target = workspace / "jobs" / "billing_triage.yaml"
+    assert made(target)["name"] == "billing_triage"
+    modeline = target.read_text(encoding="utf-8").splitlines()[0]
+    assert modeline == "# yaml-language-server: $schema=../.sleipnir/schema/job.schema.json"
+    # The modeline resolves: the command wrote the schema it points at, the installed one.
+    assert (target.parent / "../.sleipnir/schema/job.schema.json").read_text() == schemas.shipped_text("job")
+    assert_checks_clean(workspace)
+
+
+def test_by_default_an_existing_job_is_kept_without_force(workspace: Path) -> None:
+    target = write(workspace / "jobs" / "k.yaml", "# mine\n")
+    result = made_by_default("--name", "k")
+    assert failed(result) == ["file-exists"]
+    assert target.read_text(encoding="utf-8") == "# mine\n"
+    assert not (workspace / ".sleipnir" / "schema").exists(), "a failed run writes nothing, schemas included"
+    result = made_by_default("--name", "k", "--force")
+    assert result.exit_code == 0, result.output
+    assert made(target)["name"] == "k"
+
+
+def test_an_error_leaves_no_file(workspace: Path) -> None:
+    before = snapshot(workspace)
+    result = made_by_default("--name", "bad", "--param", "concurrency=x")
+    assert failed(result)
+    assert snapshot(workspace) == before
+
+
+def test_a_name_that_is_no_file_name_needs_an_output(workspace: Path) -> None:
+    before = snapshot(workspace)
+    result = made_by_default("--name", "../escape")
+    assert result.exit_code == 2 and "--output" in result.stderr
+    assert snapshot(workspace) == before
+
+
+def test_writing_elsewhere_points_the_modeline_at_the_workspace_schemas(workspace: Path) -> None:
+    result = run("triage_template", "--name", "d", "--param", "queue=billing", "--output", "deep/down/d.yaml")
+    assert result.exit_code == 0, result.output
+    text = (workspace / "deep" / "down" / "d.yaml").read_text(encoding="utf-8")
+    assert text.startswith("# yaml-language-server: $schema=../../.sleipnir/schema/job.schema.json\n")
+
+
+def test_stale_schemas_are_brought_up_to_date(workspace: Path) -> None:
+    stale = write(workspace / ".sleipnir" / "schema" / "job.schema.json", "{}\n")
+    result = made_by_default("--name", "fresh")
+    assert result.exit_code == 0, result.output
+    assert stale.read_text() == schemas.shipped_text("job")
 
 
 def test_an_output_that_is_a_folder_is_an_error(workspace: Path) -> None:

@@ -4,7 +4,7 @@ Commands load what they use: `COMMANDS` maps each command to the module that def
 imported only when its command runs (as pip's `commands/__init__.py` does), so `sleipnir --help` and
 `sleipnir check` never import the runtime, an HTTP stack or a database driver. One module per family:
 `check.py` (check, schema), `plan.py` (plan, create-job-from-template), `run.py` (run-job, run),
-`serve.py` (serve, trigger), `runs.py` (runs).
+`serve.py` (serve, trigger), `runs.py` (runs), `init.py` (init).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ class Command(NamedTuple):
 COMMANDS = {
     "check": Command("check", "check", "Validate jobs, templates, pipelines, stacks and prompts."),
     "create-job-from-template": Command("plan", "create_job_from_template", "Make a job from TEMPLATE: a template's name (its newest version), `name@1.0.0`, or a template file."),
+    "init": Command("init", "init", "Make a new workspace in FOLDER: a manifest, one job and its data, and editor schemas."),
     "lsp": Command("lsp", "lsp", "Run the language server on stdin and stdout, for editors (see spec/editors.md)."),
     "plan": Command("plan", "plan", "Show exactly what would run, with every value resolved and where it came from."),
     "run": Command("run", "run_alias", "Same as `run-job`."),

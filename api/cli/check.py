@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
 from ..compiler import schemas
+from ..compiler.checker import CheckResult
 from ..compiler.checker import check as run_check
+from ..compiler.diagnostics import Diagnostic, Diagnostics
 from ..compiler.render import RENDERERS
 from .common import EXIT_OK, EXIT_PROBLEMS, guarded, skip_teardown, use_color
 
@@ -49,10 +53,30 @@ def check(paths: tuple[str, ...], output_format: str, strict: bool, color: str, 
 
         sys.exit(watch_check(paths, strict=strict, cache=not no_cache, color=use_color(color)))
     result = run_check(paths, strict=strict, cache=not no_cache)
+    if output_format == "human":  # for the person reading; CI's annotations and SARIF results stay as they were
+        result = without_manifest_noted(result)
     skip_teardown()
     text = RENDERERS[output_format](result, use_color(color) and output_format == "human")
     click.echo(text)
     sys.exit(EXIT_OK if result.ok else EXIT_PROBLEMS)
+
+
+def without_manifest_noted(result: CheckResult) -> CheckResult:
+    """`result` with a note, once, when no `sleipnir.yaml` was found and a folder was taken as the workspace."""
+    folder = result.workspace.folder
+    if result.workspace.root is not None or folder is None:
+        return result
+    from ..compiler.workspace import display_path
+
+    sink = Diagnostics()
+    sink.emit(
+        "no-manifest",
+        f"no sleipnir.yaml found; treating {display_path(folder)} as the workspace",
+        None,
+        help="`sleipnir init` writes a workspace with a sleipnir.yaml (see spec/workspace.md)",
+    )
+    noted = sorted((*sink.items, *result.diagnostics), key=Diagnostic.sort_key)
+    return replace(result, diagnostics=tuple(noted))
 
 
 @click.command()
@@ -62,14 +86,20 @@ def check(paths: tuple[str, ...], output_format: str, strict: bool, color: str, 
     type=click.Path(file_okay=False, path_type=Path),
     help="Write `<kind>.schema.json` files into this folder instead of printing.",
 )
+@click.option("--catalog", is_flag=True, help="Print a SchemaStore-style catalog of the schemas (JSON).")
 @guarded
-def schema(kind: str | None, output: Path | None) -> None:
+def schema(kind: str | None, output: Path | None, catalog: bool) -> None:
     """Print or write Sleipnir's JSON Schemas (draft-07), for editors and other tools.
 
     KIND is a document kind, `workspace` (sleipnir.yaml), `sleipnir` (any document) or `plan` (the JSON of
     `sleipnir plan --format json`). With KIND and no --output, prints that schema; with --output, writes the
-    chosen schema, or all of them, into the folder.
+    chosen schema, or all of them, into the folder. --catalog prints the catalog entries SchemaStore would list.
     """
+    if catalog:
+        if kind is not None or output is not None:
+            raise click.UsageError("--catalog takes no KIND and no --output")
+        click.echo(json.dumps(schemas.catalog(), indent=2, ensure_ascii=False))
+        return
     from ..compiler import plan_schema  # builds from the plan's classes: imported only for this command
 
     if output is None:

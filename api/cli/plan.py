@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from ..compiler.diagnostics import Diagnostics
 from ..compiler.ir import Plan, iter_json, to_json
 from ..compiler.planner import plan as compile_plan
 from ..compiler.render import RENDERERS
+from ..compiler.workspace import display_path
 from .common import EXIT_PROBLEMS, guarded, skip_teardown, use_color
 
 PLAN_FORMATS = ("text", "json", "dot", "mermaid")
@@ -149,8 +151,12 @@ def _survey(planned: Plan) -> tuple[int | None, str | None]:
 @click.option(
     "--param-file", "param_files", multiple=True, type=click.Path(), help="A YAML mapping of parameters; repeatable."
 )
-@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the job here, not to stdout.")
-@click.option("--force", is_flag=True, help="Overwrite an existing --output file.")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    help="Write the job here (default: jobs/NAME.yaml in the workspace); `-` prints it instead.",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option(
     "--workspace",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -168,10 +174,18 @@ def create_job_from_template(
 ) -> None:
     """Make a job from TEMPLATE: a template's name (its newest version), `name@1.0.0`, or a template file.
 
-    A `--param` wins over every `--param-file`; later ones win over earlier ones. Exits 0 when the job is
-    made, 1 on a problem (nothing is written then), 2 on a usage or internal error.
+    The job goes to jobs/NAME.yaml in the workspace unless --output says where (`-`: standard output); an
+    existing file is overwritten only with --force. A `--param` wins over every `--param-file`; later ones win
+    over earlier ones. Exits 0 when the job is made, 1 on a problem (nothing is written then), 2 on a usage or
+    internal error.
     """
     from ..compiler import generation
+
+    printed = output == Path("-")
+    if output is None:
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
+            raise click.UsageError(f"`{name}` cannot be a file name: give --output FILE, or --output - to print")
+        output = generation.default_output(generation.workspace_root(workspace), name)
 
     made = generation.generate(
         template,
@@ -179,12 +193,14 @@ def create_job_from_template(
         params=params,
         param_files=param_files,
         workspace=workspace,
-        output=output,
+        output=None if printed else output,
         force=force,
     )
     if made.result.diagnostics:
         click.echo(RENDERERS["human"](made.result, use_color("auto")), err=True)
     if made.text is None:
         sys.exit(EXIT_PROBLEMS)
-    if output is None:
+    if printed:
         click.echo(made.text, nl=False)
+    else:
+        click.echo(f"wrote {display_path(output)}", err=True)
