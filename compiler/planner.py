@@ -16,7 +16,7 @@ from typing import Any
 
 from .checker import CheckResult, check, check_some, gc_paused, index_workspace
 from .checks.expressions import ScalarSpans
-from .checks.paths import check_job_paths, workspace_paths
+from .checks.paths import check_job_paths, resolve_in_run, rule_in_run
 from .checks.references import check_resolved
 from .codes import Severity
 from .diagnostics import Diagnostic, Diagnostics
@@ -252,8 +252,8 @@ class _Planner:
             return None
         errors = len(self.sink.errors)
         check_resolved(document, job.body, self.registry, self.sink)
-        rule = workspace_paths(document, self.manifests, self.result.workspace.root)
-        check_job_paths(document, job.body, document.base, rule, self.sink, job.origins)
+        rule = rule_in_run(self.result.workspace, document, self.manifests)
+        check_job_paths(document, job.body, document.base, rule, self.sink, job.origins, resolve=resolve_in_run)
         return job if len(self.sink.errors) == errors else None
 
     def _pipeline(self, document: Document) -> Plan | None:

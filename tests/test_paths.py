@@ -53,19 +53,20 @@ def test_the_checks_resolver_agrees_with_realpath(tmp_path: Path) -> None:
     """`check` resolves each folder once a run and looks at a path's last part alone; it must judge as
     `os.path.realpath` does, links in the last part and in the folders included."""
     import os
+    from types import SimpleNamespace
 
-    from sleipnir.compiler.checks.paths import _resolve, _run_memo
+    from sleipnir.compiler.checks.paths import resolve_in_run, rule_in_run
 
     root = tmp_path / "ws"
     (root / "data").mkdir(parents=True)
     (root / "up").symlink_to(tmp_path)
     (root / "data" / "out.jsonl").symlink_to(tmp_path / "elsewhere.jsonl")
-    _run_memo(object())
+    rule_in_run(SimpleNamespace(root=root), SimpleNamespace(file=str(root / "job.yaml")), [])  # a new run
     for path in ("data/in.jsonl", "data/out.jsonl", "up/x.jsonl", "data/..", "data/../../x", "data/", "", "../ws/data/in.jsonl", "/etc/passwd", "up/ws/data/out.jsonl"):
-        assert _resolve(str(root), path) == Path(os.path.realpath(os.path.join(root, path))), path
+        assert resolve_in_run(str(root), path) == Path(os.path.realpath(os.path.join(root, path))), path
     rule = WorkspacePaths(root=str(root))
-    assert rule.escape("data/out.jsonl", _resolve) == "leads outside the workspace"
-    assert rule.escape("data/in.jsonl", _resolve) is None
+    assert rule.escape("data/out.jsonl", resolve_in_run) == "leads outside the workspace"
+    assert rule.escape("data/in.jsonl", resolve_in_run) is None
 
 
 @pytest.mark.parametrize(

@@ -111,11 +111,8 @@ class _Paths(DocumentVisitor):
     def visit_job_body(self, document: Document, job: dict[str, Any], path: Path) -> None:
         if not any(True for _ in _paths(job)):
             return
-        _run_memo(self.context.workspace)
-        rule = _rule(self.context.workspace, document, self.manifests) if not self.manifests[1:] else None
-        if rule is None:
-            rule = workspace_paths(document, self.manifests, self.context.workspace.root)
-        check_job_paths(document, job, path, rule, self.sink, resolve=_resolve)
+        rule = rule_in_run(self.context.workspace, document, self.manifests)
+        check_job_paths(document, job, path, rule, self.sink, resolve=resolve_in_run)
 
 
 _RULES: list[Any] = [None, {}, {}]
@@ -124,12 +121,22 @@ workspace root 68 times, not 2,000; and each folder a path is in, resolved once.
 `Workspace`, starts afresh, so a symlink changed between two runs of the language server is seen."""
 
 
-def _run_memo(workspace: Any) -> None:
+def rule_in_run(workspace: Any, document: Document, manifests: list[Document]) -> WorkspacePaths:
+    """`workspace_paths`, once per folder in a run over `workspace` (a check, a plan); call it before
+    `resolve_in_run`, which it readies for the run."""
     if _RULES[0] is not workspace:
         _RULES[:] = [workspace, {}, {}]
+    if manifests[1:]:
+        return workspace_paths(document, manifests, workspace.root)
+    rules: dict[str, WorkspacePaths] = _RULES[1]
+    folder = os.path.dirname(document.file)
+    rule = rules.get(folder)
+    if rule is None:
+        rule = rules[folder] = workspace_paths(document, manifests, workspace.root)
+    return rule
 
 
-def _resolve(root: str, path: str) -> FilePath | None:
+def resolve_in_run(root: str, path: str) -> FilePath | None:
     """`os.path.realpath(root/path)`, with the folder part resolved once a run: the last part is looked at on
     its own (one `lstat`), and followed when it is a link."""
     folders: dict[str, str] = _RULES[2]
@@ -142,12 +149,3 @@ def _resolve(root: str, path: str) -> FilePath | None:
         return FilePath(os.path.realpath(full) if os.path.islink(full) else os.path.normpath(full))
     except (OSError, ValueError):
         return None
-
-
-def _rule(workspace: Any, document: Document, manifests: list[Document]) -> WorkspacePaths:
-    rules: dict[str, WorkspacePaths] = _RULES[1]
-    folder = os.path.dirname(document.file)
-    rule = rules.get(folder)
-    if rule is None:
-        rule = rules[folder] = workspace_paths(document, manifests, workspace.root)
-    return rule
