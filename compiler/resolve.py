@@ -185,6 +185,10 @@ def _may_resolve(document: Document, spans: ScalarSpans) -> bool:
     return any(hint in text for hint in _SECRET_HINTS)
 
 
+_NAME_KEYS = frozenset({"name", "id", "version", "prompt", "stack", "stack_version", "split_by", "key"})
+"""Keys whose values are names: a node's id, a prompt, a version. A name is never a secret."""
+
+
 def _param_origin(result: Effective, name: str) -> str:
     return result.origin(("params", name)) or "default"
 
@@ -418,6 +422,9 @@ class _Resolver:
         values = [self._parameter(n) for n in names]
         from_env = [n for n, v in zip(names, values, strict=True) if v is _MISSING]
         if secret or any(is_secret_env(n) for n in from_env) or any(isinstance(v, Secret) for v in values):
+            if not secret and place and place[-1] in _NAME_KEYS:
+                self._secret_name(place, text, [n for n in from_env if is_secret_env(n)] or names)
+                return text
             return self._seal(place, parts)
         try:
             if len(parts) == 1 and isinstance(parts[0], Substitution):
@@ -474,6 +481,20 @@ class _Resolver:
         if self._parameter(name) is not _MISSING:
             return self.param_origins.get(head) or f"params.{head} ({_param_origin(self.result, head)})"
         return f"env {name}" if self.environ.get(name) else None
+
+    def _secret_name(self, place: Place, text: str, secrets: Sequence[str]) -> None:
+        shown = ", ".join(f"`{n}`" for n in dict.fromkeys(secrets))
+        self.sink.emit(
+            "invalid-value",
+            f"`{text}` would make a name of a secret",
+            self._span(place),
+            label="a secret's value as a name",
+            notes=(
+                f"{shown} holds a secret (its name says so); secrets stay out of plans, logs and outputs, and a "
+                "name is shown in all of them",
+            ),
+            help="write the name, or take it from a variable whose name does not mark a secret",
+        )
 
     def _seal(self, place: Place, parts: Sequence[Text | Substitution]) -> Any:
         """A secret as a reference: parameters are expanded as written, environment names stay names."""

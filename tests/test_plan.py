@@ -266,3 +266,19 @@ def test_a_job_is_planned_in_focus_reading_only_what_it_uses(tmp_path: Path, mon
     assert "scoring.yaml" in parsed and "sleipnir.yaml" in parsed
     assert not any(name.startswith("other_") for name in parsed), parsed
     assert "2.0.0.yaml" in parsed, "the prompt modules it uses are read, to lower them"
+
+
+def test_a_name_taken_from_a_secret_is_refused_not_a_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by hypothesis: a phase named `${OPENAI_API_KEY}` became a sealed secret as a node id."""
+    (tmp_path / "sleipnir.yaml").write_text("name: names\nfallback_provider: mock\n", encoding="utf-8")
+    (tmp_path / "job.yaml").write_text(
+        "job:\n  name: named\n  phases:\n    - name: ${OPENAI_API_KEY}\n      prompt: classifier\n"
+        "    - name: b\n      prompt: aggregator\n",
+        encoding="utf-8",
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-not-shown-0123456789")
+    code, out, err = run("plan", "named")
+    assert code == 1 and out == ""
+    assert "error[invalid-value]: `${OPENAI_API_KEY}` would make a name of a secret" in err
+    assert "job.yaml:4:13" in err and "sk-not-shown" not in err and "Traceback" not in err
