@@ -131,12 +131,14 @@ def test_retries_spent_fail_the_item(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_a_429_on_a_quiet_provider_does_not_stall_the_retry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: LLMServer) -> None:
     ws = _one_item_job(tmp_path, monkeypatch, retries=3, rate_limit=False)
     server.add_faults({"kind": "429", "retry_after": 0.2})
-    # The run needs ~1 s (start-up and the 0.2 s the server asked for); 5 s is generous.
+    # The run needs ~1 s (start-up and the 0.2 s the server asked for). A stalled retry waits out the limiter's
+    # quiet minute; 20 s tells the two apart even on a loaded 2-core machine, where start-up alone took 4 s.
     done = subprocess.run(
         [sys.executable, "-m", "sleipnir", "run-job", "one", "--json"],
-        cwd=ws, env=process_env(server), capture_output=True, text=True, timeout=5,
+        cwd=ws, env=process_env(server), capture_output=True, text=True, timeout=20,
     )  # fmt: skip
     assert done.returncode == 0
+    assert json.loads(done.stdout)["metrics"]["retries"] == 1
 
 
 # -- malformed input rows -----------------------------------------------------------------------------------
