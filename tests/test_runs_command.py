@@ -133,9 +133,9 @@ def test_job_filter_and_limit(history: tuple[Path, list[RunResult]]) -> None:
     assert "beta" in table and "alpha" not in table
     newest = json.loads(runs("alpha", "--limit", "1", "--json").stdout)
     assert [run["run_id"] for run in newest] == [results[2].run_id]
-    unknown = runs("gamma")
-    assert unknown.exit_code == 0 and "no runs of `gamma` yet" in unknown.stdout
-    assert runs("gamma", "--json").stdout.strip() == "[]"
+    unknown = runs("alpah")
+    assert unknown.exit_code == 1 and "no job with runs and no run named `alpah`; did you mean `alpha`?" in unknown.stderr
+    assert runs("gamma", "--json").exit_code == 1
     assert runs("--limit", "0").exit_code == 2
 
 
@@ -231,3 +231,47 @@ def test_an_unreadable_ledger_is_an_error(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.chdir(ws)
     shown = runs()
     assert shown.exit_code == 1 and shown.stderr.startswith("error: cannot open the run ledger .sleipnir/state.db")
+
+
+SKIPPING = """\
+error_handling:
+  on_input_error:
+    strategy: skip
+"""
+
+
+def test_a_run_id_shows_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run made by `run-job` is found by its id (or the start of it): its plan, counts, cost, every failure with
+    its reason, and its first outputs."""
+    ws = history_workspace(tmp_path / "ws", {"gamma": mock_job("gamma", SKIPPING)})
+    (ws / "data" / "gamma.jsonl").write_text('{"id": "g1", "text": "fine"}\nnot json\n', encoding="utf-8")
+    monkeypatch.chdir(ws)
+    result = run_job(ws, "gamma")
+    assert result.status == "succeeded"
+    shown = runs(result.run_id)
+    assert shown.exit_code == 0, shown.output
+    text = shown.stdout
+    assert f"run {result.run_id} of gamma: succeeded" in text
+    assert result.plan_id in text and "1 ok, 1 skipped, 0 failed" in text and "cost $" in text
+    assert "row 1  skipped: data/gamma.jsonl:2: invalid JSON" in text
+    assert "g1  {" in text and "classifier" in text.split("outputs:")[1]
+    detail = json.loads(runs(result.run_id[:8], "--json").stdout)
+    assert detail["run_id"] == result.run_id and detail["items"] == {"succeeded": 1, "skipped": 1}
+    assert detail["failures"] == [
+        {"key": "row 1", "status": "skipped", "attempts": 0, "error": "data/gamma.jsonl:2: invalid JSON: Expecting value at column 1"}
+    ]
+    [output] = detail["outputs"]
+    assert output["key"] == "g1" and set(output["output"]) == {"classifier"}
+    typo = runs(result.run_id[:-1] + "x")
+    assert typo.exit_code == 1 and f"did you mean `{result.run_id}`?" in typo.stderr
+
+
+def test_reading_history_never_writes_the_store(history: tuple[Path, list[RunResult]]) -> None:
+    ws, results = history
+    state = ws / ".sleipnir" / "state.db"
+    state.chmod(0o444)
+    try:
+        assert runs(results[0].run_id).exit_code == 0
+        assert runs().exit_code == 0
+    finally:
+        state.chmod(0o644)

@@ -31,7 +31,7 @@ COMMANDS = {
     "plan": Command("plan", "plan", "Show exactly what would run, with every value resolved and where it came from."),
     "run": Command("run", "run_alias", "Same as `run-job`."),
     "run-job": Command("run", "run_job", "Run a job (or pipeline) by name or file: stream its items through its prompts to its output."),
-    "runs": Command("runs", "runs_command", "List the recent runs of JOB (or of every job): status, duration, items, tokens and cost."),
+    "runs": Command("runs", "runs_command", "List the recent runs of JOB (or of every job): status, duration, items, tokens and cost; or show RUN_ID."),
     "schema": Command("check", "schema", "Print or write Sleipnir's JSON Schemas (draft-07), for editors and other tools."),
     "serve": Command("serve", "serve_command", "Run every job and pipeline of WORKSPACE that has a schedule or triggers, until SIGTERM or Ctrl-C."),
     "trigger": Command("serve", "trigger_command", "Start one run of JOB by hand, the way `serve` starts a triggered run: its `conditions` are checked first."),
