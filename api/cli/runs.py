@@ -25,13 +25,13 @@ from rich.table import Table
 
 from ..compiler.documents import MANIFEST_NAMES
 from ..compiler.workspace import display_path, find_root
-from ..runtime.engine.history import READ_ERRORS, History, ItemResult
+from ..runtime.engine.history import READ_ERRORS, History, ItemResult, duration_text
 from ..runtime.engine.job import DEFAULT_STATE
 from ..runtime.engine.ledger import RunRecord
 from ..runtime.io.dbconn import DatabaseError, DatabaseURL, mask_secrets, mask_url, parse_database_url
 from .console import cost_of
 
-__all__ = ["LedgerProblem", "open_history", "run_data", "run_detail", "runs_command", "workspace_root"]
+__all__ = ["LedgerProblem", "ledger_database", "open_history", "run_data", "run_detail", "runs_command", "workspace_root"]
 
 EXIT_PROBLEMS = 1
 FIRST_OUTPUTS = 5
@@ -61,7 +61,7 @@ def runs_command(name: str | None, limit: int, as_json: bool, workspace: Path | 
     try:
         with open_history(root) as history:
             if history is None:
-                where = display_path(_database(_state_url(root), root).path or Path(DEFAULT_STATE))
+                where = display_path(ledger_database(root).path or Path(DEFAULT_STATE))
                 if as_json:
                     click.echo("[]")
                 click.echo(f"no runs yet: there is no run ledger at {where} (the first run makes it)", err=as_json)
@@ -91,6 +91,12 @@ def workspace_root(workspace: Path | None) -> Path:
     """The workspace around `workspace` (or the current folder), or that folder when none is around it."""
     start = workspace if workspace is not None else Path.cwd()
     return find_root(start.absolute()) or start.absolute()
+
+
+def ledger_database(root: Path) -> DatabaseURL:
+    """Where the workspace's run ledger is (`state:` in its manifest, else the default); a `LedgerProblem` when
+    the manifest cannot be read or names no usable store."""
+    return _database(_state_url(root), root)
 
 
 @contextmanager
@@ -160,7 +166,7 @@ def _detail_text(detail: dict[str, Any]) -> str:
         f"run {detail['run_id']} of {detail['job']}: {detail['status']}",
         f"  plan      {detail['plan_id']}",
         f"  started   {detail['started_at'].replace('T', ' ')[:19]}   finished {finished}   "
-        f"took {_duration(detail['duration_seconds'])}",
+        f"took {duration_text(detail['duration_seconds'])}",
         f"  items     {detail['items_succeeded']:,} ok, {detail['items_skipped']:,} skipped, "
         f"{detail['items_failed']:,} failed, {detail['retries']:,} retries",
         f"  tokens    {detail['prompt_tokens']:,} prompt + {detail['completion_tokens']:,} completion   cost {cost}",
@@ -270,7 +276,7 @@ def _print_table(data: list[dict[str, Any]]) -> None:
             run["job"],
             f"[{style}]{run['status']}[/]",
             run["started_at"].replace("T", " ")[:19],
-            _duration(run["duration_seconds"]),
+            duration_text(run["duration_seconds"]),
             f"{run['items_succeeded']:,}",
             f"{run['items_skipped']:,}",
             f"{run['items_failed']:,}",
@@ -278,18 +284,6 @@ def _print_table(data: list[dict[str, Any]]) -> None:
             "unknown" if run["cost"] is None else f"${run['cost']:,.4f}",
         )
     console.print(table)
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.2f}s"
-    minutes, second = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m {second:02d}s"
-    hours, minute = divmod(minutes, 60)
-    return f"{hours}h {minute:02d}m"
 
 
 def _local(timestamp: float) -> str:

@@ -19,7 +19,7 @@ import psycopg
 from ..io.dbconn import DatabaseURL, connect_postgresql, connect_sqlite
 from .ledger import RunRecord, run_record
 
-__all__ = ["READ_ERRORS", "History", "ItemResult"]
+__all__ = ["READ_ERRORS", "History", "ItemResult", "duration_text"]
 
 READ_ERRORS = (sqlite3.Error, psycopg.Error)
 """What a read may raise besides `DatabaseError` (a store another version wrote, a server gone)."""
@@ -145,3 +145,16 @@ def _item(row: tuple[Any, ...]) -> ItemResult:
         input=None if given is None else json.loads(given),
         output=None if output is None else json.loads(output),
     )
+
+
+def duration_text(seconds: float | None) -> str:
+    """A run's duration for people: `0.42s`, `3m 05s`, `2h 07m`; `-` when unknown."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    minutes, second = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {second:02d}s"
+    hours, minute = divmod(minutes, 60)
+    return f"{hours}h {minute:02d}m"
