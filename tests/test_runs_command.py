@@ -22,8 +22,10 @@ from test_sources import postgres_url
 
 from sleipnir import JobExecutor
 from sleipnir.cli.runs import runs_command
+from sleipnir.runtime.engine.history import History
 from sleipnir.runtime.engine.job import RunResult
 from sleipnir.runtime.engine.ledger import Ledger
+from sleipnir.runtime.io.dbconn import parse_database_url
 
 __all__ = ["history_workspace", "mock_job", "postgres_url", "run_job"]
 
@@ -179,6 +181,7 @@ def pg_job(postgres_url: str) -> Iterator[str]:
     yield name
     with psycopg.connect(postgres_url, autocommit=True) as connection:
         plans = connection.execute("SELECT plan_id FROM sleipnir_runs WHERE job = %s", [name]).fetchall()
+        connection.execute("DELETE FROM sleipnir_results WHERE run_id IN (SELECT run_id FROM sleipnir_runs WHERE job = %s)", [name])
         connection.execute("DELETE FROM sleipnir_items WHERE plan_id = ANY(%s)", [[p for (p,) in plans]])
         connection.execute("DELETE FROM sleipnir_runs WHERE job = %s", [name])
 
@@ -190,6 +193,15 @@ def test_a_postgresql_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, po
     data = json.loads(runs(pg_job, "--json").stdout)
     assert [(run["run_id"], run["status"], run["items_succeeded"]) for run in data] == [(result.run_id, "succeeded", 2)]
     assert pg_job in runs(pg_job).stdout
+    detail = json.loads(runs(result.run_id, "--json").stdout)
+    assert detail["items"] == {"succeeded": 2} and [o["key"] for o in detail["outputs"]] == ["r1", "r2"]
+    history = History(parse_database_url(postgres_url, root=str(ws)))
+    try:
+        assert [item.key for item in history.items(result.run_id, search="AWFUL")] == ["r2"]
+        assert history.items(result.run_id, search="100%") == []
+        assert [item.key for item in history.items(result.run_id, status="succeeded", limit=1, offset=1)] == ["r2"]
+    finally:
+        history.close()
 
 
 def test_a_run_that_never_finished_shows_as_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

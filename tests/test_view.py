@@ -209,3 +209,17 @@ def test_serve_answers_slash_with_the_viewer(tmp_path: Path) -> None:
         page = serve.http.get(f"/runs/{run_id}")
         assert page.status_code == 200 and "via a webhook" in text_of(page.text)
         assert serve.stop() == 0
+
+
+def test_view_refuses_a_bad_state_and_a_taken_port_in_one_line(tmp_path: Path) -> None:
+    bad = history_workspace(tmp_path / "bad", {"alpha": mock_job("alpha")}, manifest="name: bad\nstate: 5\n")
+    done = subprocess.run([sys.executable, "-m", "sleipnir", "view"], cwd=bad, env=process_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stderr == "error: sleipnir.yaml:2:8: `state` must be a path or a PostgreSQL URL\n"
+    ws = history_workspace(tmp_path / "ws", {"alpha": mock_job("alpha")})
+    with viewing(ws, tmp_path / "logs") as (_, url):
+        port = url.rsplit(":", 1)[1]
+        taken = subprocess.run(
+            [sys.executable, "-m", "sleipnir", "view", "--port", port], cwd=ws, env=process_env(), capture_output=True, text=True, timeout=120
+        )
+        assert taken.returncode == 1 and taken.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}: "), taken.stderr
+        assert "Traceback" not in taken.stderr
