@@ -20,7 +20,10 @@ from test_run_process import make_workspace, process_env
 from test_runs_command import history_workspace, mock_job, run_job
 from test_serve import serving, wait_for
 
+from sleipnir.runtime.engine.history import History
 from sleipnir.runtime.engine.job import RunResult
+from sleipnir.runtime.io.dbconn import parse_database_url
+from sleipnir.runtime.serve import view
 
 SCRIPT = "<script>alert('x')</script>"
 SKIPPING = """\
@@ -223,3 +226,22 @@ def test_view_refuses_a_bad_state_and_a_taken_port_in_one_line(tmp_path: Path) -
         )
         assert taken.returncode == 1 and taken.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}: "), taken.stderr
         assert "Traceback" not in taken.stderr
+
+
+def test_compare_reads_both_runs_a_window_at_a_time(viewed: Viewed, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows of 2 keys give the pairs one window of 500 gives, changed or all, whatever the page size."""
+    history = History(parse_database_url(".sleipnir/state.db", root=str(viewed.ws)))
+    try:
+        ids = viewed.before.run_id, viewed.after.run_id
+
+        def pairs(changed_only: bool, wanted: int) -> list[tuple[str, bool]]:
+            rows = view._pairs(history, *ids, changed_only=changed_only, wanted=wanted)
+            return [(row["key"], row["changed"]) for row in rows]
+
+        whole = pairs(False, 100)
+        assert whole == [("k1", False), ("k2", False), ("k3", True), ("row 3", False)]
+        monkeypatch.setattr(view, "_WINDOW", 2)
+        assert pairs(False, 100) == whole and pairs(True, 100) == [("k3", True)]
+        assert pairs(False, 2) == whole[:2]
+    finally:
+        history.close()

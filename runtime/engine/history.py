@@ -103,13 +103,24 @@ class History:
         return {str(status): int(count) for status, count in rows}
 
     def items(
-        self, run_id: str, *, status: str | None = None, search: str | None = None, limit: int = 100, offset: int = 0
+        self,
+        run_id: str,
+        *,
+        status: str | None = None,
+        search: str | None = None,
+        after: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
     ) -> list[ItemResult]:
-        """The run's items in key order: of one status, and holding `search` (case-insensitive) in the key, the
-        input, the output or the error."""
+        """The run's items in key order (of code points, as Python orders strings): of one status, holding `search`
+        (case-insensitive) in the key, the input, the output or the error, and with keys after `after`."""
         if not self._has_results:
             return []
+        key = 'item_key COLLATE "C"' if self._postgres else "item_key"
         where, args = ["run_id = ?"], [run_id]
+        if after is not None:
+            where.append(f"{key} > ?")
+            args.append(after)
         if status:
             where.append("status = ?")
             args.append(status)
@@ -118,21 +129,8 @@ class History:
             pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             where.append("(" + " OR ".join(f"{c} {like} ? ESCAPE '\\'" for c in ("item_key", "input", "output", "error")) + ")")
             args.extend([pattern] * 4)
-        sql = f"SELECT {_ITEM_COLUMNS} FROM sleipnir_results WHERE {' AND '.join(where)} ORDER BY item_key LIMIT ? OFFSET ?"
+        sql = f"SELECT {_ITEM_COLUMNS} FROM sleipnir_results WHERE {' AND '.join(where)} ORDER BY {key} LIMIT ? OFFSET ?"
         return [_item(row) for row in self._rows(sql, [*args, limit, offset])]
-
-    def items_of(self, run_id: str, keys: list[str]) -> dict[str, ItemResult]:
-        """The run's items with these keys."""
-        if not self._has_results or not keys:
-            return {}
-        found: dict[str, ItemResult] = {}
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            sql = f"SELECT {_ITEM_COLUMNS} FROM sleipnir_results WHERE run_id = ? AND item_key IN ({marks})"
-            for row in self._rows(sql, [run_id, *chunk]):
-                found[str(row[0])] = _item(row)
-        return found
 
 
 def _item(row: tuple[Any, ...]) -> ItemResult:

@@ -31,6 +31,8 @@ PAGE_SIZE = 100
 RUNS_SHOWN = 200
 """Runs the list shows."""
 STATUSES = ("succeeded", "skipped", "failed")
+_WINDOW = 500
+"""Items of each run `compare` reads at a time."""
 _HTML = "text/html"
 
 
@@ -137,26 +139,15 @@ class Viewer:
         changed_only = request.query.get("changed") == "1"
         page = _page_number(request)
         offset = (page - 1) * PAGE_SIZE
-        # The page's keys: those of either run, in key order.
-        left = history.items(before.run_id, limit=offset + PAGE_SIZE + 1)
-        right = history.items(after.run_id, limit=offset + PAGE_SIZE + 1)
-        keys = sorted({i.key for i in left} | {i.key for i in right})
-        olds = history.items_of(before.run_id, keys)
-        news = history.items_of(after.run_id, keys)
-        pairs = [(key, olds.get(key), news.get(key)) for key in keys]
-        rows = [
-            {"key": key, "before": old, "after": new, "changed": _changed(old, new)}
-            for key, old, new in pairs
-        ]
-        if changed_only:
-            rows = [row for row in rows if row["changed"]]
+        rows = _pairs(history, before.run_id, after.run_id, changed_only=changed_only, wanted=offset + PAGE_SIZE + 1)
+        shown = rows[offset : offset + PAGE_SIZE]
         values = {
             "title": f"compare {before.run_id} and {after.run_id}",
             "before": before,
             "after": after,
-            "rows": rows[offset : offset + PAGE_SIZE],
+            "rows": shown,
             "more": len(rows) > offset + PAGE_SIZE,
-            "changed": sum(1 for row in rows if row["changed"]),
+            "changed": sum(1 for row in shown if row["changed"]),
             "changed_only": changed_only,
             "page": page,
         }
@@ -191,6 +182,29 @@ def _page_number(request: web.Request) -> int:
         return max(1, int(request.query.get("page", "1")))
     except ValueError:
         return 1
+
+
+def _pairs(history: History, before: str, after: str, *, changed_only: bool, wanted: int) -> list[dict[str, Any]]:
+    """The two runs' items side by side in key order, until `wanted` rows (only the changed ones with
+    `changed_only`): both runs are read a window of keys at a time."""
+    rows: list[dict[str, Any]] = []
+    last: str | None = None
+    while len(rows) < wanted:
+        left = history.items(before, after=last, limit=_WINDOW)
+        right = history.items(after, after=last, limit=_WINDOW)
+        # Keys up to the smaller last key of a full window are complete on both sides.
+        bound = min((side[-1].key for side in (left, right) if len(side) == _WINDOW), default=None)
+        olds = {i.key: i for i in left if bound is None or i.key <= bound}
+        news = {i.key: i for i in right if bound is None or i.key <= bound}
+        for key in sorted(olds.keys() | news.keys()):
+            old, new = olds.get(key), news.get(key)
+            changed = _changed(old, new)
+            if changed or not changed_only:
+                rows.append({"key": key, "before": old, "after": new, "changed": changed})
+        if bound is None:
+            break
+        last = bound
+    return rows
 
 
 def _changed(old: ItemResult | None, new: ItemResult | None) -> bool:
