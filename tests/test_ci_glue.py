@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,7 @@ job:
 
 
 def check(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["sleipnir", "check", *args], cwd=cwd, capture_output=True, text=True, check=False)
+    return subprocess.run([sys.executable, "-m", "sleipnir", "check", *args], cwd=cwd, capture_output=True, text=True, check=False)
 
 
 def anchors() -> set[str]:
