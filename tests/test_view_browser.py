@@ -1,6 +1,7 @@
 """The results viewer in a real browser: headless Chromium (Debian's `chromium`, which scripts/test installs)
-reads the pages `sleipnir view` serves after a real `sleipnir run-job` on the offline `mock` model, and follows
-their links as a user would: the runs list, one run, its skipped items.
+reads the pages `sleipnir view` serves after a real `sleipnir run-job` against the loopback LLM server
+(tests/llm_server.py) with one injected failure, and follows their links as a user would: the runs list, one
+run, its skipped items.
 
 Chromium's `--dump-dom` prints the DOM after the page loaded. Without Chromium the test is skipped, except under
 `CI=true`, where a missing browser fails.
@@ -9,6 +10,7 @@ Chromium's `--dump-dom` prints the DOM after the page loaded. Without Chromium t
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
 import shutil
@@ -17,9 +19,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_run_process import process_env
-from test_runs_command import history_workspace, mock_job
-from test_view import SKIPPING, viewing
+from llm_server import LLMServer
+from test_run_process import make_workspace, process_env, scoring_job
+from test_view import viewing
 
 CHROMIUM_FLAGS = (
     "--headless",
@@ -67,14 +69,25 @@ def link(dom: str, text: str) -> str:
 
 def test_chromium_lists_the_runs_opens_one_and_reads_an_output_and_a_failure(tmp_path: Path) -> None:
     browser = chromium()
-    ws = history_workspace(tmp_path / "ws", {"reviews": mock_job("reviews", SKIPPING)})
-    (ws / "data" / "reviews.jsonl").write_text(
-        '{"id": "a1", "text": "arrived early, works well"}\n{"id": "a2", "text": "broken <b>twice</b>"}\nnot json\n',
-        encoding="utf-8",
-    )
-    ran = subprocess.run(
-        [sys.executable, "-m", "sleipnir", "run-job", "reviews", "--json"], cwd=ws, env=process_env(), capture_output=True, text=True
-    )
+    job = scoring_job("reviews", concurrency=1, extra="error_handling:\n  on_prompt_failure:\n    strategy: skip\n")
+    ws = make_workspace(tmp_path / "ws", {"jobs/reviews.yaml": job})
+    rows = [
+        {"id": "a1", "text": "the model refuses this one"},
+        {"id": "a2", "text": "arrived early, works well"},
+        {"id": "a3", "text": "broken <b>twice</b>"},
+    ]
+    (ws / "data").mkdir()
+    (ws / "data" / "items.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    with LLMServer() as server:
+        server.add_faults({"kind": "400", "message": "this request was refused by the content policy"})
+        ran = subprocess.run(
+            [sys.executable, "-m", "sleipnir", "run-job", "reviews", "--json"],
+            cwd=ws,
+            env=process_env(server),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     assert ran.returncode == 0, ran.stderr
     run_id = re.search(r'"run_id": "([0-9a-f]+)"', ran.stdout)
     assert run_id is not None
@@ -86,12 +99,28 @@ def test_chromium_lists_the_runs_opens_one_and_reads_an_output_and_a_failure(tmp
 
         run = dump_dom(browser, page, tmp_path / "profile-2")
         assert f"<h1>run {run_id.group(1)}</h1>" in run
-        outputs = [html.unescape(o) for o in re.findall(r'<pre class="output">(.*?)</pre>', run, re.S)]
-        assert any('"rationale": "arrived early, works well"' in o for o in outputs), outputs
+        outputs = {
+            key: json.loads(html.unescape(output))
+            for key, output in re.findall(r'<tr class="item" data-key="([^"]+)">(?:(?!</tr>).)*?<pre class="output">(.*?)</pre>', run, re.S)
+        }
+        written = {row["id"]: row for row in map(json.loads, (ws / "out" / "scores.jsonl").read_text().splitlines())}
+        assert set(outputs) == {"a2", "a3"} and outputs["a2"] == {"scorer": written["a2"]["scorer"]}, outputs
+        inputs = [html.unescape(i) for i in re.findall(r"<td><pre>(.*?)</pre></td>", run, re.S)]
         # An input's markup is shown as text: the browser made no <b> element of it.
-        assert any('"rationale": "broken <b>twice</b>"' in o for o in outputs) and "<b>twice</b>" not in run
+        assert any('"text": "broken <b>twice</b>"' in i for i in inputs) and "<b>twice</b>" not in run
         errors = [html.unescape(e) for e in re.findall(r'<pre class="error">(.*?)</pre>', run, re.S)]
-        assert errors == ["data/reviews.jsonl:3: invalid JSON: Expecting value at column 1"]
+        assert len(errors) == 1 and "this request was refused by the content policy" in errors[0], errors
 
         skipped = dump_dom(browser, url + link(run, "skipped (1)"), tmp_path / "profile-3")
-        assert re.findall(r'<tr class="item" data-key="([^"]+)">', skipped) == ["row 2"]
+        assert re.findall(r'<tr class="item" data-key="([^"]+)">', skipped) == ["a1"]
+
+
+def test_without_chromium_ci_fails_and_elsewhere_skips(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="Chromium is not installed"):
+        chromium()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        chromium()
