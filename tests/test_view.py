@@ -115,6 +115,9 @@ def test_a_run_shows_inputs_outputs_and_errors_escaped(viewed: Viewed) -> None:
     assert "<script>" not in page.text
     assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in page.text
     assert SCRIPT in shown
+    k2 = page.text.split('data-key="k2"')[1].split("</tr>")[0]
+    output = k2.split('<pre class="output">')[1].split("</pre>")[0]
+    assert "&lt;script&gt;" in output and '"rationale": "awful ' + SCRIPT in html.unescape(output)
 
 
 def test_items_filter_by_status_and_search(viewed: Viewed) -> None:
