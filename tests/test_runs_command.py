@@ -22,8 +22,10 @@ from test_sources import postgres_url
 
 from sleipnir import JobExecutor
 from sleipnir.cli.runs import runs_command
+from sleipnir.runtime.engine.history import History
 from sleipnir.runtime.engine.job import RunResult
 from sleipnir.runtime.engine.ledger import Ledger
+from sleipnir.runtime.io.dbconn import parse_database_url
 
 __all__ = ["history_workspace", "mock_job", "postgres_url", "run_job"]
 
@@ -133,9 +135,9 @@ def test_job_filter_and_limit(history: tuple[Path, list[RunResult]]) -> None:
     assert "beta" in table and "alpha" not in table
     newest = json.loads(runs("alpha", "--limit", "1", "--json").stdout)
     assert [run["run_id"] for run in newest] == [results[2].run_id]
-    unknown = runs("gamma")
-    assert unknown.exit_code == 0 and "no runs of `gamma` yet" in unknown.stdout
-    assert runs("gamma", "--json").stdout.strip() == "[]"
+    unknown = runs("alpah")
+    assert unknown.exit_code == 1 and "no job with runs and no run named `alpah`; did you mean `alpha`?" in unknown.stderr
+    assert runs("gamma", "--json").exit_code == 1
     assert runs("--limit", "0").exit_code == 2
 
 
@@ -179,6 +181,7 @@ def pg_job(postgres_url: str) -> Iterator[str]:
     yield name
     with psycopg.connect(postgres_url, autocommit=True) as connection:
         plans = connection.execute("SELECT plan_id FROM sleipnir_runs WHERE job = %s", [name]).fetchall()
+        connection.execute("DELETE FROM sleipnir_results WHERE run_id IN (SELECT run_id FROM sleipnir_runs WHERE job = %s)", [name])
         connection.execute("DELETE FROM sleipnir_items WHERE plan_id = ANY(%s)", [[p for (p,) in plans]])
         connection.execute("DELETE FROM sleipnir_runs WHERE job = %s", [name])
 
@@ -190,6 +193,15 @@ def test_a_postgresql_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, po
     data = json.loads(runs(pg_job, "--json").stdout)
     assert [(run["run_id"], run["status"], run["items_succeeded"]) for run in data] == [(result.run_id, "succeeded", 2)]
     assert pg_job in runs(pg_job).stdout
+    detail = json.loads(runs(result.run_id, "--json").stdout)
+    assert detail["items"] == {"succeeded": 2} and [o["key"] for o in detail["outputs"]] == ["r1", "r2"]
+    history = History(parse_database_url(postgres_url, root=str(ws)))
+    try:
+        assert [item.key for item in history.items(result.run_id, search="AWFUL")] == ["r2"]
+        assert history.items(result.run_id, search="100%") == []
+        assert [item.key for item in history.items(result.run_id, status="succeeded", limit=1, offset=1)] == ["r2"]
+    finally:
+        history.close()
 
 
 def test_a_run_that_never_finished_shows_as_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -231,3 +243,47 @@ def test_an_unreadable_ledger_is_an_error(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.chdir(ws)
     shown = runs()
     assert shown.exit_code == 1 and shown.stderr.startswith("error: cannot open the run ledger .sleipnir/state.db")
+
+
+SKIPPING = """\
+error_handling:
+  on_input_error:
+    strategy: skip
+"""
+
+
+def test_a_run_id_shows_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run made by `run-job` is found by its id (or the start of it): its plan, counts, cost, every failure with
+    its reason, and its first outputs."""
+    ws = history_workspace(tmp_path / "ws", {"gamma": mock_job("gamma", SKIPPING)})
+    (ws / "data" / "gamma.jsonl").write_text('{"id": "g1", "text": "fine"}\nnot json\n', encoding="utf-8")
+    monkeypatch.chdir(ws)
+    result = run_job(ws, "gamma")
+    assert result.status == "succeeded"
+    shown = runs(result.run_id)
+    assert shown.exit_code == 0, shown.output
+    text = shown.stdout
+    assert f"run {result.run_id} of gamma: succeeded" in text
+    assert result.plan_id in text and "1 ok, 1 skipped, 0 failed" in text and "cost $" in text
+    assert "row 1  skipped: data/gamma.jsonl:2: invalid JSON" in text
+    assert "g1  {" in text and "classifier" in text.split("outputs:")[1]
+    detail = json.loads(runs(result.run_id[:8], "--json").stdout)
+    assert detail["run_id"] == result.run_id and detail["items"] == {"succeeded": 1, "skipped": 1}
+    assert detail["failures"] == [
+        {"key": "row 1", "status": "skipped", "attempts": 0, "error": "data/gamma.jsonl:2: invalid JSON: Expecting value at column 1"}
+    ]
+    [output] = detail["outputs"]
+    assert output["key"] == "g1" and set(output["output"]) == {"classifier"}
+    typo = runs(result.run_id[:-1] + "x")
+    assert typo.exit_code == 1 and f"did you mean `{result.run_id}`?" in typo.stderr
+
+
+def test_reading_history_never_writes_the_store(history: tuple[Path, list[RunResult]]) -> None:
+    ws, results = history
+    state = ws / ".sleipnir" / "state.db"
+    state.chmod(0o444)
+    try:
+        assert runs(results[0].run_id).exit_code == 0
+        assert runs().exit_code == 0
+    finally:
+        state.chmod(0o644)

@@ -4,7 +4,7 @@ Commands load what they use: `COMMANDS` maps each command to the module that def
 imported only when its command runs (as pip's `commands/__init__.py` does), so `sleipnir --help` and
 `sleipnir check` never import the runtime, an HTTP stack or a database driver. One module per family:
 `check.py` (check, schema), `plan.py` (plan, create-job-from-template), `run.py` (run-job, run),
-`serve.py` (serve, trigger), `runs.py` (runs), `init.py` (init).
+`serve.py` (serve, trigger), `runs.py` (runs), `view.py` (view), `init.py` (init).
 """
 
 from __future__ import annotations
@@ -32,10 +32,11 @@ COMMANDS = {
     "plan": Command("plan", "plan", "Show exactly what would run, with every value resolved and where it came from."),
     "run": Command("run", "run_alias", "Same as `run-job`."),
     "run-job": Command("run", "run_job", "Run a job (or pipeline) by name or file: stream its items through its prompts to its output."),
-    "runs": Command("runs", "runs_command", "List the recent runs of JOB (or of every job): status, duration, items, tokens and cost."),
+    "runs": Command("runs", "runs_command", "List the recent runs of JOB (or of every job): status, duration, items, tokens and cost; or show RUN_ID."),
     "schema": Command("check", "schema", "Print or write Sleipnir's JSON Schemas (draft-07), for editors and other tools."),
     "serve": Command("serve", "serve_command", "Run every job and pipeline of WORKSPACE that has a schedule or triggers, until SIGTERM or Ctrl-C."),
     "trigger": Command("serve", "trigger_command", "Start one run of JOB by hand, the way `serve` starts a triggered run: its `conditions` are checked first."),
+    "view": Command("view", "view_command", "Browse the runs in a web page: each run's items, their inputs, outputs and errors, and two runs compared."),
 }
 
 

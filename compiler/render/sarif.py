@@ -1,7 +1,8 @@
 """`--format sarif`: a SARIF 2.1.0 log, for code-scanning tools such as GitHub's.
 
-One run; the driver lists every registered code as a rule (in registry order, so `ruleIndex` is stable), and
-each diagnostic becomes a result with its primary location and its secondary labels as related locations.
+One run; the driver lists every registered code as a rule (in registry order, so `ruleIndex` is stable), each with
+a `helpUri` to its row in spec/diagnostics.md (an anchor named after the code) and a full description; each
+diagnostic becomes a result with its primary location and its secondary labels as related locations.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ SOURCE_ROOT = "%SRCROOT%"
 """The base of relative artifact URIs: the folder `sleipnir check` ran in."""
 
 _LEVELS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.NOTE: "note"}
+_ARTICLE = {Severity.ERROR: "an", Severity.WARNING: "a", Severity.NOTE: "a"}
 _RULE_INDEX = {name: index for index, name in enumerate(CODES)}
 
 
@@ -64,8 +66,23 @@ def _rule(name: str) -> dict[str, Any]:
     return {
         "id": name,
         "shortDescription": {"text": code.summary},
+        "fullDescription": {"text": full_description(name)},
+        "helpUri": help_uri(name),
         "defaultConfiguration": {"level": _LEVELS[code.severity]},
     }
+
+
+def help_uri(name: str) -> str:
+    """Where code `name` is explained: its anchor in spec/diagnostics.md."""
+    return f"{INFORMATION_URI}#{name}"
+
+
+def full_description(name: str) -> str:
+    code = CODES[name]
+    return (
+        f"{code.summary} Sleipnir reports `{name}` as {_ARTICLE[code.severity]} {_LEVELS[code.severity]} by default "
+        "(`check --strict` fails on warnings too); each report names the place and, where it can, a fix."
+    )
 
 
 def _result(diagnostic: Diagnostic) -> dict[str, Any]:

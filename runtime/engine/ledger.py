@@ -8,7 +8,9 @@ redoes what changed.
   that got it (`record_answers`, grouped by the run into few transactions): a run that was killed re-calls only
   the calls that were in flight, and a rerun re-calls only the prompts whose requests changed.
 - The work of each call (`work`, `set_work`) is kept per scope, so a rerun can name the prompts that changed.
-- Runs are recorded too, for `sleipnir runs`; `lock` keeps two runs of one scope apart.
+- Runs are recorded too, for `sleipnir runs`; `lock` keeps two runs of one scope apart. Each run's items are
+  kept by run (`sleipnir_results`: input, output or error), for `sleipnir runs RUN_ID` and `sleipnir view`
+  (`history.py` reads them), so two runs of one job can be compared item by item.
 
 Raises `dbconn.DatabaseError` (its message safe to print) when the store cannot be opened. The store is SQLite
 under `.sleipnir/` by default (WAL, synchronous commits) and PostgreSQL when `sleipnir.yaml`
@@ -53,6 +55,9 @@ _SCHEMA = (
         plan_id TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, taken_at DOUBLE PRECISION NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS sleipnir_work (
         plan_id TEXT NOT NULL, call_id TEXT NOT NULL, fingerprint TEXT NOT NULL, PRIMARY KEY (plan_id, call_id))""",
+    """CREATE TABLE IF NOT EXISTS sleipnir_results (
+        run_id TEXT NOT NULL, item_key TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL, error TEXT,
+        input TEXT, output TEXT, recorded_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (run_id, item_key))""",
 )
 _ADDED_COLUMNS = (("sleipnir_items", "fingerprint", "TEXT"),)
 """Columns added since the first release, added to an older store when it is opened."""
@@ -72,6 +77,10 @@ class Outcome:
     """Kept only for items a later `reduce` or `fan_in` needs after a resume."""
     fingerprint: str | None = None
     """The work that made the outcome (see `Ledger`): a rerun redoes the item when it differs."""
+    input: Any = None
+    """The item's input row, kept with the run's results."""
+    result: Any = None
+    """What the item's calls made (call name -> output), kept with the run's results."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -199,6 +208,7 @@ class Ledger:
     def record(self, plan_id: str, run_id: str, outcomes: Iterable[Outcome]) -> None:
         """Record outcomes in one transaction (an upsert: the newest outcome of an item wins)."""
         now = time.time()
+        outcomes = list(outcomes)
         rows = [
             (
                 plan_id,
@@ -221,8 +231,19 @@ class Ledger:
             "status = excluded.status, attempts = excluded.attempts, error = excluded.error, output = excluded.output, "
             "run_id = excluded.run_id, updated_at = excluded.updated_at, fingerprint = excluded.fingerprint"
         )
+        results = [
+            (run_id, o.key, o.status, o.attempts, row[4], _json(o.input), _json(o.result), now)
+            for o, row in zip(outcomes, rows, strict=True)
+        ]
+        kept = self._sql(
+            "INSERT INTO sleipnir_results (run_id, item_key, status, attempts, error, input, output, recorded_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, item_key) DO UPDATE SET status = excluded.status, "
+            "attempts = excluded.attempts, error = excluded.error, input = excluded.input, output = excluded.output, "
+            "recorded_at = excluded.recorded_at"
+        )
         with self._transaction() as cursor:
             cursor.executemany(sql, rows)
+            cursor.executemany(kept, results)
 
     def has_items(self, plan_id: str) -> bool:
         with self._transaction() as cursor:
@@ -331,18 +352,7 @@ class Ledger:
                 [*args, limit],
             )
             rows = cursor.fetchall()
-        return [
-            RunRecord(
-                run_id=r[0],
-                plan_id=r[1],
-                job=r[2],
-                started_at=float(r[3]),
-                finished_at=None if r[4] is None else float(r[4]),
-                status=r[5],
-                summary=json.loads(r[6]) if r[6] else {},
-            )
-            for r in rows
-        ]
+        return [run_record(r) for r in rows]
 
 
 class _Transaction:
@@ -378,6 +388,23 @@ class _Transaction:
             self.cursor.close()
         finally:
             ledger._lock.release()
+
+
+def run_record(r: Sequence[Any]) -> RunRecord:
+    """A `sleipnir_runs` row (run_id, plan_id, job, started_at, finished_at, status, summary) as a record."""
+    return RunRecord(
+        run_id=str(r[0]),
+        plan_id=str(r[1]),
+        job=str(r[2]),
+        started_at=float(r[3]),
+        finished_at=None if r[4] is None else float(r[4]),
+        status=str(r[5]),
+        summary=json.loads(r[6]) if r[6] else {},
+    )
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else mask_passwords(json.dumps(value, ensure_ascii=False, default=str))
 
 
 def _alive(host: str, pid: int, here: str) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..io import Row, SinkError
@@ -86,7 +86,7 @@ class Writer:
         """An item done; with `commit`, it is acknowledged (counted) when its answers are committed."""
         run = self.run
         if run.shape.collecting:
-            batch.outcomes.append(Outcome(key=item.key, status=DONE, attempts=max(1, attempts), output={"row": item.row, "outputs": outputs}, fingerprint=item.fingerprint))
+            batch.outcomes.append(Outcome(key=item.key, status=DONE, attempts=max(1, attempts), output={"row": item.row, "outputs": outputs}, fingerprint=item.fingerprint, input=item.row, result=outputs))
         else:
             key_field = run.key_field
             row = {key_field: item.row.get(key_field, item.key) if key_field != "row" else item.index}
@@ -95,7 +95,7 @@ class Writer:
                     row[name] = item.row[name]
             row.update(outputs)
             batch.rows.append((item.index, row))
-            batch.outcomes.append(Outcome(key=item.key, status=DONE, attempts=max(1, attempts), fingerprint=item.fingerprint))
+            batch.outcomes.append(Outcome(key=item.key, status=DONE, attempts=max(1, attempts), fingerprint=item.fingerprint, input=item.row, result=outputs))
             if run.options.keep_outputs:
                 run.result.outputs.append(row)
         if commit is None or commit.done():
@@ -124,10 +124,10 @@ class Writer:
             run.alert(stage, item.key, message)
         if strategy in SKIPPING:
             batch.dead.append({"key": item.key, "stage": stage, "input": item.row, "error": message, "attempts": attempts})
-            batch.outcomes.append(Outcome(key=item.key, status=SKIPPED, attempts=attempts, error=message, fingerprint=item.fingerprint))
+            batch.outcomes.append(Outcome(key=item.key, status=SKIPPED, attempts=attempts, error=message, fingerprint=item.fingerprint, input=item.row))
             run.progress.skipped += 1
             return
-        batch.outcomes.append(Outcome(key=item.key, status=FAILED, attempts=attempts, error=message, fingerprint=item.fingerprint))
+        batch.outcomes.append(Outcome(key=item.key, status=FAILED, attempts=attempts, error=message, fingerprint=item.fingerprint, input=item.row))
         run.progress.failed += 1
         run.stop("failed", f"item {item.key} failed ({stage}): {message}")
 
@@ -220,7 +220,7 @@ class Writer:
             run.progress.skipped += len(rows)
             run.progress.dead_lettered += len(rows)
             return [
-                Outcome(key=o.key, status=SKIPPED, error=message, fingerprint=o.fingerprint) if o.key in keys else o
+                replace(o, status=SKIPPED, attempts=1, error=message, output=None, result=None) if o.key in keys else o
                 for o in outcomes
             ]
         run.progress.failed += len(rows)

@@ -1,6 +1,7 @@
 """The HTTP side of `serve` (aiohttp): webhook POSTs (rate-limited, authenticated, size-limited, JSON-checked;
 the body is the run's input), `/metrics` (Prometheus text, behind a bearer token when `SLEIPNIR_METRICS_TOKEN` is
-set) and `/healthz`. The limits are in spec/operations.md."""
+set), `/healthz`, and the results viewer's pages (`view.py`: `/`, `/runs/...`, `/compare`; GET only, so a webhook
+may still take any path). The limits are in spec/operations.md."""
 
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ..engine.job import JobRun
+from ..io.dbconn import DatabaseError, parse_database_url
 from .jobs import ServedJob, error_response, log_event
 from .triggers import WebhookBodyError, verify, webhook_rows, write_incoming
+from .view import Viewer, pricing
 
 BODY_LIMIT = 1 << 20
 """The largest webhook body taken (1 MiB); a larger one gets 413."""
@@ -67,6 +70,12 @@ class HttpApp:
         app = web.Application(client_max_size=self.service.body_limit)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
+        try:
+            database = parse_database_url(self.service.state_url(), root=self.service.root)
+        except DatabaseError as error:
+            log_event("config", f"no results viewer: the run ledger: {error}", level=logging.WARNING)
+        else:
+            Viewer(database, cost=pricing(self.service.cost, self.service.root)).add_routes(app)
         app.router.add_post("/{path:.*}", self._webhook)
         self.service.http_runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
         await self.service.http_runner.setup()

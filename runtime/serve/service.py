@@ -252,9 +252,13 @@ class Service:
         task.add_done_callback(log_crash)
         return task
 
-    def _open_state(self) -> TriggerState:
+    def state_url(self) -> str:
+        """The run ledger's URL: the manifest's `state:` (a path, a URL or a connection's name) or the default."""
         url = str(self.manifest.get("state") or DEFAULT_STATE)
-        return TriggerState(connections(None, self.manifest, self.environ).get(url, url), self.root)
+        return connections(None, self.manifest, self.environ).get(url, url)
+
+    def _open_state(self) -> TriggerState:
+        return TriggerState(self.state_url(), self.root)
 
     async def run_scheduled(self, job: ServedJob, fire: datetime) -> RunResult | PipelineResult:
         # A fire time is a new run over the source as it is now, with a ledger entry of its own: a second fire
