@@ -9,7 +9,7 @@ again once as `json_object` with the schema in the system message; the provider 
 and says so once, in the reply's `notice`. The runtime validates every reply against the full schema.
 
 The transport is a bare aiohttp `ClientSession`, one per endpoint, chosen by measurement
-(the project's MEASURED.md: 5,000 calls at concurrency 100 against a loopback server that was never the
+(5,000 calls at concurrency 100 against a loopback server that was never the
 bottleneck). A bare aiohttp session reached about 9,900 calls/s at 0 ms server latency (100 us of CPU a call) and
 1,810/s at 50 ms, near the 2,000/s that latency allows. A bare `httpx.AsyncClient` reached about 450/s and
 100/s: its connection pool does bookkeeping proportional to the pool size on every request, and it becomes
