@@ -29,7 +29,6 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
-from email.utils import parsedate_to_datetime
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -40,7 +39,7 @@ import psycopg
 import psycopg.rows
 
 from ...compiler import ir
-from ...compiler.ir.common import FORMATS, suffix_format, suggestion_help
+from ...compiler.ir.common import FORMATS, retry_after, suffix_format, suggestion_help
 from ..secrets import MissingSecret, reveal
 from . import IOContext, Row, RowError, Source, SourceError
 from .dbconn import (
@@ -480,20 +479,8 @@ def send(client: httpx.Client, method: str, url: str, *, error: type[Exception],
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    milliseconds = response.headers.get("retry-after-ms")
-    value = response.headers.get("retry-after")
-    seconds: float | None = None
-    try:
-        if milliseconds is not None:
-            seconds = float(milliseconds) / 1000
-        elif value is not None:
-            seconds = float(value)
-    except ValueError:
-        try:
-            seconds = parsedate_to_datetime(str(value)).timestamp() - time.time()
-        except (TypeError, ValueError):
-            seconds = None
-    return None if seconds is None else min(RETRY_AFTER_CAP, max(0.0, seconds))
+    asked = retry_after(response.headers)
+    return None if asked is None else min(RETRY_AFTER_CAP, asked)
 
 
 class ApiSource(_Streaming):

@@ -33,12 +33,12 @@ from typing import Any
 import httpx
 
 from ...compiler.ir import Secret
+from ...compiler.ir.common import parse_duration
 from ...compiler.ir.expressions import ExpressionError
 from ..conditions import holds
 from ..engine.job import Hooks, RunResult
 from ..secrets import MissingSecret, reveal
 from .logs import Redactor
-from .schedule import parse_duration
 
 __all__ = [
     "ACTIONS",
@@ -104,7 +104,7 @@ class AlertRule:
             recipients=tuple(str(r) for r in entry.get("recipients") or ()),
             channel=str(entry["channel"]) if entry.get("channel") else None,
             url=str(url) if url else None,
-            cooldown=parse_duration(entry.get("cooldown", DEFAULT_COOLDOWN)).total_seconds(),
+            cooldown=parse_duration(entry.get("cooldown", DEFAULT_COOLDOWN)),
         )
 
     @property
