@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -371,6 +372,17 @@ def test_api_sink_sends_each_batch_as_one_json_array_with_retries(http_server: S
         ("PUT", [{"id": 3, "label": "pos"}]),
     ]
     assert http_server.requests[0].headers["Content-Type"] == "application/json"
+
+
+def test_api_sink_waits_a_429s_retry_after_then_sends_the_batch_once(http_server: Server) -> None:
+    http_server.script = {"/results": [Reply(429, {}, {"Retry-After": "1"}), Reply(body={"ok": True})]}
+    sink = api_sink(http_server)
+    sink.open(resume=False)
+    began = time.monotonic()
+    sink.write([{"id": 1}])
+    assert time.monotonic() - began >= 0.9, "the sink waits the second the server asked for"
+    sink.close(complete=True)
+    assert [json.loads(r.body) for r in http_server.requests] == [[{"id": 1}], [{"id": 1}]]
 
 
 def test_api_sink_errors(http_server: Server) -> None:

@@ -10,8 +10,8 @@ entry among everything the source yields, counting from 0, exactly like a good r
 Sources are looked up by the node's `source` name: the built-ins first, then the `sleipnir.sources`
 entry-point group, whose entries name a factory called as `factory(node, *, context)`.
 
-The API source and the API sink share `send`: a bounded retry (5 attempts) of 429, 5xx and connection errors,
-honouring `Retry-After`.
+The API source and the API sink share `send`: a bounded retry (5 attempts, by tenacity) of 429, 5xx and
+connection errors, honouring `Retry-After`.
 """
 
 # Over 600 lines for now: the three built-in source kinds (files, databases, HTTP APIs) and the helpers the
@@ -26,7 +26,6 @@ import itertools
 import json
 import os
 import sqlite3
-import time
 import uuid
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from importlib.metadata import entry_points
@@ -37,6 +36,7 @@ from urllib.parse import urljoin
 import httpx
 import psycopg
 import psycopg.rows
+import tenacity
 
 from ...compiler import ir
 from ...compiler.ir.common import FORMATS, retry_after, suffix_format, suggestion_help
@@ -446,36 +446,56 @@ def _environment_token(environ: Mapping[str, str], error: type[Exception]) -> st
     raise error(f"bearer_token auth needs {' or '.join(API_TOKEN_VARIABLES)} set in the environment")
 
 
+class _Again(Exception):
+    """A failure worth another attempt (429, 5xx, a dropped connection); `asked`: the server's `Retry-After`."""
+
+    def __init__(self, problem: str, asked: float | None = None) -> None:
+        super().__init__(problem)
+        self.asked = asked
+
+
+def _http_wait(state: tenacity.RetryCallState) -> float:
+    """What the server asked for (capped), else the doubling backoff from `HTTP_BACKOFF`."""
+    failure = state.outcome.exception() if state.outcome is not None else None
+    if isinstance(failure, _Again) and failure.asked is not None:
+        return failure.asked
+    backoff, cap = HTTP_BACKOFF
+    return float(min(cap, backoff * 2 ** (state.attempt_number - 1)))
+
+
 def send(client: httpx.Client, method: str, url: str, *, error: type[Exception], **request: Any) -> httpx.Response:
-    """`client.request(method, url, **request)`, tried up to `HTTP_ATTEMPTS` times while the answer is 429,
-    5xx or a connection error, waiting `Retry-After` when the server says (capped) and a doubling backoff
+    """`client.request(method, url, **request)`, tried up to `HTTP_ATTEMPTS` times (by tenacity) while the answer
+    is 429, 5xx or a connection error, waiting `Retry-After` when the server says (capped) and a doubling backoff
     otherwise. Another 4xx, or the last failure, raises `error` (the URL masked)."""
     shown = mask_url(url)
-    backoff, cap = HTTP_BACKOFF
-    for attempt in range(1, HTTP_ATTEMPTS + 1):
-        wait = min(cap, backoff * 2 ** (attempt - 1))
+
+    def attempt() -> httpx.Response:
         try:
             response = client.request(method, url, **request)
         except httpx.UnsupportedProtocol as exc:
             raise error(f"{method} {shown}: {exc}") from exc
         except (httpx.TransportError, httpx.DecodingError) as exc:
-            problem = f"{type(exc).__name__}: {exc}"
+            raise _Again(f"{type(exc).__name__}: {exc}") from exc
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise error(f"{method} {shown}: {exc}") from exc
-        else:
-            status = response.status_code
-            if status != 429 and status < 500:
-                if status >= 400:
-                    body = response.text[:200].strip()
-                    raise error(f"{method} {shown}: HTTP {status} {response.reason_phrase}" + (f": {body}" if body else ""))
-                return response
-            problem = f"HTTP {status} {response.reason_phrase}"
-            asked = _retry_after(response)
-            wait = wait if asked is None else asked
-        if attempt == HTTP_ATTEMPTS:
-            raise error(f"{method} {shown}: {problem} (after {HTTP_ATTEMPTS} attempts)")
-        time.sleep(wait)
-    raise AssertionError("unreachable")
+        status = response.status_code
+        if status == 429 or status >= 500:
+            raise _Again(f"HTTP {status} {response.reason_phrase}", _retry_after(response))
+        if status >= 400:
+            body = response.text[:200].strip()
+            raise error(f"{method} {shown}: HTTP {status} {response.reason_phrase}" + (f": {body}" if body else ""))
+        return response
+
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(HTTP_ATTEMPTS),
+        wait=_http_wait,
+        retry=tenacity.retry_if_exception_type(_Again),
+        reraise=True,
+    )
+    try:
+        return retrying(attempt)
+    except _Again as failure:
+        raise error(f"{method} {shown}: {failure} (after {HTTP_ATTEMPTS} attempts)") from None
 
 
 def _retry_after(response: httpx.Response) -> float | None:
