@@ -22,7 +22,7 @@ import psycopg
 import pytest
 from test_sources import Reply, Server, http_server, pg_table, postgres_url, sink_node, source_node
 
-from sleipnir.runtime.io import IOContext, SinkError, sources
+from sleipnir.runtime.io import IOContext, SinkError, api
 from sleipnir.runtime.io.sinks import FileSink, make_sink
 from sleipnir.runtime.io.sources import make_source
 
@@ -395,12 +395,12 @@ def test_api_sink_errors(http_server: Server) -> None:
     http_server.script = {"/results": [Reply(502, {}, {"Retry-After": "0"})]}
     with pytest.raises(SinkError, match=r"HTTP 502 Bad Gateway \(after 5 attempts\)"):
         sink.write([{"id": 1}])
-    assert len(http_server.requests) == 1 + sources.HTTP_ATTEMPTS
+    assert len(http_server.requests) == 1 + api.HTTP_ATTEMPTS
     sink.close(complete=False)
 
 
 def test_api_sink_retries_a_refused_connection_then_fails(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sources, "HTTP_BACKOFF", (0.01, 0.02))
+    monkeypatch.setattr(api, "HTTP_BACKOFF", (0.01, 0.02))
     node = sink_node("api", "append", endpoint=f"http://127.0.0.1:1/{uuid.uuid4().hex}")
     sink = make_sink(node, key_field="id", context=IOContext(root="."))
     sink.open(resume=False)

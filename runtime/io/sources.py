@@ -1,5 +1,5 @@
-"""The built-in sources: files (jsonl, json, csv), databases (SQLite, PostgreSQL) and HTTP APIs, and
-`make_source`, which builds the source of a plan's `Source` node.
+"""The built-in sources: files (jsonl, json, csv), databases (SQLite, PostgreSQL) and HTTP APIs (in `api.py`),
+and `make_source`, which builds the source of a plan's `Source` node.
 
 Every source streams. A jsonl or csv file is read a line at a time; a json array is decoded one element at a
 time from a growing buffer (memory stays near the largest element, not the file); a database query is read
@@ -9,13 +9,7 @@ entry among everything the source yields, counting from 0, exactly like a good r
 
 Sources are looked up by the node's `source` name: the built-ins first, then the `sleipnir.sources`
 entry-point group, whose entries name a factory called as `factory(node, *, context)`.
-
-The API source and the API sink share `send`: a bounded retry (5 attempts, by tenacity) of 429, 5xx and
-connection errors, honouring `Retry-After`.
 """
-
-# Over 600 lines for now: the three built-in source kinds (files, databases, HTTP APIs) and the helpers the
-# sinks share with them; the HTTP kind is the one to move out next (see ARCHITECTURE.md).
 
 from __future__ import annotations
 
@@ -31,15 +25,12 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
-from urllib.parse import urljoin
 
-import httpx
 import psycopg
 import psycopg.rows
-import tenacity
 
 from ...compiler import ir
-from ...compiler.ir.common import FORMATS, retry_after, suffix_format, suggestion_help
+from ...compiler.ir.common import FORMATS, suffix_format, suggestion_help
 from ..secrets import MissingSecret, reveal
 from . import IOContext, Row, RowError, Source, SourceError
 from .dbconn import (
@@ -48,7 +39,6 @@ from .dbconn import (
     connect_postgresql,
     connect_sqlite,
     mask_secrets,
-    mask_url,
     parse_database_url,
     plain_value,
     postgresql_query,
@@ -57,7 +47,6 @@ from .dbconn import (
 __all__ = [
     "BUILTIN_SOURCES",
     "FORMATS",
-    "ApiSource",
     "DatabaseSource",
     "FileSource",
     "SourceFactory",
@@ -69,20 +58,12 @@ __all__ = [
     "load_factory",
     "make_source",
     "read_rows",
-    "request_auth",
-    "send",
 ]
 
 
 """File formats by suffix, the compiler's table (it fills in `format` from it); any other suffix reads as jsonl."""
 RAW_LIMIT = 4096
 """How much of an unreadable row a `RowError` keeps, in characters."""
-API_TOKEN_VARIABLES = ("API_TOKEN", "SLEIPNIR_API_TOKEN")
-"""Where `auth: bearer_token` finds its token, in this order."""
-HTTP_ATTEMPTS = 5
-HTTP_BACKOFF = (0.2, 5.0)
-"""The first wait between attempts and the cap; it doubles in between."""
-RETRY_AFTER_CAP = 30.0
 _JSON_CHUNK = 1 << 16
 
 Entry = Row | RowError
@@ -405,150 +386,6 @@ class DatabaseSource(_Streaming):
                 yield [{key: plain_value(value) for key, value in row.items()} for row in rows]
 
 
-# -- HTTP APIs --------------------------------------------------------------------------------------------
-
-
-def request_auth(auth: Any, environ: Mapping[str, str], error: type[Exception]) -> tuple[dict[str, str], httpx.Auth | None]:
-    """Headers and an httpx auth for an `auth` option: `bearer_token` (the token from `API_TOKEN`, else
-    `SLEIPNIR_API_TOKEN`) or a mapping `{type: bearer|basic|header, token, username, password, header}` of
-    resolved strings (a bearer mapping without a token also reads the environment). Raises `error`."""
-    if auth is None or auth == "none":
-        return {}, None
-    if isinstance(auth, str):
-        if auth.lower() in ("bearer_token", "bearer"):
-            return {"Authorization": f"Bearer {_environment_token(environ, error)}"}, None
-        raise error(f"unknown auth scheme {auth!r} (use bearer_token, or a mapping with type bearer, basic or header)")
-    if not isinstance(auth, Mapping):
-        raise error("auth must be a scheme name or a mapping")
-    kind = str(auth.get("type", "bearer")).lower()
-    values = {key: auth.get(key) for key in ("token", "username", "password", "header")}
-    for key, value in values.items():
-        if value is not None and not isinstance(value, str):
-            raise error(f"auth {key} is not a string (a secret must be resolved before the source is made)")
-    if kind == "bearer":
-        token = values["token"] or _environment_token(environ, error)
-        return {"Authorization": f"Bearer {token}"}, None
-    if kind == "basic":
-        if values["username"] is None:
-            raise error("basic auth needs a username")
-        return {}, httpx.BasicAuth(values["username"], values["password"] or "")
-    if kind == "header":
-        if not values["token"]:
-            raise error("header auth needs a token")
-        return {values["header"] or "X-API-Key": values["token"]}, None
-    raise error(f"unknown auth type {kind!r} (use bearer, basic or header)")
-
-
-def _environment_token(environ: Mapping[str, str], error: type[Exception]) -> str:
-    for name in API_TOKEN_VARIABLES:
-        if environ.get(name):
-            return environ[name]
-    raise error(f"bearer_token auth needs {' or '.join(API_TOKEN_VARIABLES)} set in the environment")
-
-
-class _Again(Exception):
-    """A failure worth another attempt (429, 5xx, a dropped connection); `asked`: the server's `Retry-After`."""
-
-    def __init__(self, problem: str, asked: float | None = None) -> None:
-        super().__init__(problem)
-        self.asked = asked
-
-
-def _http_wait(state: tenacity.RetryCallState) -> float:
-    """What the server asked for (capped), else the doubling backoff from `HTTP_BACKOFF`."""
-    failure = state.outcome.exception() if state.outcome is not None else None
-    if isinstance(failure, _Again) and failure.asked is not None:
-        return failure.asked
-    backoff, cap = HTTP_BACKOFF
-    return float(min(cap, backoff * 2 ** (state.attempt_number - 1)))
-
-
-def send(client: httpx.Client, method: str, url: str, *, error: type[Exception], **request: Any) -> httpx.Response:
-    """`client.request(method, url, **request)`, tried up to `HTTP_ATTEMPTS` times (by tenacity) while the answer
-    is 429, 5xx or a connection error, waiting `Retry-After` when the server says (capped) and a doubling backoff
-    otherwise. Another 4xx, or the last failure, raises `error` (the URL masked)."""
-    shown = mask_url(url)
-
-    def attempt() -> httpx.Response:
-        try:
-            response = client.request(method, url, **request)
-        except httpx.UnsupportedProtocol as exc:
-            raise error(f"{method} {shown}: {exc}") from exc
-        except (httpx.TransportError, httpx.DecodingError) as exc:
-            raise _Again(f"{type(exc).__name__}: {exc}") from exc
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise error(f"{method} {shown}: {exc}") from exc
-        status = response.status_code
-        if status == 429 or status >= 500:
-            raise _Again(f"HTTP {status} {response.reason_phrase}", _retry_after(response))
-        if status >= 400:
-            body = response.text[:200].strip()
-            raise error(f"{method} {shown}: HTTP {status} {response.reason_phrase}" + (f": {body}" if body else ""))
-        return response
-
-    retrying = tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(HTTP_ATTEMPTS),
-        wait=_http_wait,
-        retry=tenacity.retry_if_exception_type(_Again),
-        reraise=True,
-    )
-    try:
-        return retrying(attempt)
-    except _Again as failure:
-        raise error(f"{method} {shown}: {failure} (after {HTTP_ATTEMPTS} attempts)") from None
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    asked = retry_after(response.headers)
-    return None if asked is None else min(RETRY_AFTER_CAP, asked)
-
-
-class ApiSource(_Streaming):
-    """Rows from an HTTP API: a GET of the endpoint, then of each next page. A page is a JSON array of
-    objects, or an object holding them under `data`, `items` or `results`. The next page is the body's `next`
-    URL, else the `Link: <...>; rel="next"` header; relative URLs are resolved against the page's."""
-
-    def __init__(self, *, endpoint: str, headers: Mapping[str, str], auth: httpx.Auth | None, timeout: float = 30.0):
-        self.endpoint = endpoint
-        self.headers = dict(headers)
-        self.auth = auth
-        self.timeout = timeout
-
-    def _batches(self, batch_size: int) -> Generator[list[Entry], None, None]:
-        with httpx.Client(headers=self.headers, auth=self.auth, timeout=self.timeout, follow_redirects=True) as client:
-            yield from _chunked(self._rows(client), batch_size)
-
-    def _rows(self, client: httpx.Client) -> Iterator[Entry]:
-        url: str | None = self.endpoint
-        seen: set[str] = set()
-        index = 0
-        while url is not None:
-            seen.add(url)
-            response = send(client, "GET", url, error=SourceError, headers={"Accept": "application/json"})
-            try:
-                body = response.json()
-            except ValueError as exc:
-                raise SourceError(f"GET {mask_url(url)}: the reply is not JSON") from exc
-            items, following = _page(body, response, mask_url(url))
-            for item in items:
-                yield item if type(item) is dict else _not_an_object(index, item, f"{mask_url(url)}: item {index}")
-                index += 1
-            url = urljoin(str(response.url), following) if following else None
-            if url is not None and url in seen:
-                raise SourceError(f"GET {mask_url(url)}: the pages loop back to an earlier page")
-
-def _page(body: Any, response: httpx.Response, shown: str) -> tuple[list[Any], str | None]:
-    linked = response.links.get("next", {}).get("url")
-    if isinstance(body, list):
-        return body, linked
-    if isinstance(body, dict):
-        for field in ("data", "items", "results"):
-            if isinstance(body.get(field), list):
-                following = body.get("next")
-                return body[field], following if isinstance(following, str) and following else linked
-    raise SourceError(f"GET {shown}: expected a JSON array, or an object with a data, items or results array")
-
-
 # -- the factory ------------------------------------------------------------------------------------------
 
 F = TypeVar("F")
@@ -616,11 +453,10 @@ def database_source(node: ir.Source, *, context: IOContext) -> Source:
 
 
 def api_source(node: ir.Source, *, context: IOContext) -> Source:
-    endpoint = node.options.get("endpoint")
-    if not isinstance(endpoint, str) or not endpoint:
-        raise SourceError(f"api source {node.id}: no endpoint")
-    headers, auth = request_auth(node.options.get("auth"), context.environ, SourceError)
-    return ApiSource(endpoint=endpoint, headers=headers, auth=auth)
+    """The HTTP API source (`api.py`), imported when a job reads an API: httpx is not small."""
+    from .api import api_source as make
+
+    return make(node, context=context)
 
 
 BUILTIN_SOURCES: dict[str, SourceFactory] = {
