@@ -11,10 +11,10 @@ kind into a draft-07 document.
 
 from __future__ import annotations
 
+from .ir.common import DURATION_PATTERN
 from .shapes import (
     DOCS_BASE,
     DRAFT_07,
-    DURATION_PATTERN,
     ENV_PATTERN,
     NAME_PATTERN,
     SCHEMA_BASE,
@@ -64,7 +64,7 @@ SEMVER = Text(pattern=SEMVER_PATTERN, expected="a semantic version such as 1.0.0
 TIME_OF_DAY = Text(pattern=TIME_PATTERN, expected="a time of day as HH:MM")
 ENV_NAME = Text(pattern=ENV_PATTERN, expected="an environment variable name such as OPENAI_API_KEY")
 DURATION = either(
-    ("a duration such as 90s, 15m, 6h or 1d", Text(pattern=DURATION_PATTERN, expected="a duration such as 6h")),
+    ("a duration such as 90s, 15m, 6h or 1d", Text(pattern=DURATION_PATTERN, expected="a duration such as 6h or 1h30m")),
     ("a number of seconds", Number(minimum=0)),
 )
 TEMPERATURE = Number(minimum=0, maximum=2)

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from semver import Version
+
 from .documents import Document
 
-_SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$")
 
+def version_key(version: str) -> tuple[int, Version | None, str]:
+    """Sort key in SemVer 2.0.0 precedence (section 11), by the `semver` package: numeric identifiers of a
+    pre-release compare as numbers (rc.2 < rc.10), and a release sorts after its pre-releases.
 
-def version_key(version: str) -> tuple[int, int, int, int, str]:
-    """Sort key for semantic versions: a release sorts after its pre-releases; non-semver sorts first."""
-    match = _SEMVER.match(version)
-    if not match:
-        return (-1, -1, -1, 0, version)
-    major, minor, patch, pre = match.groups()
-    return (int(major), int(minor), int(patch), 0 if pre else 1, pre or "")
+    A version that is not SemVer (the schema already reports it) sorts before every valid one, by its text, so
+    ordering never fails; versions equal in precedence (they differ only in build metadata) sort by their text."""
+    try:
+        return (1, Version.parse(version), version)
+    except ValueError:
+        return (0, None, version)
 
 
 class Named(Protocol):

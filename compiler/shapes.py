@@ -28,7 +28,6 @@ SUBSTITUTION_PATTERN = r"^\$\{[^}]+\}$"
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
 SEMVER_PATTERN = r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$"
 TIME_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
-DURATION_PATTERN = r"^([0-9]+(ms|s|m|h|d|w))+$"
 ENV_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 URL_PATH_PATTERN = r"^/"
 

@@ -13,6 +13,8 @@ import sys
 import textwrap
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 from sleipnir.compiler.planner import plan as compile_plan
 from sleipnir.runtime.engine.job import JobRun, RunOptions
 from sleipnir.runtime.serve.alerts import (
+    RETRY_AFTER_CAP,
     AlertDispatcher,
     AlertEvent,
     AlertRule,
@@ -87,19 +90,23 @@ def smtp_server() -> Iterator[tuple[Inbox, int]]:
 
 
 class Endpoint:
-    """A loopback HTTP server that records JSON bodies and answers with scripted statuses (then 200)."""
+    """A loopback HTTP server that records JSON bodies and answers with scripted statuses (then 200); a status may
+    come with headers, `(429, {"Retry-After": "2"})`."""
 
     def __init__(self) -> None:
         self.bodies: list[Any] = []
-        self.statuses: list[int] = []
+        self.statuses: list[int | tuple[int, dict[str, str]]] = []
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 endpoint.bodies.append(json.loads(self.rfile.read(length)))
-                status = endpoint.statuses.pop(0) if endpoint.statuses else 200
+                scripted = endpoint.statuses.pop(0) if endpoint.statuses else 200
+                status, headers = scripted if isinstance(scripted, tuple) else (scripted, {})
                 self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")
@@ -245,6 +252,19 @@ def test_a_failing_endpoint_is_retried(endpoint: Endpoint) -> None:
     assert notifier.send(rule, AlertEvent(job="j", run_id="r", title="t", text="x")) is True
     notifier.close()
     assert len(endpoint.bodies) == 3 and slept == [1.0, 3.0]
+
+
+def test_a_retry_waits_what_the_endpoint_asks_with_retry_after(endpoint: Endpoint) -> None:
+    slept: list[float] = []
+    soon = format_datetime(datetime.now(UTC) + timedelta(seconds=20), usegmt=True)
+    endpoint.statuses = [(429, {"Retry-After": "7"}), (503, {"Retry-After": soon}), (503, {"Retry-After": "3600"})]
+    notifier = Notifier(None, {}, sleep=slept.append, attempts=4)
+    rule = AlertRule(condition="true", action="webhook", url=endpoint.url)
+    assert notifier.send(rule, AlertEvent(job="j", run_id="r", title="t", text="x")) is True
+    notifier.close()
+    assert len(endpoint.bodies) == 4
+    # delta-seconds, an HTTP-date (about 20 s away), and a long wait capped at RETRY_AFTER_CAP.
+    assert slept[0] == 7.0 and 15.0 < slept[1] <= 20.0 and slept[2] == RETRY_AFTER_CAP
 
 
 def test_a_client_error_is_not_retried(endpoint: Endpoint, caplog: pytest.LogCaptureFixture) -> None:

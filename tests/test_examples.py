@@ -15,7 +15,7 @@ from sleipnir.compiler.checker import check
 from sleipnir.compiler.diagnostics import Diagnostic
 
 ROOT = Path(__file__).resolve().parents[1]
-SEED = Path(__file__).resolve().parents[2] / "shared/seed/Sleipnir-Jobs.md"
+SEED = ROOT / "spec" / "product" / "Sleipnir-Jobs.md"
 SPEC_EXAMPLES = ROOT / "spec" / "examples"
 DEMO = ROOT / "examples"
 KINDS = {"job", "template", "pipeline", "stack", "prompt"}

@@ -5,6 +5,8 @@ prometheus-client's own parser."""
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -196,6 +198,30 @@ def test_the_textfile_counts_every_run_and_keeps_the_last_gauges(tmp_path: Path)
     assert value(found, "sleipnir_last_run_success_rate", job="triage") == 0.5
     # Written by rename: no temporary file is left beside it for node-exporter to half-read.
     assert sorted(p.name for p in path.parent.iterdir()) == ["triage.prom", "triage.prom.lock"]
+
+
+WRITER = """
+import sys
+from sleipnir.runtime.serve.metrics import write_textfile
+metrics = {"items_total": 10, "items_succeeded": 9, "items_failed": 1, "execution_time": 1.5}
+for _ in range(int(sys.argv[2])):
+    write_textfile(sys.argv[1], "triage", "succeeded", metrics, 0.01)
+"""
+
+
+def test_processes_writing_one_textfile_at_once_lose_no_run(tmp_path: Path) -> None:
+    # Each write reads the file, adds its run and renames a new file into place: without the lock (filelock, a
+    # `.lock` file beside the textfile) two processes read the same counts and one run is lost.
+    path = tmp_path / "triage.prom"
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(path), "15"], stderr=subprocess.PIPE) for _ in range(4)
+    ]
+    for writer in writers:
+        _, error = writer.communicate(timeout=120)
+        assert writer.returncode == 0, error.decode()
+    found = samples(path.read_text())
+    assert value(found, "sleipnir_runs_total", job="triage", status="succeeded") == 60
+    assert value(found, "sleipnir_run_duration_seconds_count", job="triage") == 60
 
 
 def test_runs_finishing_at_once_are_all_counted(tmp_path: Path) -> None:

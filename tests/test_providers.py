@@ -18,6 +18,7 @@ import yaml
 from llm_server import LLMServer
 
 from sleipnir.compiler.ir import freeze
+from sleipnir.runtime.providers import schema_fill
 from sleipnir.runtime.providers.base import ChatRequest, ChatResponse, Provider, ProviderConfig, ProviderError
 from sleipnir.runtime.providers.mock import MockProvider
 from sleipnir.runtime.providers.openai import OpenAIProvider, resolve_api_key, resolve_endpoint, retry_after
@@ -336,6 +337,37 @@ def test_fill_covers_the_schema_keywords_it_documents(schema: dict[str, Any]) ->
     for seed in range(30):
         value = fill(schema, bytes([seed]))
         assert validator.is_valid(value), (seed, value)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "limits"),
+    [
+        ("^[A-Z]{2}-\\d{3,5}$", {}),
+        ("^(low|medium|high)$", {}),
+        ("^\\w+@\\w+\\.com$", {"minLength": 7}),
+        ("[a-f0-9]{8}", {"maxLength": 12}),
+        ("^ticket-[0-9]+$", {"minLength": 10, "maxLength": 11}),
+        ("^(?P<x>ab)(?P=x)$", {}),
+    ],
+)
+def test_a_pattern_gets_a_matching_string_the_seed_picks(pattern: str, limits: dict[str, int]) -> None:
+    schema = {"type": "string", "pattern": pattern, **limits}
+    values = [fill(schema, bytes([seed])) for seed in range(40)]
+    validator = jsonschema.Draft7Validator(schema)
+    assert all(validator.is_valid(v) for v in values), values
+    assert values == [fill(dict(schema), bytes([seed])) for seed in range(40)], "the same seed, the same string"
+    if "(?P=x)" not in pattern and "low|" not in pattern:
+        assert len(set(values)) > 5, "different seeds pick different strings"
+
+
+def test_a_pattern_exrex_cannot_expand_gets_text_not_an_error() -> None:
+    for pattern in ("(?<=a)b", "a(?i)b", "[unclosed"):
+        assert isinstance(fill({"type": "string", "pattern": pattern}, b"seed"), str)
+
+
+def test_schema_fill_does_not_use_the_private_regular_expression_parser() -> None:
+    source = Path(schema_fill.__file__).read_text(encoding="utf-8")
+    assert "re._parser" not in source and "sre_parse" not in source
 
 
 def test_the_registry_makes_builtins_and_explains_an_unknown_protocol() -> None:

@@ -25,7 +25,7 @@ from sleipnir.cli.serve import clock_from_environ
 from sleipnir.runtime.engine.job import Progress, RunResult
 from sleipnir.runtime.engine.pipeline import PipelineResult
 from sleipnir.runtime.serve.metrics import RunMetrics
-from sleipnir.runtime.serve.schedule import CronSchedule, overlap_decision, parse_duration
+from sleipnir.runtime.serve.schedule import CronSchedule, overlap_decision
 from sleipnir.runtime.serve.service import FastClock, Service
 from sleipnir.runtime.serve.triggers import (
     FileGlob,
@@ -129,20 +129,6 @@ def test_a_schedule_takes_the_plan_settings_and_rejects_bad_values() -> None:
     for bad in ({"cron": "61 * * * *"}, {"cron": "@daily", "timezone": "Mars/Base"}, {"cron": "@daily", "catchup": "some"}):
         with pytest.raises((ValueError, KeyError)):
             CronSchedule.from_settings(bad)
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [("1d", 86400), ("6h", 21600), ("90s", 90), ("15m", 900), ("1h30m", 5400), ("2w", 1209600), (3600, 3600), ("120", 120), (0.5, 0.5)],
-)
-def test_durations(text: str | float, seconds: float) -> None:
-    assert parse_duration(text) == timedelta(seconds=seconds)
-
-
-@pytest.mark.parametrize("text", ["", "1x", "h", "-5", "1d 2h", True])
-def test_bad_durations(text: Any) -> None:
-    with pytest.raises(ValueError):
-        parse_duration(text)
 
 
 # -- catching up --------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from sleipnir.compiler.schemas import (
 )
 
 REPO = Path(__file__).parents[1]
-SEED = Path(__file__).parents[2] / "shared/seed/Sleipnir-Jobs.md"
+SEED = REPO / "spec" / "product" / "Sleipnir-Jobs.md"
 SEED_KINDS = ("job", "template", "pipeline", "stack")
 
 

@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import psycopg
 import pytest
 from test_sources import Reply, Server, http_server, pg_table, postgres_url, sink_node, source_node
 
-from sleipnir.runtime.io import IOContext, SinkError, sources
+from sleipnir.runtime.io import IOContext, SinkError, api
 from sleipnir.runtime.io.sinks import FileSink, make_sink
 from sleipnir.runtime.io.sources import make_source
 
@@ -373,6 +374,17 @@ def test_api_sink_sends_each_batch_as_one_json_array_with_retries(http_server: S
     assert http_server.requests[0].headers["Content-Type"] == "application/json"
 
 
+def test_api_sink_waits_a_429s_retry_after_then_sends_the_batch_once(http_server: Server) -> None:
+    http_server.script = {"/results": [Reply(429, {}, {"Retry-After": "1"}), Reply(body={"ok": True})]}
+    sink = api_sink(http_server)
+    sink.open(resume=False)
+    began = time.monotonic()
+    sink.write([{"id": 1}])
+    assert time.monotonic() - began >= 0.9, "the sink waits the second the server asked for"
+    sink.close(complete=True)
+    assert [json.loads(r.body) for r in http_server.requests] == [[{"id": 1}], [{"id": 1}]]
+
+
 def test_api_sink_errors(http_server: Server) -> None:
     http_server.script = {"/results": [Reply(400, {"error": "bad row"})]}
     sink = api_sink(http_server)
@@ -383,12 +395,12 @@ def test_api_sink_errors(http_server: Server) -> None:
     http_server.script = {"/results": [Reply(502, {}, {"Retry-After": "0"})]}
     with pytest.raises(SinkError, match=r"HTTP 502 Bad Gateway \(after 5 attempts\)"):
         sink.write([{"id": 1}])
-    assert len(http_server.requests) == 1 + sources.HTTP_ATTEMPTS
+    assert len(http_server.requests) == 1 + api.HTTP_ATTEMPTS
     sink.close(complete=False)
 
 
 def test_api_sink_retries_a_refused_connection_then_fails(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sources, "HTTP_BACKOFF", (0.01, 0.02))
+    monkeypatch.setattr(api, "HTTP_BACKOFF", (0.01, 0.02))
     node = sink_node("api", "append", endpoint=f"http://127.0.0.1:1/{uuid.uuid4().hex}")
     sink = make_sink(node, key_field="id", context=IOContext(root="."))
     sink.open(resume=False)

@@ -22,7 +22,7 @@ import pytest
 from sleipnir.compiler.ir import Sink as SinkNode
 from sleipnir.compiler.ir import Source as SourceNode
 from sleipnir.compiler.ir import frozen
-from sleipnir.runtime.io import IOContext, RowError, SourceError, dbconn, sources
+from sleipnir.runtime.io import IOContext, RowError, SourceError, api, dbconn, sources
 from sleipnir.runtime.io.dbconn import (
     DatabaseError,
     mask_secrets,
@@ -455,14 +455,33 @@ def test_api_source_follows_next_in_the_body_and_retries_503_and_429(http_server
     assert http_server.requests[0].headers["X-Key"] == "k"
 
 
+def test_api_source_waits_the_retry_after_it_is_given_in_either_form(
+    http_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api, "HTTP_BACKOFF", (0.01, 0.02))
+    soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=2)
+    http_server.script = {
+        "/slow": [Reply(503, {}, {"Retry-After": soon.strftime("%a, %d %b %Y %H:%M:%S GMT")}), Reply(body=[{"id": 1}])],
+        "/delta": [Reply(429, {}, {"Retry-After": "1"}), Reply(body=[{"id": 2}])],
+        "/junk": [Reply(429, {}, {"Retry-After": "inf"}), Reply(body=[{"id": 3}])],
+    }
+    for path, row, least, most in (("/slow", 1, 0.9, 2.5), ("/delta", 2, 0.9, 1.8), ("/junk", 3, 0.0, 0.5)):
+        began = time.monotonic()
+        assert api_rows(http_server, path) == [{"id": row}]
+        # An HTTP-date (whole seconds, so 1 to 2 s away) and delta-seconds are waited; `inf` is ignored for the
+        # backoff of 0.01 s.
+        assert least <= time.monotonic() - began <= most, path
+    assert [r.path for r in http_server.requests] == ["/slow", "/slow", "/delta", "/delta", "/junk", "/junk"]
+
+
 def test_api_source_gives_up_after_bounded_retries_and_fails_at_once_on_other_4xx(http_server: Server) -> None:
     http_server.script = {"/down": [Reply(500, {"e": 1}, {"Retry-After": "0"})], "/gone": [Reply(404, {"e": "gone"})]}
     with pytest.raises(SourceError, match=r"GET .*/down: HTTP 500 Internal Server Error \(after 5 attempts\)"):
         api_rows(http_server, "/down")
-    assert len(http_server.requests) == sources.HTTP_ATTEMPTS
+    assert len(http_server.requests) == api.HTTP_ATTEMPTS
     with pytest.raises(SourceError, match=r"HTTP 404 Not Found: \{\"e\": \"gone\"\}"):
         api_rows(http_server, "/gone")
-    assert len(http_server.requests) == sources.HTTP_ATTEMPTS + 1
+    assert len(http_server.requests) == api.HTTP_ATTEMPTS + 1
 
 
 def test_api_source_auth_problems_are_source_errors(http_server: Server) -> None:

@@ -135,7 +135,7 @@ class _Pipeline:
                 elif (id_, dependency) not in paths:
                     edges[id_].append(dependency)
                     paths[(id_, dependency)] = path
-        # A full cycle search on an acyclic graph is slow (MEASURED.md); the acyclicity test is linear, and needs
+        # A full cycle search on an acyclic graph is measurably slow; the acyclicity test is linear, and needs
         # no networkx (240 ms to import, on every check of a workspace with a pipeline).
         if not _acyclic(edges):
             import networkx as nx

@@ -10,6 +10,11 @@
 - `WorkspacePaths`: where a job's files may be (inside the workspace, or under `paths: allow:`), tested by `check`,
   `plan` and the runtime alike.
 - `mask_passwords`: a URL's password blanked (`user:***@`) in every artifact, plans, reports, logs and the ledger.
+- `parse_duration`, `DURATION_UNITS`, `DURATION_PATTERN`: the one reading of a duration (`90s`, `1h30m`, `1.5s`, or
+  seconds), for the schema, the condition language, `serve`'s `catchup_window` and `cooldown`, and a provider's
+  rate-limit reset headers.
+- `retry_after`: the one reading of a reply's `retry-after-ms` and `Retry-After` (delta-seconds or an HTTP-date),
+  for the model providers, the API source and sink, and the alert notifier.
 """
 
 from __future__ import annotations
@@ -17,11 +22,14 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import functools
+import math
 import os
 import posixpath
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +44,77 @@ RUN_TIME_NAMES = frozenset({"run.id", "run.date", "trigger.file_stem"})
 of the file a `file_created` trigger (or `--input`) gave it. The compiler leaves them; the runtime fills them."""
 SECRET_ENV_PATTERNS = ("*_KEY", "*_TOKEN", "*SECRET*", "*PASSWORD*")
 """Environment variables whose values are secrets."""
+
+
+DURATION_UNITS: dict[str, float] = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+"""Duration suffixes and their length in seconds."""
+_DURATION_PART = r"([0-9]+(\.[0-9]+)?)(ms|s|m|h|d|w)"
+DURATION_PATTERN = rf"^({_DURATION_PART})+$"
+"""A duration as text: one or more number-and-unit parts, `90s`, `15m`, `1h30m`, `1.5s`, `20ms`."""
+_DURATION_PARTS = re.compile(_DURATION_PART)
+_WHOLE_DURATION = re.compile(DURATION_PATTERN)
+
+
+def parse_duration(value: str | float) -> float:
+    """Seconds in a duration: a number of seconds (also as text), or number-and-unit parts such as `90s`, `15m`,
+    `1h30m`, `1.5s`, `20ms`, `2w` (units `DURATION_UNITS`). Raises ValueError, saying what is accepted, for
+    anything else: a negative or non-finite number, an unknown unit, stray text."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        text = str(value).strip()
+        if _WHOLE_DURATION.match(text):
+            return sum(float(number) * DURATION_UNITS[unit] for number, _, unit in _DURATION_PARTS.findall(text))
+        try:
+            seconds = float(text)
+        except ValueError:
+            raise ValueError(
+                f"not a duration: {value!r} (write 90s, 15m, 6h, 1d, 1h30m or a number of seconds)"
+            ) from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"a duration is a finite number of seconds, not negative: {value!r}")
+    return seconds
+
+
+def retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds a reply asks the client to wait, or None when it says nothing readable.
+
+    `retry-after-ms` (milliseconds, sent by OpenAI-compatible servers) wins; else `Retry-After` (RFC 9110): a
+    delta-seconds, or an HTTP-date counted from `now` (a Unix time; the clock when None). A date without a zone
+    (`-0000`) is read as GMT, which is what an HTTP-date is. Never negative: a date in the past is 0. A value
+    that is not a finite number or a date is ignored, and a bad `retry-after-ms` falls back to `Retry-After`.
+    `headers` must look names up case-insensitively (aiohttp's and httpx's do)."""
+    millis = _non_negative(headers.get("retry-after-ms"))
+    if millis is not None:
+        return millis / 1000
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    seconds = _non_negative(value)
+    if seconds is not None:
+        return seconds
+    import email.utils  # here, not at the top: `check` imports this module and never needs it
+
+    try:
+        when = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _non_negative(text: str | None) -> float | None:
+    """A finite number in `text`, negatives as 0; None when there is none."""
+    if text is None:
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return max(0.0, number) if math.isfinite(number) else None
 
 
 def suffix_format(path: str) -> str:

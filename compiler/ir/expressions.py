@@ -26,6 +26,8 @@ from typing import Any, Generic, Literal, TypeVar, cast
 from lark import Lark, Token, Transformer, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
+from .common import DURATION_UNITS
+
 __all__ = [
     "DURATION_UNITS",
     "METRICS",
@@ -440,8 +442,6 @@ class Or:
 
 Condition = Operand | Comparison | Not | And | Or
 
-DURATION_UNITS: dict[str, int] = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-"""Duration suffixes and their length in seconds."""
 
 
 _UNIT_NAMES = {
@@ -449,6 +449,8 @@ _UNIT_NAMES = {
     **dict.fromkeys(("min", "mins", "minute", "minutes"), "m"),
     **dict.fromkeys(("hr", "hrs", "hour", "hours"), "h"),
     **dict.fromkeys(("day", "days"), "d"),
+    **dict.fromkeys(("wk", "wks", "week", "weeks"), "w"),
+    **dict.fromkeys(("msec", "msecs", "millisecond", "milliseconds"), "ms"),
 }
 """Spelled-out units, for the help line of an unknown unit."""
 
@@ -504,7 +506,7 @@ class _ConditionBuilder(Transformer[Token, Any]):
             label="not a unit",
             help=f"write `{digits}{_UNIT_NAMES[unit.lower()]}`"
             if unit.lower() in _UNIT_NAMES
-            else "durations take s, m, h or d; a percentage takes %",
+            else f"durations take {', '.join(DURATION_UNITS)}; a percentage takes %",
         )
 
     def string(self, children: list[Token]) -> String:

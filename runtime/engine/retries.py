@@ -1,7 +1,7 @@
 """Retries of a failed call: when, how often, and which failures.
 
 The first attempt is made directly, and tenacity's policy is entered only after a failure, since wrapping every
-call costs 60 to 85 us of CPU (MEASURED.md). `max_retries` counts retries, not attempts; the wait before retry n
+call costs a measured 60 to 85 us of CPU. `max_retries` counts retries, not attempts; the wait before retry n
 is the plan's `Retry.delay(n)` with jitter, never shorter than what the server asked for with `Retry-After`.
 Retried: what the provider marks retryable (429, 5xx, 408, timeouts, dropped connections, unusable replies) and
 answers that fail the output schema; never other client errors or a context-length error. The wait is the

@@ -1,5 +1,5 @@
-"""The built-in sinks: files (jsonl, json, csv), stdout, databases (SQLite, PostgreSQL) and HTTP APIs, and
-`make_sink`, which builds the sink of a plan's `Sink` node.
+"""The built-in sinks: files (jsonl, json, csv), stdout, databases (SQLite, PostgreSQL) and HTTP APIs (in
+`api.py`), and `make_sink`, which builds the sink of a plan's `Sink` node.
 
 Every row a sink is given carries the item key in `key_field`; keys are compared as text (`key_text`).
 
@@ -36,13 +36,11 @@ a source can stream from the same file while the sink commits: open the sink bef
   new ones, never a mix. `open(resume=True)` keeps the stage and returns its keys; with no stage (the last run
   completed) it starts the stage as a copy of the table, as the file sink does.
 
-API sink. Each batch is one request (`POST` unless `method` says) with a JSON array of rows, retried on 429,
-5xx and connection errors (`sources.send`). A retried request may arrive twice if the first reply was lost: a
-receiver should upsert by key.
+API sink: see `api.py`.
 """
 
-# Over 600 lines for now: the four built-in sink kinds share the staging and publishing rules above; the
-# HTTP kind is the one to move out next (see ARCHITECTURE.md).
+# Over 600 lines for now: the file and database sinks share the staging and publishing rules above, and each
+# keeps its own recovery of an interrupted publish.
 
 from __future__ import annotations
 
@@ -57,7 +55,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-import httpx
 import psycopg
 
 from ...compiler import ir
@@ -72,12 +69,11 @@ from .dbconn import (
     quote_identifier,
     quote_table,
 )
-from .sources import database_of, file_format, load_factory, read_rows, request_auth, send
+from .sources import database_of, file_format, load_factory, read_rows
 
 __all__ = [
     "BUILTIN_SINKS",
     "MODES",
-    "ApiSink",
     "DatabaseSink",
     "FileSink",
     "SinkFactory",
@@ -587,35 +583,6 @@ def _unquote(table: str) -> str:
     return table.replace('"', "")
 
 
-# -- HTTP APIs --------------------------------------------------------------------------------------------
-
-
-class ApiSink:
-    """Each batch sent as one JSON array (see the module); nothing to resume, so `open` returns no keys."""
-
-    def __init__(self, *, endpoint: str, method: str, headers: dict[str, str], auth: httpx.Auth | None) -> None:
-        self.endpoint = endpoint
-        self.method = method
-        self.headers = {"Content-Type": "application/json", **headers}
-        self.auth = auth
-        self._client: httpx.Client | None = None
-
-    def open(self, *, resume: bool) -> set[str]:
-        self._client = httpx.Client(headers=self.headers, auth=self.auth, timeout=30.0, follow_redirects=True)
-        return set()
-
-    def write(self, rows: list[Row]) -> None:
-        if self._client is None:
-            raise SinkError(f"{self.method} {self.endpoint}: write before open")
-        if rows:
-            send(self._client, self.method, self.endpoint, error=SinkError, content=json_text(rows).encode())
-
-    def close(self, *, complete: bool) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            client.close()
-
-
 # -- the factory ------------------------------------------------------------------------------------------
 
 
@@ -649,14 +616,10 @@ def database_sink(node: ir.Sink, *, key_field: str, context: IOContext) -> Sink:
 
 
 def api_sink(node: ir.Sink, *, key_field: str, context: IOContext) -> Sink:
-    endpoint = node.options.get("endpoint")
-    if not isinstance(endpoint, str) or not endpoint:
-        raise SinkError(f"api output {node.id}: no endpoint")
-    method = str(node.options.get("method") or "POST").upper()
-    if method not in ("POST", "PUT", "PATCH"):
-        raise SinkError(f"api output {node.id}: method {method} (use POST, PUT or PATCH)")
-    headers, auth = request_auth(node.options.get("auth"), context.environ, SinkError)
-    return ApiSink(endpoint=endpoint, method=method, headers=headers, auth=auth)
+    """The HTTP API sink (`api.py`), imported when a job writes to an API: httpx is not small."""
+    from .api import api_sink as make
+
+    return make(node, key_field=key_field, context=context)
 
 
 def stdout_sink(node: ir.Sink, *, key_field: str, context: IOContext) -> Sink:

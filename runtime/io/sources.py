@@ -1,5 +1,5 @@
-"""The built-in sources: files (jsonl, json, csv), databases (SQLite, PostgreSQL) and HTTP APIs, and
-`make_source`, which builds the source of a plan's `Source` node.
+"""The built-in sources: files (jsonl, json, csv), databases (SQLite, PostgreSQL) and HTTP APIs (in `api.py`),
+and `make_source`, which builds the source of a plan's `Source` node.
 
 Every source streams. A jsonl or csv file is read a line at a time; a json array is decoded one element at a
 time from a growing buffer (memory stays near the largest element, not the file); a database query is read
@@ -9,13 +9,7 @@ entry among everything the source yields, counting from 0, exactly like a good r
 
 Sources are looked up by the node's `source` name: the built-ins first, then the `sleipnir.sources`
 entry-point group, whose entries name a factory called as `factory(node, *, context)`.
-
-The API source and the API sink share `send`: a bounded retry (5 attempts) of 429, 5xx and connection errors,
-honouring `Retry-After`.
 """
-
-# Over 600 lines for now: the three built-in source kinds (files, databases, HTTP APIs) and the helpers the
-# sinks share with them; the HTTP kind is the one to move out next (see ARCHITECTURE.md).
 
 from __future__ import annotations
 
@@ -26,16 +20,12 @@ import itertools
 import json
 import os
 import sqlite3
-import time
 import uuid
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
-from email.utils import parsedate_to_datetime
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
-from urllib.parse import urljoin
 
-import httpx
 import psycopg
 import psycopg.rows
 
@@ -49,7 +39,6 @@ from .dbconn import (
     connect_postgresql,
     connect_sqlite,
     mask_secrets,
-    mask_url,
     parse_database_url,
     plain_value,
     postgresql_query,
@@ -58,7 +47,6 @@ from .dbconn import (
 __all__ = [
     "BUILTIN_SOURCES",
     "FORMATS",
-    "ApiSource",
     "DatabaseSource",
     "FileSource",
     "SourceFactory",
@@ -70,20 +58,12 @@ __all__ = [
     "load_factory",
     "make_source",
     "read_rows",
-    "request_auth",
-    "send",
 ]
 
 
 """File formats by suffix, the compiler's table (it fills in `format` from it); any other suffix reads as jsonl."""
 RAW_LIMIT = 4096
 """How much of an unreadable row a `RowError` keeps, in characters."""
-API_TOKEN_VARIABLES = ("API_TOKEN", "SLEIPNIR_API_TOKEN")
-"""Where `auth: bearer_token` finds its token, in this order."""
-HTTP_ATTEMPTS = 5
-HTTP_BACKOFF = (0.2, 5.0)
-"""The first wait between attempts and the cap; it doubles in between."""
-RETRY_AFTER_CAP = 30.0
 _JSON_CHUNK = 1 << 16
 
 Entry = Row | RowError
@@ -406,142 +386,6 @@ class DatabaseSource(_Streaming):
                 yield [{key: plain_value(value) for key, value in row.items()} for row in rows]
 
 
-# -- HTTP APIs --------------------------------------------------------------------------------------------
-
-
-def request_auth(auth: Any, environ: Mapping[str, str], error: type[Exception]) -> tuple[dict[str, str], httpx.Auth | None]:
-    """Headers and an httpx auth for an `auth` option: `bearer_token` (the token from `API_TOKEN`, else
-    `SLEIPNIR_API_TOKEN`) or a mapping `{type: bearer|basic|header, token, username, password, header}` of
-    resolved strings (a bearer mapping without a token also reads the environment). Raises `error`."""
-    if auth is None or auth == "none":
-        return {}, None
-    if isinstance(auth, str):
-        if auth.lower() in ("bearer_token", "bearer"):
-            return {"Authorization": f"Bearer {_environment_token(environ, error)}"}, None
-        raise error(f"unknown auth scheme {auth!r} (use bearer_token, or a mapping with type bearer, basic or header)")
-    if not isinstance(auth, Mapping):
-        raise error("auth must be a scheme name or a mapping")
-    kind = str(auth.get("type", "bearer")).lower()
-    values = {key: auth.get(key) for key in ("token", "username", "password", "header")}
-    for key, value in values.items():
-        if value is not None and not isinstance(value, str):
-            raise error(f"auth {key} is not a string (a secret must be resolved before the source is made)")
-    if kind == "bearer":
-        token = values["token"] or _environment_token(environ, error)
-        return {"Authorization": f"Bearer {token}"}, None
-    if kind == "basic":
-        if values["username"] is None:
-            raise error("basic auth needs a username")
-        return {}, httpx.BasicAuth(values["username"], values["password"] or "")
-    if kind == "header":
-        if not values["token"]:
-            raise error("header auth needs a token")
-        return {values["header"] or "X-API-Key": values["token"]}, None
-    raise error(f"unknown auth type {kind!r} (use bearer, basic or header)")
-
-
-def _environment_token(environ: Mapping[str, str], error: type[Exception]) -> str:
-    for name in API_TOKEN_VARIABLES:
-        if environ.get(name):
-            return environ[name]
-    raise error(f"bearer_token auth needs {' or '.join(API_TOKEN_VARIABLES)} set in the environment")
-
-
-def send(client: httpx.Client, method: str, url: str, *, error: type[Exception], **request: Any) -> httpx.Response:
-    """`client.request(method, url, **request)`, tried up to `HTTP_ATTEMPTS` times while the answer is 429,
-    5xx or a connection error, waiting `Retry-After` when the server says (capped) and a doubling backoff
-    otherwise. Another 4xx, or the last failure, raises `error` (the URL masked)."""
-    shown = mask_url(url)
-    backoff, cap = HTTP_BACKOFF
-    for attempt in range(1, HTTP_ATTEMPTS + 1):
-        wait = min(cap, backoff * 2 ** (attempt - 1))
-        try:
-            response = client.request(method, url, **request)
-        except httpx.UnsupportedProtocol as exc:
-            raise error(f"{method} {shown}: {exc}") from exc
-        except (httpx.TransportError, httpx.DecodingError) as exc:
-            problem = f"{type(exc).__name__}: {exc}"
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise error(f"{method} {shown}: {exc}") from exc
-        else:
-            status = response.status_code
-            if status != 429 and status < 500:
-                if status >= 400:
-                    body = response.text[:200].strip()
-                    raise error(f"{method} {shown}: HTTP {status} {response.reason_phrase}" + (f": {body}" if body else ""))
-                return response
-            problem = f"HTTP {status} {response.reason_phrase}"
-            asked = _retry_after(response)
-            wait = wait if asked is None else asked
-        if attempt == HTTP_ATTEMPTS:
-            raise error(f"{method} {shown}: {problem} (after {HTTP_ATTEMPTS} attempts)")
-        time.sleep(wait)
-    raise AssertionError("unreachable")
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    milliseconds = response.headers.get("retry-after-ms")
-    value = response.headers.get("retry-after")
-    seconds: float | None = None
-    try:
-        if milliseconds is not None:
-            seconds = float(milliseconds) / 1000
-        elif value is not None:
-            seconds = float(value)
-    except ValueError:
-        try:
-            seconds = parsedate_to_datetime(str(value)).timestamp() - time.time()
-        except (TypeError, ValueError):
-            seconds = None
-    return None if seconds is None else min(RETRY_AFTER_CAP, max(0.0, seconds))
-
-
-class ApiSource(_Streaming):
-    """Rows from an HTTP API: a GET of the endpoint, then of each next page. A page is a JSON array of
-    objects, or an object holding them under `data`, `items` or `results`. The next page is the body's `next`
-    URL, else the `Link: <...>; rel="next"` header; relative URLs are resolved against the page's."""
-
-    def __init__(self, *, endpoint: str, headers: Mapping[str, str], auth: httpx.Auth | None, timeout: float = 30.0):
-        self.endpoint = endpoint
-        self.headers = dict(headers)
-        self.auth = auth
-        self.timeout = timeout
-
-    def _batches(self, batch_size: int) -> Generator[list[Entry], None, None]:
-        with httpx.Client(headers=self.headers, auth=self.auth, timeout=self.timeout, follow_redirects=True) as client:
-            yield from _chunked(self._rows(client), batch_size)
-
-    def _rows(self, client: httpx.Client) -> Iterator[Entry]:
-        url: str | None = self.endpoint
-        seen: set[str] = set()
-        index = 0
-        while url is not None:
-            seen.add(url)
-            response = send(client, "GET", url, error=SourceError, headers={"Accept": "application/json"})
-            try:
-                body = response.json()
-            except ValueError as exc:
-                raise SourceError(f"GET {mask_url(url)}: the reply is not JSON") from exc
-            items, following = _page(body, response, mask_url(url))
-            for item in items:
-                yield item if type(item) is dict else _not_an_object(index, item, f"{mask_url(url)}: item {index}")
-                index += 1
-            url = urljoin(str(response.url), following) if following else None
-            if url is not None and url in seen:
-                raise SourceError(f"GET {mask_url(url)}: the pages loop back to an earlier page")
-
-def _page(body: Any, response: httpx.Response, shown: str) -> tuple[list[Any], str | None]:
-    linked = response.links.get("next", {}).get("url")
-    if isinstance(body, list):
-        return body, linked
-    if isinstance(body, dict):
-        for field in ("data", "items", "results"):
-            if isinstance(body.get(field), list):
-                following = body.get("next")
-                return body[field], following if isinstance(following, str) and following else linked
-    raise SourceError(f"GET {shown}: expected a JSON array, or an object with a data, items or results array")
-
-
 # -- the factory ------------------------------------------------------------------------------------------
 
 F = TypeVar("F")
@@ -609,11 +453,10 @@ def database_source(node: ir.Source, *, context: IOContext) -> Source:
 
 
 def api_source(node: ir.Source, *, context: IOContext) -> Source:
-    endpoint = node.options.get("endpoint")
-    if not isinstance(endpoint, str) or not endpoint:
-        raise SourceError(f"api source {node.id}: no endpoint")
-    headers, auth = request_auth(node.options.get("auth"), context.environ, SourceError)
-    return ApiSource(endpoint=endpoint, headers=headers, auth=auth)
+    """The HTTP API source (`api.py`), imported when a job reads an API: httpx is not small."""
+    from .api import api_source as make
+
+    return make(node, context=context)
 
 
 BUILTIN_SOURCES: dict[str, SourceFactory] = {

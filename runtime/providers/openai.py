@@ -9,7 +9,7 @@ again once as `json_object` with the schema in the system message; the provider 
 and says so once, in the reply's `notice`. The runtime validates every reply against the full schema.
 
 The transport is a bare aiohttp `ClientSession`, one per endpoint, chosen by measurement
-(the project's MEASURED.md: 5,000 calls at concurrency 100 against a loopback server that was never the
+(5,000 calls at concurrency 100 against a loopback server that was never the
 bottleneck). A bare aiohttp session reached about 9,900 calls/s at 0 ms server latency (100 us of CPU a call) and
 1,810/s at 50 ms, near the 2,000/s that latency allows. A bare `httpx.AsyncClient` reached about 450/s and
 100/s: its connection pool does bookkeeping proportional to the pool size on every request, and it becomes
@@ -37,17 +37,17 @@ trimmed and has the key blanked out should the server echo it.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import os
 import re
-import time
 from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
 from yarl import URL
 
+from ...compiler.ir.common import parse_duration
+from ...compiler.ir.common import retry_after as header_retry_after
 from .base import ChatRequest, ChatResponse, ProviderConfig, ProviderError
 from .registry import DEFAULT_BASE_URL, resolve_api_key, resolve_endpoint
 from .structured import MODES, response_format, unsupported_format, with_instructions
@@ -55,8 +55,6 @@ from .structured import MODES, response_format, unsupported_format, with_instruc
 __all__ = ["DEFAULT_BASE_URL", "OpenAIProvider", "resolve_api_key", "resolve_endpoint", "retry_after"]
 
 _CONTEXT_LENGTH = re.compile(r"context[_ ]length|context size|maximum context", re.IGNORECASE)
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def _plain(value: Any) -> Any:
@@ -73,27 +71,14 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), default=_plain)
 def retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
     """Seconds a 429 or 5xx reply asks the client to wait, or None when it says nothing.
 
-    Reads `retry-after-ms`, then `Retry-After` (seconds, or an HTTP date counted from `now`, a Unix time), then
-    OpenAI's `x-ratelimit-reset-requests` / `x-ratelimit-reset-tokens` (`1s`, `6m0s`, `20ms`) for whichever limit
-    has no requests or tokens remaining. `headers` must look names up case-insensitively (aiohttp's do).
+    `retry-after-ms`, then `Retry-After` (seconds, or an HTTP date counted from `now`, a Unix time), read by the
+    one parser (`compiler.ir.common.retry_after`); then OpenAI's `x-ratelimit-reset-requests` /
+    `x-ratelimit-reset-tokens` (`1s`, `6m0s`, `20ms`) for whichever limit has no requests or tokens remaining.
+    `headers` must look names up case-insensitively (aiohttp's do).
     """
-    millis = headers.get("retry-after-ms")
-    if millis is not None:
-        try:
-            return max(0.0, float(millis) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is not None:
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            try:
-                when = email.utils.parsedate_to_datetime(value)
-            except (TypeError, ValueError, IndexError):
-                when = None
-            if when is not None and when.tzinfo is not None:
-                return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    asked = header_retry_after(headers, now)
+    if asked is not None:
+        return asked
     waits = [
         _duration(headers.get(f"x-ratelimit-reset-{limit}", ""))
         for limit in ("requests", "tokens")
@@ -104,11 +89,11 @@ def retry_after(headers: Mapping[str, str], now: float | None = None) -> float |
 
 
 def _duration(text: str) -> float | None:
-    """`1m30.5s` -> 90.5; None when `text` is not such a duration."""
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text.strip():
+    """`1m30.5s` -> 90.5; None when `text` is not a duration."""
+    try:
+        return parse_duration(text) if text else None
+    except ValueError:
         return None
-    return sum(float(number) * _UNITS[unit] for number, unit in parts)
 
 
 class OpenAIProvider:

@@ -10,20 +10,23 @@ The subset covered is what prompt modules use: `type` (one or a list, a non-null
 `required`, `additionalProperties`, `minProperties`/`maxProperties`, `enum`, `const`, `minimum`/`maximum` and
 their exclusive forms (draft-04 booleans too), `multipleOf`, `minLength`/`maxLength`, `minItems`/`maxItems`,
 `uniqueItems`, `items` (a schema or a tuple of them), `anyOf`/`oneOf` (the first branch that works), `allOf`
-(merged), local `$ref`s, `format` (`date`, `date-time`, `time`, `email`, `uri`, `uuid`) and `pattern`
-(generated from the regular expression for the common constructs; a value is checked against the pattern, and
-a pattern outside that subset is not guaranteed to match).
+(merged), local `$ref`s, `format` (`date`, `date-time`, `time`, `email`, `uri`, `uuid`) and `pattern`: the
+first matching strings exrex enumerates (in a fixed order, no randomness) are kept when the schema is compiled,
+and the seed picks one; each is checked with `re.search`, and a pattern exrex cannot expand (a lookbehind, a
+global flag not at the start) gets plain text.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
+import itertools
 import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+import exrex
 
 __all__ = ["fill"]
 
@@ -37,8 +40,12 @@ _WORDS = (
 )  # fmt: skip
 _FORMATS = ("date", "date-time", "time", "email", "uri", "uuid")
 
-# The regular-expression parser is private but stable since Python 3.11 (`sre_parse` warns on import).
-_sre: Any = importlib.import_module("re._parser")
+_PATTERN_REPEATS = 4
+"""The most times exrex repeats an open-ended `*`, `+` or `{n,}` beyond its least."""
+_PATTERN_CHOICES = 64
+"""How many strings of a pattern are kept to choose from."""
+_PATTERN_SCAN = 4096
+"""How many strings of a pattern with length limits are looked through for ones within them (once a schema)."""
 
 
 def fill(schema: Mapping[str, Any], seed: bytes, hints: Mapping[str, str] | None = None) -> Any:
@@ -302,13 +309,13 @@ def _string(schema: Mapping[str, Any], name: str | None) -> _Generator:
     low = int(schema.get("minLength", 0))
     high = schema.get("maxLength")
     limited = low > 0 or isinstance(high, int)
-    parsed = _parse(pattern) if isinstance(pattern, str) else None
+    matches = _matches(pattern, low, high) if isinstance(pattern, str) else ()
 
     def generate(s: _Stream, h: Mapping[str, str], d: int) -> str:
         if fmt in _FORMATS:
             text = _formatted(str(fmt), s)
         elif isinstance(pattern, str):
-            text = _matching(pattern, parsed, s) or _short_text(name, s)
+            text = matches[s.below(len(matches))] if matches else _short_text(name, s)
         elif name is not None and name in h:
             text = " ".join(h[name].split())
         else:
@@ -453,72 +460,21 @@ def _formatted(fmt: str, filler: _Stream) -> str:
     return f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-a{digits[17:20]}-{digits[20:]}"
 
 
-def _parse(pattern: str) -> Any:
+def _matches(pattern: str, low: int, high: Any) -> tuple[str, ...]:
+    """Up to `_PATTERN_CHOICES` strings `re.search(pattern, s)` accepts, in exrex's fixed order; with length
+    limits, those within them when the first `_PATTERN_SCAN` strings hold any. None when exrex cannot expand
+    the pattern."""
+    limited = low > 0 or isinstance(high, int)
     try:
-        return _sre.parse(pattern)
-    except (re.error, RecursionError):
-        return None
-
-
-def _matching(pattern: str, parsed: Any, filler: _Stream) -> str | None:
-    """A string `re.search(pattern, s)` accepts, or None when the pattern is beyond the generator."""
-    if parsed is None:
-        return None
-    try:
-        text = _generate(parsed, filler)
-    except (_Unsupported, RecursionError):
-        return None
-    return text if re.search(pattern, text) else None
-
-
-class _Unsupported(Exception):
-    """A regular-expression construct the generator does not produce (lookarounds, backreferences)."""
-
-
-_CATEGORIES = {"CATEGORY_DIGIT": "0123456789", "CATEGORY_WORD": "abcxyz_019", "CATEGORY_SPACE": " "}
-
-
-def _generate(parsed: Any, filler: _Stream) -> str:
-    out: list[str] = []
-    for op, arg in parsed:
-        name = str(op)
-        if name == "LITERAL":
-            out.append(chr(arg))
-        elif name == "ANY":
-            out.append("a")
-        elif name == "IN":
-            out.append(_from_class(arg, filler))
-        elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
-            low, high, body = arg
-            top = min(high, low + 3) if high != _sre.MAXREPEAT else low + 3
-            times = max(low + filler.below(top - low + 1), min(1, top))
-            out.extend(_generate(body, filler) for _ in range(times))
-        elif name in ("SUBPATTERN", "ATOMIC_GROUP"):
-            out.append(_generate(arg[-1], filler))
-        elif name == "BRANCH":
-            branches = arg[1]
-            out.append(_generate(branches[filler.below(len(branches))], filler))
-        elif name == "AT":
-            continue
-        elif name == "CATEGORY" and str(arg) in _CATEGORIES:
-            chars = _CATEGORIES[str(arg)]
-            out.append(chars[filler.below(len(chars))])
-        else:
-            raise _Unsupported(name)
-    return "".join(out)
-
-
-def _from_class(items: Any, filler: _Stream) -> str:
-    """One character of a `[...]` class; a negated class gets a letter none of its items name."""
-    if items and str(items[0][0]) == "NEGATE":
-        excluded = "".join(_from_class([item], filler) for item in items[1:] if str(item[0]) == "LITERAL")
-        return next(c for c in "qzjxkQ7#" if c not in excluded)
-    op, arg = items[filler.below(len(items))]
-    if str(op) == "LITERAL":
-        return chr(arg)
-    if str(op) == "RANGE":
-        return chr(arg[0] + filler.below(arg[1] - arg[0] + 1))
-    if str(op) == "CATEGORY" and str(arg) in _CATEGORIES:
-        chars = _CATEGORIES[str(arg)]
-        return chars[filler.below(len(chars))]
-    raise _Unsupported(str(op))
+        compiled = re.compile(pattern)
+        found = [
+            text
+            for text in itertools.islice(
+                exrex.generate(pattern, limit=_PATTERN_REPEATS), _PATTERN_SCAN if limited else _PATTERN_CHOICES
+            )
+            if compiled.search(text)
+        ]
+    except Exception:  # exrex raises what its parser meets (re.error, RecursionError, ...); the mock never fails
+        return ()
+    fitting = [t for t in found if len(t) >= low and (not isinstance(high, int) or len(t) <= high)]
+    return tuple((fitting or found)[:_PATTERN_CHOICES])

@@ -31,14 +31,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import tenacity
 
 from ...compiler.ir import Secret
+from ...compiler.ir.common import parse_duration, retry_after
 from ...compiler.ir.expressions import ExpressionError
 from ..conditions import holds
 from ..engine.job import Hooks, RunResult
 from ..secrets import MissingSecret, reveal
 from .logs import Redactor
-from .schedule import parse_duration
 
 __all__ = [
     "ACTIONS",
@@ -58,7 +59,9 @@ DEFAULT_COOLDOWN = 900.0
 DEFAULT_STORE = ".sleipnir/alerts.db"
 ATTEMPTS = 3
 BACKOFF = (1.0, 3.0)
-"""Seconds to wait before the second and the third attempt."""
+"""Seconds to wait before the second and the third attempt, unless the endpoint asks with `Retry-After`."""
+RETRY_AFTER_CAP = 30.0
+"""The longest `Retry-After` honoured, in seconds."""
 TIMEOUT = 10.0
 """Seconds a delivery may take (connect, send, answer)."""
 SLACK_ENV = "SLACK_WEBHOOK_URL"
@@ -104,7 +107,7 @@ class AlertRule:
             recipients=tuple(str(r) for r in entry.get("recipients") or ()),
             channel=str(entry["channel"]) if entry.get("channel") else None,
             url=str(url) if url else None,
-            cooldown=parse_duration(entry.get("cooldown", DEFAULT_COOLDOWN)).total_seconds(),
+            cooldown=parse_duration(entry.get("cooldown", DEFAULT_COOLDOWN)),
         )
 
     @property
@@ -171,7 +174,11 @@ class _Unsendable(Exception):
 
 
 class _Retryable(Exception):
-    """This attempt failed in a way that another may not."""
+    """This attempt failed in a way that another may not; `asked`: the server's `Retry-After`, in seconds."""
+
+    def __init__(self, reason: str, asked: float | None = None) -> None:
+        super().__init__(reason)
+        self.asked = asked
 
 
 class Notifier:
@@ -209,26 +216,45 @@ class Notifier:
         except (_Unsendable, MissingSecret) as error:
             self.log.error("%s alert not sent: %s", rule.action, hide.text(str(error)), extra=fields)
             return False
-        for attempt in range(1, self.attempts + 1):
-            try:
-                deliver()
-            except _Unsendable as error:
-                self.log.error("%s alert to %s refused: %s", rule.action, where, hide.text(str(error)), extra=fields)
-                return False
-            except Exception as error:
-                reason = hide.text(f"{type(error).__name__}: {error}" if not isinstance(error, _Retryable) else str(error))
-                if attempt == self.attempts:
-                    self.log.error(
-                        "%s alert to %s not delivered after %d attempts: %s", rule.action, where, attempt, reason,
-                        extra=fields,
-                    )
-                    return False
-                self.log.warning("%s alert to %s failed (attempt %d): %s", rule.action, where, attempt, reason, extra=fields)
-                self.sleep(self.backoff[min(attempt, len(self.backoff)) - 1] if self.backoff else 0.0)
-            else:
-                self.log.info("%s alert sent to %s: %s", rule.action, where, event.title, extra=fields)
-                return True
-        return False  # pragma: no cover - the loop returns
+
+        def reason(error: BaseException | None) -> str:
+            return hide.text(str(error) if isinstance(error, _Retryable) else f"{type(error).__name__}: {error}")
+
+        def failed(state: tenacity.RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome is not None else None
+            self.log.warning(
+                "%s alert to %s failed (attempt %d): %s", rule.action, where, state.attempt_number, reason(error),
+                extra=fields,
+            )
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.attempts),
+            wait=self._wait,
+            retry=tenacity.retry_if_not_exception_type(_Unsendable),
+            sleep=self.sleep,
+            before_sleep=failed,
+            reraise=True,
+        )
+        try:
+            retrying(deliver)
+        except _Unsendable as error:
+            self.log.error("%s alert to %s refused: %s", rule.action, where, hide.text(str(error)), extra=fields)
+            return False
+        except Exception as error:
+            self.log.error(
+                "%s alert to %s not delivered after %d attempts: %s", rule.action, where, self.attempts, reason(error),
+                extra=fields,
+            )
+            return False
+        self.log.info("%s alert sent to %s: %s", rule.action, where, event.title, extra=fields)
+        return True
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        """The backoff before the next attempt, or what the server asked for with `Retry-After` (capped)."""
+        failure = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(failure, _Retryable) and failure.asked is not None:
+            return min(RETRY_AFTER_CAP, failure.asked)
+        return self.backoff[min(state.attempt_number, len(self.backoff)) - 1] if self.backoff else 0.0
 
     def close(self) -> None:
         """Close the HTTP client."""
@@ -278,7 +304,7 @@ class Notifier:
             return
         reason = f"HTTP {response.status_code}"
         if response.status_code >= 500 or response.status_code in _RETRIED_STATUS:
-            raise _Retryable(reason)
+            raise _Retryable(reason, retry_after(response.headers))
         raise _Unsendable(reason)
 
     def _email(self, rule: AlertRule, event: AlertEvent) -> Callable[[], None]:

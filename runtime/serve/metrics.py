@@ -20,12 +20,12 @@ import contextlib
 import logging
 import os
 import re
-import sys
 from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from filelock import FileLock
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -247,13 +247,13 @@ def write_textfile(
     """Write the run to a node-exporter textfile, atomically (temp file and rename), making its folder.
 
     Counters and the histogram add to the values already in the file, so the file counts every run of the job;
-    the gauges describe this run. Concurrent writers of one file take turns (an advisory lock beside it).
+    the gauges describe this run. Concurrent writers of one file take turns (a filelock `<file>.lock` beside it).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     run = RunMetrics()
     run.observe(job, status, metrics, cost, selected=selected)
-    with _locked(target):
+    with FileLock(f"{target}.lock"):
         previous = _previous_samples(target)
         write_to_textfile(str(target), _Accumulated(run.registry, previous))
 
@@ -393,19 +393,3 @@ class _Accumulated(Collector):
                     value = sample.value + before
                 merged.add_sample(sample.name, sample.labels, value)
             yield merged
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on `<path>.lock` (a no-op where there is no `fcntl`)."""
-    if sys.platform == "win32":
-        yield
-        return
-    import fcntl
-
-    with open(f"{path}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)

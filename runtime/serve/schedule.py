@@ -13,7 +13,6 @@ That keeps daylight-saving changes testable (spec/schedules.md):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,40 +21,18 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
+from ...compiler.ir.common import parse_duration
+
 __all__ = [
     "CATCHUP",
     "OVERLAP",
     "CronSchedule",
     "overlap_decision",
-    "parse_duration",
 ]
 
 CATCHUP = ("none", "latest", "all")
 OVERLAP = ("skip", "queue", "allow")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"([0-9]+)(ms|s|m|h|d|w)")
 _TINY = timedelta(microseconds=1)
-
-
-def parse_duration(value: str | float | timedelta) -> timedelta:
-    """A `catchup_window`-style duration: `90s`, `15m`, `6h`, `1d`, `2w`, `1h30m`, or a number of seconds
-    (also as text). Raises ValueError for anything else, or a negative number."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, bool):
-        raise ValueError(f"not a duration: {value!r}")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"a duration cannot be negative: {value!r}")
-        return timedelta(seconds=value)
-    text = str(value).strip()
-    try:
-        return parse_duration(float(text))
-    except ValueError:
-        pass
-    if not text or _DURATION.sub("", text):
-        raise ValueError(f"not a duration: {value!r} (write 90s, 15m, 6h, 1d or a number of seconds)")
-    return timedelta(seconds=sum(int(n) * _UNITS[unit] for n, unit in _DURATION.findall(text)))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,7 +70,7 @@ class CronSchedule:
             timezone=str(settings.get("timezone") or "UTC"),
             enabled=bool(settings.get("enabled", True)),
             catchup=str(settings.get("catchup") or "latest"),
-            catchup_window=parse_duration(settings.get("catchup_window", "1d")),
+            catchup_window=timedelta(seconds=parse_duration(settings.get("catchup_window", "1d"))),
             overlap=str(settings.get("overlap") or "skip"),
         )
 
