@@ -185,8 +185,7 @@ def _may_resolve(document: Document, spans: ScalarSpans) -> bool:
     return any(hint in text for hint in _SECRET_HINTS)
 
 
-_NAME_KEYS = frozenset({"name", "id", "version", "prompt", "stack", "stack_version", "split_by", "key"})
-"""Keys whose values are names: a node's id, a prompt, a version. A name is never a secret."""
+_NAME_KEYS = frozenset({"name", "id", "version", "prompt", "stack", "stack_version", "split_by", "key"})  # never secrets
 
 
 def _param_origin(result: Effective, name: str) -> str:
@@ -484,17 +483,12 @@ class _Resolver:
 
     def _secret_name(self, place: Place, text: str, secrets: Sequence[str]) -> None:
         shown = ", ".join(f"`{n}`" for n in dict.fromkeys(secrets))
+        note = f"{shown} holds a secret (its name says so); secrets stay out of plans, logs and outputs, and names do not"
         self.sink.emit(
-            "invalid-value",
-            f"`{text}` would make a name of a secret",
-            self._span(place),
-            label="a secret's value as a name",
-            notes=(
-                f"{shown} holds a secret (its name says so); secrets stay out of plans, logs and outputs, and a "
-                "name is shown in all of them",
-            ),
+            "invalid-value", f"`{text}` would make a name of a secret", self._span(place),
+            label="a secret's value as a name", notes=(note,),
             help="write the name, or take it from a variable whose name does not mark a secret",
-        )
+        )  # fmt: skip
 
     def _seal(self, place: Place, parts: Sequence[Text | Substitution]) -> Any:
         """A secret as a reference: parameters are expanded as written, environment names stay names."""
