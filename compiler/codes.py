@@ -74,6 +74,7 @@ CODES: dict[str, Code] = _codes(
     ("literal-password", W, "A connection URL holds its password as written; use `${ENV}` for it."),
     ("literal-secret", E, "A secret written as a literal value; the plan carries secrets only as references."),
     ("file-exists", E, "An output file exists; pass --force to overwrite it."),
+    ("missing-input", E, "A pipeline stage runs after another but reads no input, and its prompts need fields of a row."),
     # Schedules and conditions
     ("invalid-cron", E, "A cron expression that croniter does not accept."),
     ("unknown-timezone", E, "A timezone that is not an IANA zone name."),

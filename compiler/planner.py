@@ -21,7 +21,7 @@ from .checks.references import check_resolved
 from .codes import Severity
 from .diagnostics import Diagnostic, Diagnostics
 from .documents import WORKSPACE, Document
-from .ir import Plan
+from .ir import Plan, PromptCall, Sink, Source
 from .ir.common import DEFAULT_DATABASE, secret_or_text, suggestion_help
 from .ir.expressions import UnsetVariableError
 from .lower import WorkspaceSettings, lower_job
@@ -277,6 +277,7 @@ class _Planner:
             if not defines and explicit is not None:
                 effective_job.profile = None
             jobs[node_id] = lower_job(effective_job, self.registry, self.workspace, self.sink)
+        self._stages_without_input(document, jobs)
         if explicit is not None and not any(p.profile == explicit for p in jobs.values()):
             choose_profile(self.registry.get("job", _first_job(body)) or document, explicit, None, self.sink)
             return None
@@ -295,6 +296,59 @@ class _Planner:
                 )
                 return None
         return lower_pipeline(document, jobs, self.workspace, schedule)
+
+
+    def _stages_without_input(self, document: Document, jobs: Mapping[str, Plan]) -> None:
+        """`missing-input` for a stage that runs after another but reads no input while its prompts need
+        fields of a row: it would run once on an empty row and fail there, after the stages before it ran."""
+        previous: str | None = None
+        for index, entry in enumerate(document.body.get("jobs") or []):
+            node_id = entry if isinstance(entry, str) else str(entry["id"])
+            after = ([previous] if previous else []) if isinstance(entry, str) else list(entry.get("depends_on") or [])
+            previous = node_id
+            needed = _row_fields_needed(jobs[node_id])
+            if not after or needed is None:
+                continue
+            prompt, variable = needed
+            writes = [w for w in (_writes(jobs[a]) for a in after if a in jobs) if w]
+            name = jobs[node_id].name
+            self.sink.emit(
+                "missing-input",
+                f"`{node_id}` runs after `{'`, `'.join(after)}` but reads no input, and its prompt `{prompt}` needs "
+                f"`{variable}` from each row",
+                document.span_at((*document.base, "jobs", index)),
+                label="a stage with no input",
+                notes=(f"`{after[0]}` writes {writes[0]}",) if writes else (),
+                help=f"give job `{name}` an `input:` that reads what the stage before it writes"
+                + (f", e.g. `input: {{source: file, path: {writes[0]}}}`" if writes else ""),
+            )
+
+
+def _row_fields_needed(plan: Plan) -> tuple[str, str] | None:
+    """For a job with no input, the first (prompt, variable) a per-item call needs from the row and nothing
+    else gives it (a default, a binding, an earlier output); None when its calls need nothing of a row."""
+    if not any(isinstance(n, Source) and n.source == "run_input" for n in plan.nodes):
+        return None
+    given: set[str] = set()
+    for node in plan.nodes:
+        if not isinstance(node, PromptCall):
+            continue
+        if node.scope == "item":
+            variables = plan.resources.prompt(node.prompt, node.version).variables
+            for variable, spec in variables.items():
+                required = isinstance(spec, Mapping) and spec.get("required") and "default" not in spec
+                if required and variable not in node.inputs and variable not in given:
+                    return node.prompt, variable
+        given.update((node.prompt, node.output))
+    return None
+
+
+def _writes(plan: Plan) -> str | None:
+    """The file a job plan's output writes, if it writes one."""
+    for node in plan.nodes:
+        if isinstance(node, Sink) and isinstance(node.options.get("path"), str):
+            return str(node.options["path"])
+    return None
 
 
 def _first_job(body: Mapping[str, Any]) -> str:

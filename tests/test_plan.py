@@ -282,3 +282,33 @@ def test_a_name_taken_from_a_secret_is_refused_not_a_crash(tmp_path: Path, monke
     assert code == 1 and out == ""
     assert "error[invalid-value]: `${OPENAI_API_KEY}` would make a name of a secret" in err
     assert "job.yaml:4:13" in err and "sk-not-shown" not in err and "Traceback" not in err
+
+
+def test_a_stage_that_needs_rows_but_reads_no_input_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "sleipnir.yaml").write_text("name: stages\nfallback_provider: mock\n", encoding="utf-8")
+    (tmp_path / "prompt.yaml").write_text(
+        "prompt:\n  name: summarise\n  version: 1.0.0\n  description: Summarise a text.\n  variables:\n    text: {type: string, required: true}\n"
+        "  template:\n    user: 'Summarise {{ text }}'\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "jobs.yaml").write_text(
+        "job:\n  name: collect\n  input: {source: file, path: in.jsonl}\n  prompts: [{name: summarise}]\n"
+        "  output: {destination: file, path: out/collected.jsonl}\n---\n"
+        "job:\n  name: digest\n  prompts: [{name: summarise}]\n---\n"
+        "job:\n  name: digest_bound\n  prompts:\n    - name: summarise\n      inputs: {text: 'all of it'}\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "in.jsonl").write_text('{"id": 1, "text": "a"}\n', encoding="utf-8")
+    (tmp_path / "p.yaml").write_text(
+        "pipeline:\n  name: p\n  jobs:\n    - {id: one, name: collect}\n    - {id: two, name: digest, depends_on: [one]}\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "q.yaml").write_text("pipeline:\n  name: q\n  jobs: [collect, digest_bound]\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run("plan", "p")
+    assert code == 1 and out == ""
+    assert "error[missing-input]: `two` runs after `one` but reads no input, and its prompt `summarise` needs `text`" in err
+    assert "p.yaml:5:7" in err and "`one` writes out/collected.jsonl" in err
+    assert "input: {source: file, path: out/collected.jsonl}" in err
+    assert run("plan", "q")[0] == 0, "a stage whose call binds the variable needs no row"
+    assert run("plan", "digest")[0] == 0, "a job alone with no input runs once: not an error"
