@@ -270,12 +270,11 @@ def test_a_job_is_planned_in_focus_reading_only_what_it_uses(tmp_path: Path, mon
 
 def test_a_name_taken_from_a_secret_is_refused_not_a_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Found by hypothesis: a phase named `${OPENAI_API_KEY}` became a sealed secret as a node id."""
-    (tmp_path / "sleipnir.yaml").write_text("name: names\nfallback_provider: mock\n", encoding="utf-8")
-    (tmp_path / "job.yaml").write_text(
-        "job:\n  name: named\n  phases:\n    - name: ${OPENAI_API_KEY}\n      prompt: classifier\n"
+    write_files(tmp_path, {
+        "sleipnir.yaml": "name: names\nfallback_provider: mock\n",
+        "job.yaml": "job:\n  name: named\n  phases:\n    - name: ${OPENAI_API_KEY}\n      prompt: classifier\n"
         "    - name: b\n      prompt: aggregator\n",
-        encoding="utf-8",
-    )
+    })  # fmt: skip
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-not-shown-0123456789")
     code, out, err = run("plan", "named")
@@ -285,25 +284,18 @@ def test_a_name_taken_from_a_secret_is_refused_not_a_crash(tmp_path: Path, monke
 
 
 def test_a_stage_that_needs_rows_but_reads_no_input_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "sleipnir.yaml").write_text("name: stages\nfallback_provider: mock\n", encoding="utf-8")
-    (tmp_path / "prompt.yaml").write_text(
-        "prompt:\n  name: summarise\n  version: 1.0.0\n  description: Summarise a text.\n  variables:\n    text: {type: string, required: true}\n"
-        "  template:\n    user: 'Summarise {{ text }}'\n",
-        encoding="utf-8",
-    )
-    (tmp_path / "jobs.yaml").write_text(
-        "job:\n  name: collect\n  input: {source: file, path: in.jsonl}\n  prompts: [{name: summarise}]\n"
+    write_files(tmp_path, {
+        "sleipnir.yaml": "name: stages\nfallback_provider: mock\n",
+        "prompt.yaml": "prompt:\n  name: summarise\n  version: 1.0.0\n  description: Summarise a text.\n"
+        "  variables:\n    text: {type: string, required: true}\n  template:\n    user: 'Summarise {{ text }}'\n",
+        "jobs.yaml": "job:\n  name: collect\n  input: {source: file, path: in.jsonl}\n  prompts: [{name: summarise}]\n"
         "  output: {destination: file, path: out/collected.jsonl}\n---\n"
         "job:\n  name: digest\n  prompts: [{name: summarise}]\n---\n"
         "job:\n  name: digest_bound\n  prompts:\n    - name: summarise\n      inputs: {text: 'all of it'}\n",
-        encoding="utf-8",
-    )
-    (tmp_path / "in.jsonl").write_text('{"id": 1, "text": "a"}\n', encoding="utf-8")
-    (tmp_path / "p.yaml").write_text(
-        "pipeline:\n  name: p\n  jobs:\n    - {id: one, name: collect}\n    - {id: two, name: digest, depends_on: [one]}\n",
-        encoding="utf-8",
-    )
-    (tmp_path / "q.yaml").write_text("pipeline:\n  name: q\n  jobs: [collect, digest_bound]\n", encoding="utf-8")
+        "in.jsonl": '{"id": 1, "text": "a"}\n',
+        "p.yaml": "pipeline:\n  name: p\n  jobs:\n    - {id: one, name: collect}\n    - {id: two, name: digest, depends_on: [one]}\n",
+        "q.yaml": "pipeline:\n  name: q\n  jobs: [collect, digest_bound]\n",
+    })  # fmt: skip
     monkeypatch.chdir(tmp_path)
     code, out, err = run("plan", "p")
     assert code == 1 and out == ""
@@ -312,3 +304,8 @@ def test_a_stage_that_needs_rows_but_reads_no_input_is_refused(tmp_path: Path, m
     assert "input: {source: file, path: out/collected.jsonl}" in err
     assert run("plan", "q")[0] == 0, "a stage whose call binds the variable needs no row"
     assert run("plan", "digest")[0] == 0, "a job alone with no input runs once: not an error"
+
+
+def write_files(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).write_text(text, encoding="utf-8")
