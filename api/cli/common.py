@@ -7,7 +7,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import click
 
@@ -43,12 +43,46 @@ def guarded(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def use_color(choice: str) -> bool:
-    if choice == "always":
-        return True
-    if choice == "never" or "NO_COLOR" in os.environ:
+COLOR_CHOICES = ("auto", "always", "never")
+
+
+def color_option(function: F) -> F:
+    """`--color auto|always|never`, the same on every command (and on `sleipnir` itself, for all of them)."""
+    return click.option(
+        "--color",
+        type=click.Choice(COLOR_CHOICES),
+        default="auto",
+        show_default=True,
+        help="Colour the output: always, never, or auto (when writing to a terminal; FORCE_COLOR and NO_COLOR "
+        "in the environment decide otherwise).",
+    )(function)
+
+
+def use_color(choice: str = "auto", stream: TextIO | None = None) -> bool:
+    """Whether to colour what goes to `stream` (stdout by default).
+
+    `--color always|never` wins; `auto` takes `sleipnir --color`, then NO_COLOR, then FORCE_COLOR (set and not
+    empty or 0), then whether `stream` is a terminal."""
+    if choice == "auto":
+        context = click.get_current_context(silent=True)
+        choice = str(context.find_root().params.get("color") or "auto") if context is not None else "auto"
+    if choice != "auto":
+        return choice == "always"
+    if os.environ.get("NO_COLOR"):
         return False
-    return sys.stdout.isatty()
+    if os.environ.get("FORCE_COLOR", "") not in ("", "0"):
+        return True
+    stream = sys.stdout if stream is None else stream
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def echo(text: str, *, color: bool, err: bool = False, nl: bool = True) -> None:
+    """`click.echo` that keeps the colours it was given (click strips them when the stream is not a terminal,
+    which undid `--color always` and FORCE_COLOR) and strips them when colour is off."""
+    click.echo(text, err=err, nl=nl, color=color)
 
 
 class _Teardown:

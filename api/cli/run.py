@@ -13,11 +13,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import click
+from rich.console import Console
+from rich.markup import escape
 
 from ..compiler.estimate import estimate
-from ..compiler.ir import JobStep, Plan
+from ..compiler.ir import JobStep, Plan, Sink
 from ..compiler.ir.common import workspace_paths_of
-from ..compiler.lower import DEFAULT_LOGGING
 from ..compiler.planner import plan as compile_plan
 from ..compiler.render import RENDERERS
 from ..compiler.render.plan_text import render_plan
@@ -30,17 +31,31 @@ from ..runtime.secrets import MissingSecret
 from ..runtime.serve.alerts import AlertDispatcher
 from ..runtime.serve.logs import configure, log_hooks, secrets_in
 from ..runtime.serve.metrics import export_after_run
-from .common import F, guarded, skip_teardown
-from .console import LiveProgress, cost_of, result_data, stderr_console, summary
+from .common import EXIT_USAGE, F, color_option, echo, guarded, skip_teardown, use_color
+from .console import (
+    FAILURES_SHOWN,
+    NORMAL,
+    QUIET,
+    VERBOSE,
+    LiveProgress,
+    cost_of,
+    failure_lines,
+    one_line,
+    result_data,
+    stderr_console,
+    summary,
+    summary_line,
+)
+from .listing import RUNNABLE, complete_names, select_option, selected
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
-
 
 
 def _run_options(function: F) -> F:
     for option in reversed(
         (
-            click.argument("target"),
+            click.argument("target", required=False, shell_complete=complete_names(RUNNABLE)),
+            select_option(RUNNABLE),
             click.option("--input", "input_path", type=click.Path(dir_okay=False), help="Read the items from this file instead of the job's source."),
             click.option("--profile", metavar="NAME", help="Apply this profile."),
             click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Override a value; repeatable."),
@@ -51,7 +66,15 @@ def _run_options(function: F) -> F:
             click.option("--keep-stale", is_flag=True, help="Keep the results of items whose work changed; do only new items."),
             click.option("--retry-failed", is_flag=True, help="Re-run only the items that failed before."),
             click.option("--cache", is_flag=True, help="Reuse answers of identical earlier calls (never errors)."),
-            click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout."),
+            click.option(
+                "--json",
+                "as_json",
+                is_flag=True,
+                help="Print the result as JSON on stdout, and nothing else there (a JSON array with --select).",
+            ),
+            click.option("-q", "--quiet", is_flag=True, help="Print only the summary line and errors."),
+            click.option("-v", "--verbose", is_flag=True, help="Also print the job's log records, on stderr."),
+            color_option,
             click.option(
                 "--grace",
                 type=click.FloatRange(min=0),
@@ -75,9 +98,10 @@ def run_job(**options: Any) -> None:
     A rerun does only what is not done yet; --fresh starts over. Ctrl-C or SIGTERM stops it: the calls in flight
     get --grace seconds to finish, what is done is written and published, and it exits 130 (a second signal
     exits at once): run the same command again to resume. Exits 0 when every item succeeded, 1 when the run
-    failed or passed its execution.timeout, 2 on a usage or internal error.
+    failed or passed its execution.timeout, 2 on a usage or internal error. --select (instead of TARGET) runs
+    each job and pipeline it picks, one after the other.
     """
-    _exit(run_command(**options))
+    _exit(run_selected(**options))
 
 
 @click.command("run")
@@ -85,7 +109,7 @@ def run_job(**options: Any) -> None:
 @guarded
 def run_alias(**options: Any) -> None:
     """Same as `run-job`."""
-    _exit(run_command(**options))
+    _exit(run_selected(**options))
 
 
 def _exit(code: int) -> None:
@@ -103,9 +127,32 @@ def _exit(code: int) -> None:
     os._exit(code)
 
 
+def run_selected(*, target: str | None, selectors: tuple[str, ...], quiet: bool, verbose: bool, **options: Any) -> int:
+    """`run-job TARGET`, or `run-job --select ...`: each picked job and pipeline in turn; the worst exit code."""
+    if quiet and verbose:
+        raise click.UsageError("give -q or -v, not both")
+    mode = QUIET if quiet else VERBOSE if verbose else NORMAL
+    if bool(target) == bool(selectors):
+        raise click.UsageError("give TARGET (a job or pipeline name, or a file) or --select, not both" if target else "give TARGET or --select")
+    if target:
+        return run_command(target=target, mode=mode, **options)
+    results: list[dict[str, Any]] = []
+    codes = []
+    for entry in selected(selectors, RUNNABLE):
+        codes.append(run_command(target=entry.name, mode=mode, **{**options, "as_json": False}, results=results))
+        if codes[-1] == EXIT_INTERRUPTED:
+            break
+    if options["as_json"]:
+        sys.stdout.write(json.dumps(results, indent=2, default=str) + "\n")
+    return EXIT_INTERRUPTED if EXIT_INTERRUPTED in codes else max(codes)
+
+
 def run_command(
     *,
     target: str,
+    mode: str = NORMAL,
+    color: str = "auto",
+    results: list[dict[str, Any]] | None = None,
     input_path: str | None,
     profile: str | None,
     params: tuple[str, ...],
@@ -121,9 +168,10 @@ def run_command(
 ) -> int:
     """The whole command; returns the exit code."""
     compiled = compile_plan(target, profile=profile, params=params, param_files=param_files)
-    console = stderr_console()
-    if compiled.diagnostics:
-        click.echo(RENDERERS["human"](compiled.report, False), err=True)
+    console = stderr_console(color)
+    if compiled.diagnostics and (mode != QUIET or not compiled.ok):
+        colored = use_color(color, sys.stderr)
+        echo(RENDERERS["human"](compiled.report, colored), err=True, color=colored)
     if not compiled.ok:
         return EXIT_FAILED
     if len(compiled.plans) != 1:
@@ -150,10 +198,17 @@ def run_command(
     if dry_run:
         click.echo(render_plan(plan, estimate=estimate(plan), now=datetime.now(UTC)))
         return _dry_run(plan, options)
-    live = LiveProgress(console, plan.name)
-    alerts: list[str] = []
     jobs = {n.id: n.plan for n in plan.nodes if isinstance(n, JobStep)} if plan.kind == "pipeline" else {"": plan}
-    operations = {entry: Operations(job, settings, environ) for entry, job in jobs.items()}
+    if as_json and (writer := _writes_to_stdout(jobs)):
+        click.echo(
+            f"error[usage]: --json prints the result on stdout, where `{writer}` writes its output "
+            "(output without `path`, `table` or `endpoint`); give the output a path, or drop --json",
+            err=True,
+        )
+        return EXIT_USAGE
+    live = LiveProgress(console, plan.name, mode)
+    alerts: list[str] = []
+    operations = {entry: Operations(job, settings, environ, verbose=mode == VERBOSE) for entry, job in jobs.items()}
     hooks = {entry: ops.hooks(live.hooks(alerts)) for entry, ops in operations.items()}
     options = dataclasses.replace(options, hooks=hooks.get("", Hooks()), handle_signals=True)
     result: RunResult | PipelineResult | None = None
@@ -167,22 +222,37 @@ def run_command(
         finished = result.jobs if isinstance(result, PipelineResult) else {"": result}
         for entry, ops in operations.items():
             for line in ops.finish(finished.get(entry)):
-                console.print(line)
+                if mode != QUIET:
+                    console.print(line)
     assert result is not None
-    for alert in alerts[:20]:
-        console.print(f"[red]alert:[/] {alert}")
+    _show(console, result, alerts, plan.root, mode)
+    if results is not None:
+        results.append(result_data(result, plan.root))
+    elif as_json:
+        sys.stdout.write(json.dumps(result_data(result, plan.root), indent=2, default=str) + "\n")
+    runs = list(result.jobs.values()) if isinstance(result, PipelineResult) else [result]
+    return _exit_code(runs, result)
+
+
+def _show(console: Console, result: RunResult | PipelineResult, alerts: list[str], root: str, mode: str) -> None:
+    """What a person reads once the run is over: alerts, then per job the summary (a table, or one line with
+    -q), its message, and one line per failed item."""
+    for alert in alerts[:FAILURES_SHOWN]:
+        console.print(f"[red]alert:[/] {escape(one_line(alert))}")
     runs = list(result.jobs.values()) if isinstance(result, PipelineResult) else [result]
     for run in runs:
-        console.print(summary(run, plan.root))
-        if run.message:
-            console.print(f"[red]{run.status}:[/] {run.message}" if not run.ok else run.message)
-        for failure in run.errors[:5]:
-            console.print(f"  [red]{failure.stage}[/] {failure.key}: {failure.error}")
+        console.print(summary_line(run, root) if mode == QUIET else summary(run, root))
+        if run.message and (mode != QUIET or not run.ok):
+            console.print(f"[red]{run.status}:[/] {escape(run.message)}" if not run.ok else escape(run.message))
+        for line in failure_lines(run):
+            console.print(line)
     if isinstance(result, PipelineResult) and result.skipped:
         console.print(f"[yellow]not started (a dependency failed):[/] {', '.join(result.skipped)}")
-    if as_json:
-        sys.stdout.write(json.dumps(result_data(result, plan.root), indent=2, default=str) + "\n")
-    return _exit_code(runs, result)
+
+
+def _writes_to_stdout(jobs: Mapping[str, Plan]) -> str | None:
+    """The name of a job among `jobs` whose output goes to stdout, if any."""
+    return next((job.name for job in jobs.values() if any(isinstance(n, Sink) and n.destination == "stdout" for n in job.nodes)), None)
 
 
 def _dry_run(plan: Plan, options: RunOptions) -> int:
@@ -206,15 +276,16 @@ def _dry_run(plan: Plan, options: RunOptions) -> int:
 class Operations:
     """What a run does besides its items: the job's log, its alerts and its metrics export."""
 
-    def __init__(self, plan: Plan, manifest: Mapping[str, Any], environ: Mapping[str, str]) -> None:
+    def __init__(self, plan: Plan, manifest: Mapping[str, Any], environ: Mapping[str, str], *, verbose: bool = False) -> None:
         self.plan = plan
         logging_settings = dict(plan.settings.get("logging") or {})
-        if logging_settings == DEFAULT_LOGGING and sys.stderr.isatty():
-            # A job that configures no logging, run by a person: the progress bar and the summary say it all,
-            # so the log keeps to warnings rather than repeating them on the same terminal.
-            logging_settings["level"] = "WARNING"
+        if logging_settings.get("destination") in ("stdout", "stderr", None):
+            # `run-job` owns the terminal: the progress bar, the notices and the summary say what the records
+            # would, and stdout carries the job's output or --json. The records are shown with -v, on stderr.
+            logging_settings["destination"] = "stderr" if verbose else "none"
         self.logger = configure(
             logging_settings,
+            echo=verbose,
             job=plan.name,
             root=plan.root,
             secrets=secrets_in(plan, environ),
