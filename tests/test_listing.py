@@ -164,3 +164,16 @@ def test_the_bash_completion_script_is_printed(ws: Path) -> None:
     env = {**env_of(), "_SLEIPNIR_COMPLETE": "bash_source"}
     done = subprocess.run([sys.executable, "-m", "sleipnir"], cwd=ws, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "_SLEIPNIR_COMPLETE=bash_complete" in done.stdout
+
+
+def test_completing_a_job_name_imports_no_runtime(ws: Path) -> None:
+    """Completion runs at every <TAB>: it reads the index and imports no runtime, HTTP stack or driver."""
+    heavy = ("aiohttp", "httpx", "psycopg", "prometheus_client", "sleipnir.runtime")
+    script = (
+        "import sys\nfrom sleipnir.cli import main\n"
+        "try:\n    main(prog_name='sleipnir')\nexcept SystemExit:\n    pass\n"
+        f"print(sorted(m for m in sys.modules if m.startswith({heavy!r})))\n"
+    )
+    env = {**env_of(), "_SLEIPNIR_COMPLETE": "bash_complete", "COMP_WORDS": "sleipnir run-job sc", "COMP_CWORD": "2"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=ws, env=env, capture_output=True, text=True, timeout=60)
+    assert done.stdout.splitlines() == ["plain,score", "plain,score_tagged", "[]"], done.stdout + done.stderr

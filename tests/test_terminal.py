@@ -91,6 +91,20 @@ def test_json_is_the_only_thing_on_stdout_for_every_logging_setting(
         assert "run started" in (offline / "logs" / "score.log").read_text()
 
 
+def test_trigger_json_is_alone_on_stdout_too(offline: Path) -> None:
+    with_logging(offline, "stdout", "json")
+    done = sleipnir(["trigger", "score", "--json"], offline, env_of())
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "succeeded"
+    assert '"event": "start"' in done.stderr  # `trigger` is a service's run: its records are written, on stderr
+
+
+def test_dry_run_and_json_together_is_a_usage_error(offline: Path) -> None:
+    done = sleipnir(["run-job", "score", "--dry-run", "--json"], offline, env_of())
+    assert done.returncode == 2 and done.stdout == ""
+    assert "sleipnir plan --format json" in done.stderr
+
+
 def test_a_job_with_no_logging_block_pipes_its_json_too(offline: Path) -> None:
     done = sleipnir(["run-job", "score", "--json"], offline, env_of())
     assert done.returncode == 0, done.stderr
@@ -241,9 +255,11 @@ def test_a_terminal_shows_the_bar_each_notice_once_and_the_summary_and_no_log_re
 
 def test_a_terminal_shows_one_readable_line_per_failure(tmp_path: Path, server: LLMServer) -> None:
     ws = failing(tmp_path, server, items=8, failures=3)
-    code, shown = on_a_terminal(["run-job", "score"], ws, process_env(server))
+    code, shown = on_a_terminal(["run-job", "score"], ws, process_env(server), columns=100)
     assert code == 0, shown
-    failures = [line for line in shown.splitlines() if line.startswith("failed ")]
-    assert len(failures) == 3, shown
-    assert all(re.fullmatch(r"failed k00\d at prompt: .*context length.*", line) for line in failures), failures
+    lines = shown.rstrip("\n").splitlines()
+    failures = lines[-3:]  # the last lines: one per failure, each cut to the terminal's 100 columns
+    assert not any(line.startswith("failed ") for line in lines[:-3]), shown
+    assert all(re.fullmatch(r"failed k00\d at prompt: scorer: 400 from .*…", line) for line in failures), failures
+    assert all(len(line) <= 100 for line in failures), failures
     assert re.search(r"skipped\s+│\s+3", shown), shown

@@ -20,10 +20,8 @@ from ..runtime.engine.job import Hooks, RunResult
 from ..runtime.engine.job import Progress as RunProgress
 from ..runtime.engine.pipeline import PipelineResult
 from .common import use_color
+from .run import NORMAL, QUIET
 
-QUIET, NORMAL, VERBOSE = "quiet", "normal", "verbose"
-"""How much `run-job` shows: `-q` the summary line and errors; by default also the progress bar (on a
-terminal), each notice once and the summary table; `-v` also the job's log records."""
 FAILURES_SHOWN = 20
 REASON_WIDTH = 300
 

@@ -10,6 +10,7 @@ as real time, and `SLEIPNIR_CLOCK_START=<ISO 8601>` starts it at that instant, s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -154,7 +155,9 @@ def trigger_command(job: str, input_path: str | None, workspace: str, as_json: b
     _log_to_stderr()
     service = _service(workspace)
     try:
-        outcome = asyncio.run(service.trigger(job, input_path))
+        # With --json, stdout is the result's alone: a job's log records meant for stdout go to stderr.
+        with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+            outcome = asyncio.run(service.trigger(job, input_path))
     except LookupError:
         click.echo(f"error[unknown-target]: no job or pipeline named `{job}` in {workspace}", err=True)
         names = [e.name for e in entries(workspace_index([workspace]), RUNNABLE, tags=False)]
