@@ -20,7 +20,7 @@ from .index import Documents, Indexed, WorkspaceIndex
 from .ir.common import suggestion_help
 from .workspace import stdlib_root
 
-__all__ = ["KINDS", "Entry", "Selection", "entries", "select"]
+__all__ = ["KINDS", "TAG", "Entry", "Selection", "check_chosen", "entries", "matches", "select", "workspace_index"]
 
 KINDS = ("job", "pipeline", "prompt", "template", "stack")
 """The kinds `list` shows and `--select` picks from."""

@@ -39,12 +39,14 @@ BROKEN = "job:\n  name: broken\n  prompts: 3\n"
 @pytest.fixture
 def ws(tmp_path: Path) -> Path:
     """Jobs `score` (the scorer prompt, untagged), `score_tagged` and `summary_tagged` (the `tagged` prompt,
-    tags nightly and reviews), and `broken` (invalid); offline through the mock provider."""
+    tags nightly and reviews), `broken` (invalid), and the pipeline `nightly` of the two tagged jobs; offline
+    through the mock provider."""
     files = {
         "jobs/score.yaml": offline_job("score"),
         "jobs/tagged.yaml": USES_TAGGED.format(name="score_tagged") + "---\n" + USES_TAGGED.format(name="summary_tagged"),
         "prompts/tagged.yaml": TAGGED,
         "broken/broken.yaml": BROKEN,
+        "pipelines/nightly.yaml": "pipeline:\n  name: nightly\n  jobs: [score_tagged, summary_tagged]\n",
     }
     root = make_workspace(tmp_path / "ws", files, "name: t\nfallback_provider: mock\n")
     write_items(root / "data" / "items.jsonl", 3)
@@ -66,6 +68,7 @@ def test_list_shows_names_kinds_places_versions_and_tags(ws: Path) -> None:
         "job score jobs/score.yaml:2",
         "job score_tagged jobs/tagged.yaml:2 tags: nightly, reviews",
         "job summary_tagged jobs/tagged.yaml:10 tags: nightly, reviews",
+        "pipeline nightly pipelines/nightly.yaml:2 tags: nightly, reviews",
         "prompt scorer@1.0.0 prompts/scorer.yaml:2",
         "prompt tagged@2.0.0 prompts/tagged.yaml:2 tags: nightly, reviews",
     ]
@@ -98,7 +101,8 @@ def test_check_select_limits_the_diagnostics_to_the_selection_and_what_it_uses(w
 def test_plan_select_by_tag_and_glob_plans_each(ws: Path) -> None:
     by_tag = sleipnir(["plan", "--select", "tag:nightly", "--format", "json"], ws, env_of())
     assert by_tag.returncode == 0, by_tag.stderr
-    assert sorted(p["name"] for p in json.loads(by_tag.stdout)) == ["score_tagged", "summary_tagged"]
+    # the pipeline is picked because its jobs are
+    assert sorted(p["name"] for p in json.loads(by_tag.stdout)) == ["nightly", "score_tagged", "summary_tagged"]
     by_glob = sleipnir(["plan", "--select", "score*", "--format", "json"], ws, env_of())
     assert by_glob.returncode == 0, by_glob.stderr
     assert sorted(p["name"] for p in json.loads(by_glob.stdout)) == ["score", "score_tagged"]
@@ -107,10 +111,12 @@ def test_plan_select_by_tag_and_glob_plans_each(ws: Path) -> None:
 def test_run_job_select_runs_each_selected_job(ws: Path) -> None:
     done = sleipnir(["run-job", "--select", "tag:reviews", "--select", "score", "--json"], ws, env_of())
     assert done.returncode == 0, done.stderr
-    results = json.loads(done.stdout)
-    assert [r["job"] for r in results] == ["score", "score_tagged", "summary_tagged"]
-    assert all(r["status"] == "succeeded" and r["metrics"]["items_processed"] == 3 for r in results)
+    *jobs, pipeline = json.loads(done.stdout)  # in `list` order: the jobs, then the pipeline of the tagged two
+    assert [r["job"] for r in jobs] == ["score", "score_tagged", "summary_tagged"]
+    assert all(r["status"] == "succeeded" and r["metrics"]["items_processed"] == 3 for r in jobs)
     assert (ws / "out" / "summary_tagged.jsonl").exists()
+    assert pipeline["pipeline"] == "nightly" and pipeline["status"] == "succeeded"
+    assert [r["metrics"]["items_already_done"] for r in pipeline["jobs"].values()] == [3, 3]  # done just before
 
 
 @pytest.mark.parametrize(
@@ -145,10 +151,13 @@ def test_target_and_select_together_is_a_usage_error(ws: Path) -> None:
     ("words", "expected"),
     [
         ("sleipnir run-job s", ["score", "score_tagged", "summary_tagged"]),
+        ("sleipnir run-job n", ["nightly"]),
         ("sleipnir run-job score_", ["score_tagged"]),
         ("sleipnir plan su", ["summary_tagged"]),
         ("sleipnir trigger b", ["broken"]),
         ("sleipnir check --select ta", ["tagged"]),
+        ("sleipnir run-job --select tag:", ["tag:nightly", "tag:reviews"]),
+        ("sleipnir plan --select tag:n", ["tag:nightly"]),
     ],
 )
 def test_shell_completion_completes_job_names(ws: Path, words: str, expected: list[str]) -> None:

@@ -12,6 +12,9 @@ from typing import Any, TextIO, TypeVar
 import click
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+QUIET, NORMAL, VERBOSE = "quiet", "normal", "verbose"
+"""How much a run shows on stderr (spec/cli.md#output): `-q` the summary line and errors; by default also the
+progress bar (on a terminal), each notice once and the summary table; `-v` also the job's log records."""
 
 F = TypeVar("F", bound=Callable[..., Any])
 

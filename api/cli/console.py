@@ -19,8 +19,7 @@ from ..compiler.workspace import PRICES_FILE
 from ..runtime.engine.job import Hooks, RunResult
 from ..runtime.engine.job import Progress as RunProgress
 from ..runtime.engine.pipeline import PipelineResult
-from .common import use_color
-from .run import NORMAL, QUIET
+from .common import NORMAL, QUIET, use_color
 
 FAILURES_SHOWN = 20
 REASON_WIDTH = 300

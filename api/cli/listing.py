@@ -12,7 +12,7 @@ import click
 from click.shell_completion import CompletionItem
 
 from ..compiler.index import WorkspaceIndex
-from ..compiler.selection import KINDS, Entry, entries, select, workspace_index
+from ..compiler.selection import KINDS, TAG, Entry, entries, select, workspace_index
 from .common import EXIT_OK, EXIT_PROBLEMS, F, color_option, echo, guarded, use_color
 
 RUNNABLE = ("job", "pipeline")
@@ -21,17 +21,21 @@ RUNNABLE = ("job", "pipeline")
 Completer = Callable[[click.Context, click.Parameter, str], list[CompletionItem]]
 
 
-def complete_names(kinds: Sequence[str]) -> Completer:
+def complete_names(kinds: Sequence[str], *, tags: bool = False) -> Completer:
     """A click `shell_complete` for an argument naming a document of `kinds`: the names in the workspace around
-    the current folder, read from its index (and check cache) without checking anything."""
+    the current folder, read from its index (and check cache) without checking anything; with `tags`, also
+    `tag:T` for the prompt modules' tags (only prompt modules are parsed for them)."""
 
     def complete(context: click.Context, parameter: click.Parameter, incomplete: str) -> list[CompletionItem]:
         try:
-            listed = entries(workspace_index(), kinds, tags=False)
+            index = workspace_index()
+            if tags and incomplete.startswith(TAG):
+                found = {f"{TAG}{t}" for e in entries(index, ("prompt",)) for t in e.tags}
+            else:
+                found = {e.name for e in entries(index, kinds, tags=False)}
         except Exception:  # completion must never print a traceback into the user's prompt
             return []
-        names = sorted({e.name for e in listed if e.name.startswith(incomplete)})
-        return [CompletionItem(name) for name in names]
+        return [CompletionItem(name) for name in sorted(found) if name.startswith(incomplete)]
 
     return complete
 
@@ -43,7 +47,7 @@ def select_option(kinds: Sequence[str]) -> Callable[[F], F]:
             "selectors",
             multiple=True,
             metavar="NAME|GLOB|tag:T",
-            shell_complete=complete_names(kinds),
+            shell_complete=complete_names(kinds, tags=True),
             help="Only these: a name, a glob over names (quote it), or tag:T (a prompt module's tag, and whatever "
             "uses that module); repeatable.",
         )(function)

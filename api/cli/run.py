@@ -11,13 +11,10 @@ from typing import Any
 
 import click
 
-from .common import F, color_option, guarded, skip_teardown
+from .common import NORMAL, QUIET, VERBOSE, F, color_option, guarded, skip_teardown
 from .listing import RUNNABLE, complete_names, select_option, selected
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
-QUIET, NORMAL, VERBOSE = "quiet", "normal", "verbose"
-"""How much a run shows: `-q` the summary line and errors; by default also the progress bar (on a terminal),
-each notice once and the summary table; `-v` also the job's log records."""
 
 
 def _run_options(function: F) -> F:

@@ -30,7 +30,7 @@ from ..runtime.secrets import MissingSecret
 from ..runtime.serve.alerts import AlertDispatcher
 from ..runtime.serve.logs import configure, log_hooks, secrets_in
 from ..runtime.serve.metrics import export_after_run
-from .common import EXIT_USAGE, echo, use_color
+from .common import EXIT_USAGE, NORMAL, QUIET, VERBOSE, echo, use_color
 from .console import (
     FAILURES_SHOWN,
     LiveProgress,
@@ -42,7 +42,7 @@ from .console import (
     summary,
     summary_line,
 )
-from .run import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, NORMAL, QUIET, VERBOSE
+from .run import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
 
 def run_command(
