@@ -186,3 +186,12 @@ def test_completing_a_job_name_imports_no_runtime(ws: Path) -> None:
     env = {**env_of(), "_SLEIPNIR_COMPLETE": "bash_complete", "COMP_WORDS": "sleipnir run-job sc", "COMP_CWORD": "2"}
     done = subprocess.run([sys.executable, "-c", script], cwd=ws, env=env, capture_output=True, text=True, timeout=60)
     assert done.stdout.splitlines() == ["plain,score", "plain,score_tagged", "[]"], done.stdout + done.stderr
+
+
+def test_run_job_select_keeps_going_past_a_job_that_does_not_compile(ws: Path) -> None:
+    done = sleipnir(["run-job", "--select", "broken", "--select", "score", "--json"], ws, env_of())
+    assert done.returncode == 1
+    broken, score = json.loads(done.stdout)
+    assert broken == {"job": "broken", "status": "not_started", "message": "see the errors on stderr"}
+    assert score["job"] == "score" and score["status"] == "succeeded"
+    assert "broken/broken.yaml" in done.stderr

@@ -55,6 +55,8 @@ def check(
     With --select, only the files of the selected documents, of what they use, and sleipnir.yaml are checked.
     Exits 0 when clean, 1 when problems are found, 2 on a usage or internal error.
     """
+    if watch and selectors:
+        raise click.UsageError("--watch checks every file it is given; give it paths rather than --select")
     if watch:
         from ..watch import watch_check  # watchfiles is imported only for --watch
 

@@ -111,7 +111,10 @@ def run_selected(*, target: str | None, selectors: tuple[str, ...], quiet: bool,
     results: list[dict[str, Any]] = []
     codes = []
     for entry in selected(selectors, RUNNABLE):
+        before = len(results)
         codes.append(run_command(target=entry.name, mode=mode, **{**options, "as_json": False}, results=results))
+        if len(results) == before:  # it did not start: say so in its place, the reasons are on stderr
+            results.append({entry.kind: entry.name, "status": "not_started", "message": "see the errors on stderr"})
         if codes[-1] == EXIT_INTERRUPTED:
             break
     if options["as_json"]:
