@@ -3,8 +3,8 @@
 Commands load what they use: `COMMANDS` maps each command to the module that defines it, and a module is
 imported only when its command runs (as pip's `commands/__init__.py` does), so `sleipnir --help` and
 `sleipnir check` never import the runtime, an HTTP stack or a database driver. One module per family:
-`check.py` (check, schema), `plan.py` (plan, create-job-from-template), `run.py` (run-job, run),
-`serve.py` (serve, trigger), `runs.py` (runs), `listing.py` (list).
+`check.py` (check, schema), `plan.py` (plan, create-job-from-template), `run.py` (run-job, run; the run itself
+in `running.py`), `serve.py` (serve, trigger), `runs.py` (runs), `listing.py` (list).
 """
 
 from __future__ import annotations
