@@ -120,7 +120,7 @@ def _focused_check(name: str, workspace: str | None, *, cache: bool) -> CheckRes
         wanted, _, version = name.partition("@")
         registry = index.registry
         target = next((d for kind in PLANNABLE if (d := registry.get(kind, wanted, version or None)) is not None), None)
-        used = {d.file for d in _documents_used(target, registry, {})} if target is not None else set()
+        used = {d.file for d in documents_used(target, registry, {})} if target is not None else set()
         if index.workspace.manifest is not None:
             used.add(index.workspace.manifest.file)
         files = [f for f in index.checked if f.shown in used]
@@ -138,7 +138,7 @@ def _unrelated_errors_as_warnings(result: CheckResult, name: str) -> CheckResult
     )
     if document is None:
         return result
-    relevant = {d.file for d in _documents_used(document, result.registry, {})}
+    relevant = {d.file for d in documents_used(document, result.registry, {})}
     if result.workspace.manifest is not None:
         relevant.add(result.workspace.manifest.file)
     if any(d.severity is Severity.ERROR and (d.path is None or d.path in relevant) for d in result.diagnostics):
@@ -151,7 +151,7 @@ def _unrelated_errors_as_warnings(result: CheckResult, name: str) -> CheckResult
     return replace(result, diagnostics=diagnostics)
 
 
-def _documents_used(document: Document, registry: Any, seen: dict[int, Document]) -> list[Document]:
+def documents_used(document: Document, registry: Any, seen: dict[int, Document]) -> list[Document]:
     """`document` and every document it refers to: prompt modules, stacks, a pipeline's jobs."""
     seen[id(document)] = document
     body = document.body if isinstance(document.body, dict) else {}
@@ -175,7 +175,7 @@ def _documents_used(document: Document, registry: Any, seen: dict[int, Document]
     for kind, name, version in references:
         used = registry.get(kind, str(name), None if version is None else str(version)) if name else None
         if used is not None and id(used) not in seen:
-            _documents_used(used, registry, seen)
+            documents_used(used, registry, seen)
     return list(seen.values())
 
 

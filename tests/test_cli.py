@@ -57,9 +57,13 @@ def test_every_command_is_listed_with_its_own_summary() -> None:
 HEAVY = ("aiohttp", "httpx", "psycopg", "prometheus_client", "sleipnir.runtime", "sleipnir.executor")
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["check", "WORKSPACE"], ["schema"], ["plan", "WORKSPACE/job.yaml"]])
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["check", "WORKSPACE"], ["schema"], ["plan", "WORKSPACE/job.yaml"], ["list"], ["run-job", "--help"]],
+)
 def test_commands_that_compile_import_no_runtime(tmp_path: Path, argv: list[str]) -> None:
-    """`--help`, `check`, `schema` and `plan` load neither the runtime nor an HTTP stack nor a database driver."""
+    """`--help`, `check`, `schema`, `plan`, `list` and `run-job --help` (and so the shell completion of a
+    run-job's arguments) load neither the runtime nor an HTTP stack nor a database driver."""
     (tmp_path / "job.yaml").write_text(
         "job:\n  name: one\n  input: {type: file, path: data.jsonl}\n"
         "  prompts: [{name: classifier, version: 1.0.0, model: mock}]\n"

@@ -172,7 +172,9 @@ def test_an_identifier_that_breaks_the_rule_fails_planning_at_its_column(sqlite_
 
 def test_run_job_with_the_reproducer_reads_no_other_table(sqlite_workspace: Path, tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "sleipnir", "run-job", "q", "--param", f"region={REPRODUCERS[0]}", "--json"],
+        # The job has no output (stdout), which --json keeps for the result alone: the rows go to a file.
+        [sys.executable, "-m", "sleipnir", "run-job", "q", "--param", f"region={REPRODUCERS[0]}",
+         "--param", "output.path=out/q.jsonl", "--json"],
         cwd=sqlite_workspace, capture_output=True, text=True, check=False,
     )
     assert "hunter2" not in out.stdout + out.stderr

@@ -3,8 +3,8 @@
 Commands load what they use: `COMMANDS` maps each command to the module that defines it, and a module is
 imported only when its command runs (as pip's `commands/__init__.py` does), so `sleipnir --help` and
 `sleipnir check` never import the runtime, an HTTP stack or a database driver. One module per family:
-`check.py` (check, schema), `plan.py` (plan, create-job-from-template), `run.py` (run-job, run),
-`serve.py` (serve, trigger), `runs.py` (runs), `view.py` (view), `init.py` (init).
+`check.py` (check, schema), `plan.py` (plan, create-job-from-template), `run.py` (run-job, run; the run itself
+in `running.py`), `serve.py` (serve, trigger), `runs.py` (runs), `view.py` (view), `init.py` (init), `listing.py` (list).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ COMMANDS = {
     "check": Command("check", "check", "Validate jobs, templates, pipelines, stacks and prompts."),
     "create-job-from-template": Command("plan", "create_job_from_template", "Make a job from TEMPLATE: a template's name (its newest version), `name@1.0.0`, or a template file."),
     "init": Command("init", "init", "Make a new workspace in FOLDER: a manifest, one job and its data, and editor schemas."),
+    "list": Command("listing", "list_command", "List the workspace's jobs, pipelines, prompts, templates and stacks: names, files, versions, tags."),
     "lsp": Command("lsp", "lsp", "Run the language server on stdin and stdout, for editors (see spec/editors.md)."),
     "plan": Command("plan", "plan", "Show exactly what would run, with every value resolved and where it came from."),
     "run": Command("run", "run_alias", "Same as `run-job`."),
@@ -64,14 +65,26 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="sleipnir", prog_name="sleipnir")
 @click.option("--debug", is_flag=True, help="Show tracebacks for internal errors.")
-def main(debug: bool) -> None:
-    """Sleipnir: jobs of LLM prompts, described as code, compiled and run."""
-    del debug
+@click.option(
+    "--color",
+    type=click.Choice(["auto", "always", "never"]),
+    default="auto",
+    show_default=True,
+    help="Colour every command's output: always, never, or auto (a terminal; FORCE_COLOR and NO_COLOR decide otherwise).",
+)
+def main(debug: bool, color: str) -> None:
+    """Sleipnir: jobs of LLM prompts, described as code, compiled and run.
+
+    Shell completion (commands, options, job names): `eval "$(_SLEIPNIR_COMPLETE=bash_source sleipnir)"` in
+    ~/.bashrc (zsh_source, fish_source for the others); see spec/cli.md.
+    """
+    del debug, color
 
 
 def entry() -> None:
     """The `sleipnir` console script and `python -m sleipnir`."""
     from .common import run
 
-    run(main)
+    # One name however it is started (`python -m sleipnir` too): usage lines and `_SLEIPNIR_COMPLETE` use it.
+    run(lambda: main(prog_name="sleipnir"))
 

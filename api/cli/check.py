@@ -14,7 +14,9 @@ from ..compiler.checker import CheckResult
 from ..compiler.checker import check as run_check
 from ..compiler.diagnostics import Diagnostic, Diagnostics
 from ..compiler.render import RENDERERS
-from .common import EXIT_OK, EXIT_PROBLEMS, guarded, skip_teardown, use_color
+from ..compiler.selection import KINDS
+from .common import EXIT_OK, EXIT_PROBLEMS, color_option, echo, guarded, skip_teardown, use_color
+from .listing import select_option
 
 PLAN_SCHEMA = "plan"
 """`compiler.plan_schema.NAME`, written out so that `check` never imports the plan's schema builder."""
@@ -31,33 +33,51 @@ PLAN_SCHEMA = "plan"
     help="How to print the diagnostics.",
 )
 @click.option("--strict", is_flag=True, help="Fail on warnings too.")
-@click.option(
-    "--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True
-)
+@color_option
 @click.option(
     "--no-cache",
     is_flag=True,
     help="Check every file afresh; neither read nor write the workspace's .sleipnir/cache/.",
 )
 @click.option("--watch", is_flag=True, help="Check again whenever a file changes; print only what changed.")
+@select_option(KINDS)
 @guarded
-def check(paths: tuple[str, ...], output_format: str, strict: bool, color: str, no_cache: bool, watch: bool) -> None:
+def check(
+    paths: tuple[str, ...],
+    output_format: str,
+    strict: bool,
+    color: str,
+    no_cache: bool,
+    watch: bool,
+    selectors: tuple[str, ...],
+) -> None:
     """Validate jobs, templates, pipelines, stacks and prompts.
 
     PATHS are files or folders; with none, the workspace containing the current folder is checked. A cache
     in the workspace's .sleipnir/cache/ spares re-checking what did not change (the answer is the same).
+    With --select, only the files of the selected documents, of what they use, and sleipnir.yaml are checked.
     Exits 0 when clean, 1 when problems are found, 2 on a usage or internal error.
     """
+    if watch and selectors:
+        raise click.UsageError("--watch checks every file it is given; give it paths rather than --select")
     if watch:
         from ..watch import watch_check  # watchfiles is imported only for --watch
 
-        sys.exit(watch_check(paths, strict=strict, cache=not no_cache, color=use_color(color)))
-    result = run_check(paths, strict=strict, cache=not no_cache)
+        colored = use_color(color)
+        sys.exit(
+            watch_check(
+                paths, strict=strict, cache=not no_cache, color=colored, echo=lambda text: echo(text, color=colored)
+            )
+        )
+    if selectors:
+        result = _check_selected(paths, selectors, strict, not no_cache)
+    else:
+        result = run_check(paths, strict=strict, cache=not no_cache)
     if output_format == "human":  # for the person reading; CI's annotations and SARIF results stay as they were
         result = without_manifest_noted(result)
     skip_teardown()
-    text = RENDERERS[output_format](result, use_color(color) and output_format == "human")
-    click.echo(text)
+    colored = use_color(color) and output_format == "human"
+    echo(RENDERERS[output_format](result, colored), color=colored)
     sys.exit(EXIT_OK if result.ok else EXIT_PROBLEMS)
 
 
@@ -77,6 +97,17 @@ def without_manifest_noted(result: CheckResult) -> CheckResult:
     )
     noted = sorted((*sink.items, *result.diagnostics), key=Diagnostic.sort_key)
     return replace(result, diagnostics=tuple(noted))
+
+
+def _check_selected(paths: tuple[str, ...], selectors: tuple[str, ...], strict: bool, cache: bool) -> CheckResult:
+    from ..compiler.checker import gc_paused, index_workspace
+    from ..compiler.selection import check_chosen
+    from .listing import selected
+
+    sink = Diagnostics()
+    with gc_paused():
+        index = index_workspace(paths, sink, cache=cache)
+        return check_chosen(index, selected(selectors, KINDS, index), sink.items, strict=strict)
 
 
 @click.command()

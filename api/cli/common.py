@@ -7,11 +7,14 @@ import sys
 import traceback
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import click
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+QUIET, NORMAL, VERBOSE = "quiet", "normal", "verbose"
+"""How much a run shows on stderr (spec/cli.md#output): `-q` the summary line and errors; by default also the
+progress bar (on a terminal), each notice once and the summary table; `-v` also the job's log records."""
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,12 +46,46 @@ def guarded(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def use_color(choice: str) -> bool:
-    if choice == "always":
-        return True
-    if choice == "never" or "NO_COLOR" in os.environ:
+COLOR_CHOICES = ("auto", "always", "never")
+
+
+def color_option(function: F) -> F:
+    """`--color auto|always|never`, the same on every command (and on `sleipnir` itself, for all of them)."""
+    return click.option(
+        "--color",
+        type=click.Choice(COLOR_CHOICES),
+        default="auto",
+        show_default=True,
+        help="Colour the output: always, never, or auto (when writing to a terminal; FORCE_COLOR and NO_COLOR "
+        "in the environment decide otherwise).",
+    )(function)
+
+
+def use_color(choice: str = "auto", stream: TextIO | None = None) -> bool:
+    """Whether to colour what goes to `stream` (stdout by default).
+
+    `--color always|never` wins; `auto` takes `sleipnir --color`, then NO_COLOR, then FORCE_COLOR (set and not
+    empty or 0), then whether `stream` is a terminal."""
+    if choice == "auto":
+        context = click.get_current_context(silent=True)
+        choice = str(context.find_root().params.get("color") or "auto") if context is not None else "auto"
+    if choice != "auto":
+        return choice == "always"
+    if os.environ.get("NO_COLOR"):
         return False
-    return sys.stdout.isatty()
+    if os.environ.get("FORCE_COLOR", "") not in ("", "0"):
+        return True
+    stream = sys.stdout if stream is None else stream
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def echo(text: str, *, color: bool, err: bool = False, nl: bool = True) -> None:
+    """`click.echo` that keeps the colours it was given (click strips them when the stream is not a terminal,
+    which undid `--color always` and FORCE_COLOR) and strips them when colour is off."""
+    click.echo(text, err=err, nl=nl, color=color)
 
 
 class _Teardown:

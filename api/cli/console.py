@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -18,13 +19,20 @@ from ..compiler.workspace import PRICES_FILE
 from ..runtime.engine.job import Hooks, RunResult
 from ..runtime.engine.job import Progress as RunProgress
 from ..runtime.engine.pipeline import PipelineResult
+from .common import NORMAL, QUIET, use_color
+
+FAILURES_SHOWN = 20
+REASON_WIDTH = 300
 
 
 class LiveProgress:
-    """Hooks that draw a progress bar on stderr: items done, items/s, ETA, tokens and failures."""
+    """Hooks that draw a progress bar on stderr (on a terminal): items done, items/s, ETA, tokens and failures;
+    and print each notice once, above the bar."""
 
-    def __init__(self, console: Console, label: str) -> None:
+    def __init__(self, console: Console, label: str, mode: str = NORMAL) -> None:
         self.console = console
+        self.mode = mode
+        self.notices: set[str] = set()
         self.bar = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -35,17 +43,24 @@ class LiveProgress:
             TextColumn("{task.fields[failures]}"),
             console=console,
             transient=False,
+            disable=mode == QUIET or not console.is_interactive,
         )
-        self.task = self.bar.add_task(label, total=None, rate="0", tokens="0", failures="")
+        self.task = self.bar.add_task(escape(label), total=None, rate="0", tokens="0", failures="")
 
     def hooks(self, alerts: list[str]) -> Hooks:
         return Hooks(
             on_start=lambda **_: self.bar.start(),
             on_progress=self.update,
-            on_notice=lambda *, message: self.console.print(f"[yellow]note:[/] {message}"),
+            on_notice=lambda *, message: self.notice(message),
             on_alert=lambda **event: alerts.append(f"{event.get('stage')} {event.get('key')}: {event.get('error')}"),
-            on_notify=lambda **event: self.console.print(f"complete event: {event['job']} (output.on_complete: notify)"),
+            on_notify=lambda **event: self.notice(f"complete event: {event['job']} (output.on_complete: notify)"),
         )
+
+    def notice(self, message: str) -> None:
+        if self.mode == QUIET or message in self.notices:
+            return
+        self.notices.add(message)
+        self.console.print(f"[yellow]note:[/] {escape(message)}")
 
     def update(self, *, progress: RunProgress) -> None:
         elapsed = max(1e-6, time.monotonic() - progress.started)
@@ -61,6 +76,41 @@ class LiveProgress:
 
     def stop(self) -> None:
         self.bar.stop()
+
+
+def one_line(text: str, width: int = REASON_WIDTH) -> str:
+    """`text` on one line (its whitespace runs made single spaces), cut at `width` characters with an ellipsis."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def failure_lines(result: RunResult) -> list[str]:
+    """One line per failed or skipped item (the first `FAILURES_SHOWN`): its key, the stage and the reason."""
+    lines = [
+        f"[red]failed[/] {escape(str(failure.key))} [dim]at[/] {escape(failure.stage)}: {escape(one_line(failure.error))}"
+        for failure in result.errors[:FAILURES_SHOWN]
+    ]
+    more = max(len(result.errors), result.progress.failed + result.progress.skipped) - len(lines)
+    if more > 0 and lines:
+        lines.append(f"  … and {more:,} more (every one with --json)")
+    return lines
+
+
+def summary_line(result: RunResult, root: str) -> str:
+    """The run in one line, for `-q`: status, items, tokens, cost and wall time."""
+    p = result.progress
+    cost = cost_of(result.metrics["tokens_by_model"], root)
+    parts = [
+        f"{p.succeeded:,} ok",
+        *([f"{p.failed:,} failed"] if p.failed else []),
+        *([f"{p.skipped:,} skipped"] if p.skipped else []),
+        *([f"{p.already_done:,} already done"] if p.already_done else []),
+        f"{p.prompt_tokens + p.completion_tokens:,} tokens",
+        "cost unknown" if cost is None else f"${cost:,.4f}",
+        f"{result.wall_time:,.2f}s",
+    ]
+    status = f"[green]{result.status}[/]" if result.ok else f"[red]{result.status}[/]"
+    return f"{escape(result.job)}: {status}: {', '.join(parts)}"
 
 
 def cost_of(tokens_by_model: Mapping[str, Any], root: str) -> float | None:
@@ -147,5 +197,26 @@ def result_data(result: RunResult | PipelineResult, root: str) -> dict[str, Any]
     }
 
 
-def stderr_console() -> Console:
-    return Console(file=sys.stderr, highlight=False)
+NOT_A_TERMINAL_WIDTH = 100_000
+"""The width of stderr when it is not a terminal: wide enough that no line is wrapped (rich's default, 80
+columns, cut log files and CI output mid-sentence)."""
+
+
+def stderr_console(color: str = "auto") -> Console:
+    """The console on stderr: coloured as `--color`, FORCE_COLOR and NO_COLOR say (`common.use_color`), animated
+    only on a terminal, and never wrapped when stderr is not a terminal."""
+    try:
+        tty = sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    colored = use_color(color, sys.stderr)
+    return Console(
+        file=sys.stderr,
+        highlight=False,
+        force_terminal=tty or colored,
+        force_interactive=tty,
+        color_system="auto" if colored else None,
+        no_color=not colored,
+        width=None if tty else NOT_A_TERMINAL_WIDTH,
+        soft_wrap=not tty,
+    )

@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
 from ..compiler.diagnostics import Diagnostics
 from ..compiler.ir import Plan, iter_json, to_json
+from ..compiler.planner import PlanResult
 from ..compiler.planner import plan as compile_plan
 from ..compiler.render import RENDERERS
 from ..compiler.workspace import display_path
-from .common import EXIT_PROBLEMS, guarded, skip_teardown, use_color
+from .common import EXIT_PROBLEMS, color_option, echo, guarded, skip_teardown, use_color
+from .listing import RUNNABLE, complete_names, select_option, selected
 
 PLAN_FORMATS = ("text", "json", "dot", "mermaid")
 
 
 @click.command()
-@click.argument("target", required=False)
+@click.argument("target", required=False, shell_complete=complete_names(RUNNABLE))
 @click.option("--profile", metavar="NAME", help="Apply this profile (default: SLEIPNIR_PROFILE, then sleipnir.yaml).")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Override a value; repeatable.")
 @click.option(
@@ -31,8 +35,9 @@ PLAN_FORMATS = ("text", "json", "dot", "mermaid")
 @click.option("--format", "output_format", type=click.Choice(PLAN_FORMATS), default="text", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the plan here, not to stdout.")
 @click.option("--estimate", "count_rows", is_flag=True, help="Count a database source's rows with COUNT(*).")
-@click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True)
+@color_option
 @click.option("--no-cache", is_flag=True, help="Check afresh; neither read nor write .sleipnir/cache/.")
+@select_option(RUNNABLE)
 @guarded
 def plan(
     target: str | None,
@@ -44,6 +49,7 @@ def plan(
     count_rows: bool,
     color: str,
     no_cache: bool,
+    selectors: tuple[str, ...],
 ) -> None:
     """Show exactly what would run, with every value resolved and where it came from.
 
@@ -51,11 +57,18 @@ def plan(
     in it); without it, the workspace around the current folder. `--format json` prints the plan the runtime
     runs (for several targets, a JSON array); `dot` and `mermaid` draw its graph. Exits 0 when planned, 1 on a
     problem in the documents or the overrides (printed, and nothing is planned), 2 on a usage or internal error.
+    --select (instead of TARGET) plans each job and pipeline it picks, as if each were named.
     """
-    result = compile_plan(target, profile=profile, params=params, param_files=param_files, cache=not no_cache)
+    if selectors and target:
+        raise click.UsageError("give TARGET or --select, not both")
+    if selectors:
+        result = _plan_each(selectors, profile=profile, params=params, param_files=param_files, cache=not no_cache)
+    else:
+        result = compile_plan(target, profile=profile, params=params, param_files=param_files, cache=not no_cache)
     skip_teardown()
     if result.diagnostics:
-        click.echo(RENDERERS["human"](result.report, use_color(color)), err=True)
+        colored = use_color(color, sys.stderr)
+        echo(RENDERERS["human"](result.report, colored), err=True, color=colored)
     if not result.ok:
         sys.exit(EXIT_PROBLEMS)
     if output_format == "json" and out is None:
@@ -69,9 +82,10 @@ def plan(
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(EXIT_PROBLEMS)
         return
-    text = _plan_text(result.plans, output_format, count_rows, color=use_color(color) and out is None)
+    colored = use_color(color) and out is None
+    text = _plan_text(result.plans, output_format, count_rows, color=colored)
     if out is None:
-        click.echo(text, nl=not text.endswith("\n"))
+        echo(text, nl=not text.endswith("\n"), color=colored)
         return
     from ..compiler import generation
 
@@ -80,6 +94,14 @@ def plan(
         for problem in sink:
             click.echo(f"error[{problem.code}]: {problem.path}: {problem.message}", err=True)
         sys.exit(EXIT_PROBLEMS)
+
+
+def _plan_each(selectors: tuple[str, ...], **options: Any) -> PlanResult:
+    """One plan per job and pipeline the selectors pick (each planned as if named), as one result."""
+    results = [compile_plan(f"{e.name}", **options) for e in selected(selectors, RUNNABLE)]
+    diagnostics = tuple(dict.fromkeys(d for r in results for d in r.diagnostics))
+    plans = tuple(p for r in results for p in r.plans) if all(r.ok for r in results) else ()
+    return dataclasses.replace(results[0], plans=plans, diagnostics=diagnostics)
 
 
 def _json_pieces(plans: tuple[Plan, ...]) -> Iterator[str]:
@@ -197,7 +219,8 @@ def create_job_from_template(
         force=force,
     )
     if made.result.diagnostics:
-        click.echo(RENDERERS["human"](made.result, use_color("auto")), err=True)
+        colored = use_color("auto", sys.stderr)
+        echo(RENDERERS["human"](made.result, colored), err=True, color=colored)
     if made.text is None:
         sys.exit(EXIT_PROBLEMS)
     if printed:

@@ -10,6 +10,7 @@ as real time, and `SLEIPNIR_CLOCK_START=<ISO 8601>` starts it at that instant, s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -19,11 +20,15 @@ from datetime import UTC, datetime
 
 import click
 
+from ..compiler.ir.common import suggestion_help
+from ..compiler.selection import entries, workspace_index
 from ..runtime.engine.job import RunResult
 from ..runtime.engine.pipeline import PipelineResult
 from ..runtime.serve.logs import Redactor, TextFormatter
 from ..runtime.serve.service import Clock, FastClock, Service, SystemClock
+from .common import color_option
 from .console import cost_of, result_data, stderr_console, summary
+from .listing import RUNNABLE, complete_names
 
 __all__ = ["clock_from_environ", "serve_command", "trigger_command"]
 
@@ -129,7 +134,7 @@ def serve_command(workspace: str, host: str, port: int) -> None:
 
 
 @click.command("trigger")
-@click.argument("job")
+@click.argument("job", shell_complete=complete_names(RUNNABLE))
 @click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False), help="The run's items, replacing the job's source.")
 @click.option(
     "--workspace",
@@ -139,7 +144,8 @@ def serve_command(workspace: str, host: str, port: int) -> None:
     help="The workspace (or a folder inside it).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-def trigger_command(job: str, input_path: str | None, workspace: str, as_json: bool) -> None:
+@color_option
+def trigger_command(job: str, input_path: str | None, workspace: str, as_json: bool, color: str) -> None:
     """Start one run of JOB by hand, the way `serve` starts a triggered run: its `conditions` are checked first.
 
     Unlike `run-job`, a run that a condition holds back does not start: the reason is printed and the exit code
@@ -149,9 +155,16 @@ def trigger_command(job: str, input_path: str | None, workspace: str, as_json: b
     _log_to_stderr()
     service = _service(workspace)
     try:
-        outcome = asyncio.run(service.trigger(job, input_path))
+        # With --json, stdout is the result's alone: a job's log records meant for stdout go to stderr.
+        with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+            outcome = asyncio.run(service.trigger(job, input_path))
     except LookupError:
         click.echo(f"error[unknown-target]: no job or pipeline named `{job}` in {workspace}", err=True)
+        names = [e.name for e in entries(workspace_index([workspace]), RUNNABLE, tags=False)]
+        if (suggestion := suggestion_help(job, names)) is not None:
+            click.echo(f"  = help: {suggestion}", err=True)
+        elif names:
+            click.echo(f"  = note: jobs and pipelines here: {', '.join(sorted(set(names)))}", err=True)
         sys.exit(EXIT_PROBLEMS)
     except ValueError as error:
         click.echo(str(error), err=True)
@@ -161,11 +174,11 @@ def trigger_command(job: str, input_path: str | None, workspace: str, as_json: b
         sys.exit(EXIT_PROBLEMS)
     result = outcome.result
     runs: list[RunResult] = list(result.jobs.values()) if isinstance(result, PipelineResult) else [result]
-    console = stderr_console()
+    console = stderr_console(color)
     for run in runs:
         console.print(summary(run, service.root))
         if run.message:
-            console.print(run.message)
+            console.print(run.message, markup=False)
     if as_json:
         sys.stdout.write(json.dumps(result_data(result, service.root), indent=2, default=str) + "\n")
     if any(run.status == "interrupted" for run in runs):

@@ -208,6 +208,8 @@ def logger_name(job: str) -> str:
 
 def _handler(settings: Mapping[str, Any], job: str, root: str, paths: WorkspacePaths | None) -> logging.Handler:
     destination = str(settings.get("destination") or "stderr")
+    if destination == "none":
+        return logging.NullHandler()
     if destination in ("stdout", "stderr"):
         return _Console(destination)
     written = str(settings.get("path") or f"logs/{job}.log")
@@ -240,9 +242,12 @@ def configure(
     secrets: Iterable[str] = (),
     environ: Mapping[str, str] | None = None,
     paths: WorkspacePaths | None = None,
+    echo: bool = False,
 ) -> logging.Logger:
     """The logger of `job`, writing where `settings` (a plan's `logging` settings) say.
 
+    `destination: none` (given by `run-job`, never by a job) writes nothing; `echo` writes the records to
+    stderr as well (`run-job -v` with a log file).
     Not the root logger: records stop here (`propagate` is off). Calling it again for the same job replaces
     the handlers it installed, or, when the settings, root and secrets are the same, keeps them and only takes
     the new `run_id` (the run a record belongs to when it does not say). Secrets are the given values plus
@@ -251,7 +256,7 @@ def configure(
     """
     redactor = Redactor(secrets, os.environ if environ is None else environ)
     logger = logging.getLogger(logger_name(job))
-    shape = (json.dumps(dict(settings), sort_keys=True, default=str), str(root), redactor.pattern)
+    shape = (json.dumps(dict(settings), sort_keys=True, default=str), str(root), redactor.pattern, echo)
     owned = [h for h in logger.handlers if getattr(h, _OWNED, None) is not None]
     if owned and all(getattr(h, _OWNED) == shape for h in owned):
         for handler in owned:
@@ -262,11 +267,14 @@ def configure(
     for handler in owned:
         logger.removeHandler(handler)
         handler.close()
-    handler = _handler(settings, job, root, paths)
-    handler.addFilter(_Context(job, run_id, redactor))
-    handler.setFormatter(JsonFormatter() if settings.get("format") == "json" else TextFormatter())
-    setattr(handler, _OWNED, shape)
-    logger.addHandler(handler)
+    handlers = [_handler(settings, job, root, paths)]
+    if echo and not isinstance(handlers[0], _Console):
+        handlers.append(_Console("stderr"))
+    for handler in handlers:
+        handler.addFilter(_Context(job, run_id, redactor))
+        handler.setFormatter(JsonFormatter() if settings.get("format") == "json" else TextFormatter())
+        setattr(handler, _OWNED, shape)
+        logger.addHandler(handler)
     logger.setLevel(str(settings.get("level") or "INFO").upper())
     logger.propagate = False
     return logger
