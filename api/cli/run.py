@@ -23,6 +23,7 @@ from ..compiler.render import RENDERERS
 from ..compiler.render.plan_text import render_plan
 from ..runtime.engine.job import Hooks, JobRun, RunOptions, RunResult, chain_hooks
 from ..runtime.engine.pipeline import PipelineResult, run_pipeline
+from ..runtime.engine.state import ClusterOptions
 from ..runtime.io import SourceError
 from ..runtime.io.dbconn import DatabaseError
 from ..runtime.providers.base import ProviderError
@@ -52,6 +53,8 @@ def _run_options(function: F) -> F:
             click.option("--retry-failed", is_flag=True, help="Re-run only the items that failed before."),
             click.option("--cache", is_flag=True, help="Reuse answers of identical earlier calls (never errors)."),
             click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout."),
+            click.option("--engine", type=click.Choice(["local", "dask"]), help="Run on this engine (overrides execution.engine)."),
+            click.option("--scheduler", metavar="ADDRESS", help="The dask engine's scheduler (tcp://host:8786); none: a local cluster."),
             click.option(
                 "--grace",
                 type=click.FloatRange(min=0),
@@ -118,6 +121,8 @@ def run_command(
     cache: bool,
     as_json: bool,
     grace: float = 5.0,
+    engine: str | None = None,
+    scheduler: str | None = None,
 ) -> int:
     """The whole command; returns the exit code."""
     compiled = compile_plan(target, profile=profile, params=params, param_files=param_files)
@@ -146,6 +151,8 @@ def run_command(
         state=settings.get("state"),
         environ=environ,
         grace=grace,
+        engine=engine,
+        cluster=ClusterOptions.of(settings, environ, scheduler),
     )
     if dry_run:
         click.echo(render_plan(plan, estimate=estimate(plan), now=datetime.now(UTC)))

@@ -1,0 +1,198 @@
+"""The `dask` engine: a job's input in partitions on a Dask cluster (a local one of 2 worker processes here),
+with the same result as a local run; a worker killed mid-run costs no row and few calls.
+
+- the same job, with the mock provider, over 20,000 rows, run local and on a 2-worker local cluster, gives the
+  same rows, keys and outputs in a file sink and in a PostgreSQL table;
+- a worker process killed at a random moment (5 trials, the loopback LLM server answering slowly so that the kill
+  lands mid-run): every row exactly once, and calls <= rows + that worker's concurrency;
+- the partitions of a jsonl and a csv file start where their rows do, with the rows' numbers;
+- `engine:` in sleipnir.yaml, a job's `execution.engine` and `--engine` choose the engine, in that order of
+  precedence; a scheduler needs a PostgreSQL state store.
+
+Real parts throughout: `python -m sleipnir` processes, a real LocalCluster, real files, PostgreSQL at
+127.0.0.1:5432 (the tests fail, never skip, without it) and the loopback LLM server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from llm_server import LLMServer
+from test_run_process import (
+    llm,
+    make_workspace,
+    process_env,
+    result_of,
+    scoring_job,
+    server,
+    sleipnir,
+    started,
+    write_items,
+)
+from test_sources import pg_table, postgres_url
+
+from sleipnir.compiler.planner import plan as compile_plan
+from sleipnir.runtime.io import IOContext
+from sleipnir.runtime.io.partitions import partition_source, split_input
+
+__all__ = ["llm", "pg_table", "postgres_url", "server"]
+
+LLM_LATENCY = 0.05
+
+
+def mock_job(name: str, output: str, *, concurrency: int = 100) -> str:
+    """A job scoring each row of data/items.jsonl with the `mock` provider."""
+    return scoring_job(name, output, concurrency=concurrency, batch_size=100).replace(
+        "      endpoint: ${LLM_URL}", "      provider: mock"
+    )
+
+
+def file_rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def table_rows(url: str, table: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as connection:
+        return connection.execute(f'SELECT * FROM "{table}" ORDER BY id'.encode()).fetchall()
+
+
+def run_ok(args: list[str], ws: Path, env: dict[str, str]) -> dict[str, Any]:
+    done = sleipnir([*args, "--json"], ws, env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return result_of(done.stdout)
+
+
+# -- the same result, local and on a cluster ------------------------------------------------------------------
+
+
+def test_local_and_a_two_worker_cluster_give_the_same_rows_in_a_file_and_a_postgresql_table(
+    tmp_path: Path, postgres_url: str, pg_table: str
+) -> None:
+    tables = [pg_table, f"{pg_table}_dask"]
+    jobs = {
+        "jobs/to_file.yaml": mock_job("to_file", "path: out/scores.jsonl"),
+        **{
+            f"jobs/to_table{i}.yaml": mock_job(f"to_table{i}", f"destination: database\nconnection: warehouse\ntable: {t}")
+            for i, t in enumerate(tables)
+        },
+    }
+    ws = make_workspace(tmp_path / "ws", jobs, manifest=f"name: dask_same\nconnections:\n  warehouse: {postgres_url}\n")
+    keys = write_items(ws / "data" / "items.jsonl", 20_000)
+    env = process_env()
+    try:
+        local = run_ok(["run-job", "to_file"], ws, env)
+        local_rows = file_rows(ws / "out" / "scores.jsonl")
+        cluster = run_ok(["run-job", "to_file", "--engine", "dask", "--fresh"], ws, env)
+        assert file_rows(ws / "out" / "scores.jsonl") == local_rows
+        assert [r["id"] for r in local_rows] == keys
+        assert cluster["metrics"]["items_processed"] == local["metrics"]["items_processed"] == 20_000
+        assert not list((ws / "out").glob(".scores.jsonl.partial*")), "the partitions' spools are gathered"
+
+        run_ok(["run-job", "to_table0"], ws, env)
+        run_ok(["run-job", "to_table1", "--engine", "dask"], ws, env)
+        local_table, cluster_table = (table_rows(postgres_url, t) for t in tables)
+        assert [r[0] for r in local_table] == sorted(keys)
+        assert cluster_table == local_table
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as connection:
+            connection.execute(f'DROP TABLE IF EXISTS "{tables[1]}"'.encode())
+
+
+# -- a worker killed ------------------------------------------------------------------------------------------
+
+
+def _worker_pids(driver: int) -> list[int]:
+    """The local cluster's worker processes: the driver's grandchildren (driver -> nanny -> worker)."""
+
+    def children(pid: int) -> list[int]:
+        try:
+            text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+        except OSError:
+            return []
+        return [int(p) for p in text.split()]
+
+    return [worker for nanny in children(driver) for worker in children(nanny)]
+
+
+@pytest.mark.parametrize("trial", range(5))
+def test_a_worker_killed_at_a_random_moment_costs_no_row_and_at_most_its_concurrency_in_calls(
+    tmp_path: Path, server: LLMServer, trial: int
+) -> None:
+    rows, concurrency = 600, 20
+    manifest = "name: dask_kill\ndask:\n  partition_size: 150\n"
+    ws = make_workspace(tmp_path / "ws", {"jobs/score.yaml": scoring_job("score", concurrency=concurrency)}, manifest)
+    keys = write_items(ws / "data" / "items.jsonl", rows)
+    env = process_env(server)
+    random.seed(trial)
+    with started(["run-job", "score", "--engine", "dask", "--json"], ws, env, tmp_path / "logs") as driver:
+        deadline = time.monotonic() + 120
+        while int(server.requests(0)["count"]) < 40 + random.randrange(200):
+            assert driver.poll() is None and time.monotonic() < deadline, (tmp_path / "logs" / "stderr").read_text()[-3000:]
+            time.sleep(0.01)
+        workers = _worker_pids(driver.pid)
+        assert len(workers) == 2, workers
+        os.kill(random.choice(workers), signal.SIGKILL)
+        assert driver.wait(timeout=150) == 0, (tmp_path / "logs" / "stderr").read_text()[-3000:]
+    written = [r["id"] for r in file_rows(ws / "out" / "scores.jsonl")]
+    assert written == keys, "every row exactly once, in input order"
+    calls = int(server.requests(0)["count"])
+    assert rows <= calls <= rows + concurrency, calls
+
+
+def test_the_driver_killed_mid_run_is_resumed_by_the_next_run(tmp_path: Path, server: LLMServer) -> None:
+    rows, concurrency = 600, 20
+    manifest = "name: dask_driver\ndask:\n  partition_size: 150\n"
+    ws = make_workspace(tmp_path / "ws", {"jobs/score.yaml": scoring_job("score", concurrency=concurrency)}, manifest)
+    keys = write_items(ws / "data" / "items.jsonl", rows)
+    env = process_env(server)
+    with started(["run-job", "score", "--engine", "dask"], ws, env, tmp_path / "logs") as driver:
+        while int(server.requests(0)["count"]) < 150:
+            assert driver.poll() is None, (tmp_path / "logs" / "stderr").read_text()[-3000:]
+            time.sleep(0.01)
+        workers = _worker_pids(driver.pid)
+        driver.kill()
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in workers):
+        assert time.monotonic() < deadline, "the local cluster's workers outlive their driver"
+        time.sleep(0.05)
+    done = run_ok(["run-job", "score", "--engine", "dask"], ws, env)
+    assert done["metrics"]["items_already_done"] > 0
+    assert [r["id"] for r in file_rows(ws / "out" / "scores.jsonl")] == keys
+    calls = int(server.requests(0)["count"])
+    assert rows <= calls <= rows + 2 * concurrency, calls
+
+
+# -- partitions -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_partitions_start_where_their_rows_do(tmp_path: Path, fmt: str) -> None:
+    job = mock_job("score", "path: out/scores.jsonl").replace("data/items.jsonl", f"data/items.{fmt}")
+    ws = make_workspace(tmp_path / "ws", {"jobs/score.yaml": job})
+    (ws / "data").mkdir()
+    if fmt == "jsonl":
+        (ws / "data" / "items.jsonl").write_text("".join(f'{{"id": "k{i}", "text": "t{i}"}}\n' + ("\n" if i % 7 == 0 else "") for i in range(103)))
+    else:
+        quoted = '"two\nlines"'
+        (ws / "data" / "items.csv").write_text("id,text\n" + "".join(f"k{i},{quoted if i % 5 == 0 else f't{i}'}\n" for i in range(103)))
+    compiled = compile_plan(str(ws / "jobs" / "score.yaml"))
+    assert compiled.ok, compiled.report
+    plan = compiled.plans[0]
+    node = next(n for n in plan.nodes if type(n).__name__ == "Source")
+    context = IOContext(root=plan.root)
+    parts = split_input(node, context, input_path=None, total=None, size=10)  # type: ignore[arg-type]
+    assert [(p.first, p.stop) for p in parts] == [(i, min(103, i + 10)) for i in range(0, 103, 10)]
+    seen = []
+    for part in parts:
+        source = partition_source(node, context, input_path=None, partition=part)  # type: ignore[arg-type]
+        seen.extend(row["id"] for batch in source.batches(4) for row in batch)
+        source.close()
+    assert seen == [f"k{i}" for i in range(103)]
