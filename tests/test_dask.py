@@ -15,6 +15,7 @@ Real parts throughout: `python -m sleipnir` processes, a real LocalCluster, real
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -110,16 +111,15 @@ def test_local_and_a_two_worker_cluster_give_the_same_rows_in_a_file_and_a_postg
 
 
 def _worker_pids(driver: int) -> list[int]:
-    """The local cluster's worker processes: the driver's grandchildren (driver -> nanny -> worker)."""
-
-    def children(pid: int) -> list[int]:
-        try:
-            text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-        except OSError:
-            return []
-        return [int(p) for p in text.split()]
-
-    return [worker for nanny in children(driver) for worker in children(nanny)]
+    """The local cluster's worker processes: the driver's children that multiprocessing spawned (its nannies
+    live in the driver)."""
+    found = []
+    for task in Path(f"/proc/{driver}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with contextlib.suppress(OSError):
+                if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    found.append(int(child))
+    return found
 
 
 @pytest.mark.parametrize("trial", range(5))
@@ -168,6 +168,48 @@ def test_the_driver_killed_mid_run_is_resumed_by_the_next_run(tmp_path: Path, se
     assert [r["id"] for r in file_rows(ws / "out" / "scores.jsonl")] == keys
     calls = int(server.requests(0)["count"])
     assert rows <= calls <= rows + 2 * concurrency, calls
+
+
+# -- rate limits across the cluster ----------------------------------------------------------------------------
+
+
+def test_each_worker_has_its_share_of_a_configured_rate_limit(tmp_path: Path) -> None:
+    rows = 200
+    job = scoring_job("score", concurrency=20, execution="rate_limit:\n  requests_per_minute: 1200\n")
+    manifest = "name: dask_share\ndask:\n  partition_size: 50\n"
+    ws = make_workspace(tmp_path / "ws", {"jobs/score.yaml": job}, manifest)
+    write_items(ws / "data" / "items.jsonl", rows)
+    # The server allows what the job is configured for, 20 requests a second: 2 workers each taking the
+    # whole limit would send 40 and get 429s back.
+    with LLMServer(latency=0.0, rpm=1200, burst=20) as limited:
+        done = run_ok(["run-job", "score", "--engine", "dask"], ws, process_env(limited))
+        statuses = limited.requests(0)["statuses"]
+    assert done["metrics"]["items_processed"] == rows
+    # A few 429s come from the bursts a partition's new limiter starts with; twice the rate would be refused
+    # about half the time.
+    assert int(statuses.get("429", 0)) <= rows // 10, statuses
+
+
+def test_a_429_pause_is_published_to_every_worker(tmp_path: Path, server: LLMServer) -> None:
+    rows = 1000
+    manifest = "name: dask_pause\ndask:\n  partition_size: 250\n"
+    ws = make_workspace(tmp_path / "ws", {"jobs/score.yaml": scoring_job("score", concurrency=5)}, manifest)
+    keys = write_items(ws / "data" / "items.jsonl", rows)
+    with started(["run-job", "score", "--engine", "dask", "--json"], ws, process_env(server), tmp_path / "logs") as driver:
+        while int(server.requests(0)["count"]) < 60:
+            assert driver.poll() is None, (tmp_path / "logs" / "stderr").read_text()[-3000:]
+            time.sleep(0.01)
+        server.add_faults({"kind": "429", "retry_after": 4})
+        while "429" not in server.requests(0)["statuses"]:
+            time.sleep(0.01)
+        time.sleep(0.8)  # the worker's limiter pauses; the others take the pause on within a watch period
+        before = int(server.requests(0)["count"])
+        time.sleep(1.5)
+        during = int(server.requests(0)["count"]) - before
+        assert driver.wait(timeout=120) == 0, (tmp_path / "logs" / "stderr").read_text()[-3000:]
+    # Unpaused, the other worker alone would send about 5 / 50 ms = 100 requests a second.
+    assert during <= 10, during
+    assert [r["id"] for r in file_rows(ws / "out" / "scores.jsonl")] == keys
 
 
 # -- partitions -----------------------------------------------------------------------------------------------

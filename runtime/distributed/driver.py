@@ -59,7 +59,7 @@ async def distribute(job: JobRun, context: IOContext, sink: Any, *, resume: bool
         for stale in await asyncio.to_thread(spools):
             stale.unlink(missing_ok=True)
     partitions = await asyncio.to_thread(_partitions, job, context, cluster)
-    settings = {
+    settings: dict[str, Any] = {
         "input_path": options.input_path,
         "retry_failed": options.retry_failed,
         "keep_stale": options.keep_stale,
@@ -69,11 +69,14 @@ async def distribute(job: JobRun, context: IOContext, sink: Any, *, resume: bool
         "cache": options.cache,
         "grace": options.grace,
     }
-    stop_name = f"sleipnir-stop-{run.run_id}-{uuid.uuid4().hex[:8]}"
+    channel = f"sleipnir-{run.run_id}-{uuid.uuid4().hex[:8]}"
     async with open_client(cluster) as client:
-        stop = dask().Event(stop_name, client=client)
+        stop = dask().Event(channel, client=client)
+        await dask().Variable(f"{channel}-pauses", client=client).set({})
+        workers = len(client.scheduler_info().get("workers") or ()) or cluster.workers
+        settings["limit_share"] = 1.0 / workers
         futures = [
-            client.submit(run_partition, job.plan, settings, p, stop_name, pure=False, key=f"sleipnir-{run.run_id}-{p.number}")
+            client.submit(run_partition, job.plan, settings, p, channel, pure=False, key=f"sleipnir-{run.run_id}-{p.number}")
             for p in partitions
         ]
         watcher = asyncio.create_task(_publish_stop(job, stop))

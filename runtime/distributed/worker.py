@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from dataclasses import asdict
 from typing import Any
 
 from ...compiler.ir import Plan
 from ..engine.job import JobRun
+from ..engine.limits import RateLimiter
 from ..engine.state import Progress, RunOptions, verdict
 from ..io.partitions import Partition
 from . import dask
@@ -34,17 +36,21 @@ COUNTED = (
     "completion_tokens",
 )
 """The counts of `Progress` a partition adds to the run's."""
+WATCH_SECONDS = 0.25
+"""How often a worker looks for a stop and exchanges pauses."""
 
 
-def run_partition(plan: Plan, settings: dict[str, Any], partition: Partition, stop_event: str | None = None) -> dict[str, Any]:
-    """Run one partition to its end; `settings` are the driver's `RunOptions` fields that a worker takes. The
-    worker's own environment supplies secrets (API keys), as it would to a local run on that machine."""
+def run_partition(plan: Plan, settings: dict[str, Any], partition: Partition, channel: str | None = None) -> dict[str, Any]:
+    """Run one partition to its end; `settings` are the driver's `RunOptions` fields that a worker takes (with
+    `limit_share`, its share of the rate limits). The worker's own environment supplies secrets (API keys), as
+    it would to a local run on that machine. `channel` names the run's Dask `Event` (a stop) and `Variable`s
+    (each provider's pause)."""
     options = RunOptions(**settings, partition=partition, environ=dict(os.environ), engine="local")
-    return asyncio.run(_run(JobRun(plan, options), stop_event))
+    return asyncio.run(_run(JobRun(plan, options), channel))
 
 
-async def _run(job: JobRun, stop_event: str | None) -> dict[str, Any]:
-    watcher = asyncio.create_task(_watch(job, stop_event)) if stop_event else None
+async def _run(job: JobRun, channel: str | None) -> dict[str, Any]:
+    watcher = asyncio.create_task(_watch(job, channel)) if channel else None
     try:
         result = await job.run()
     finally:
@@ -66,14 +72,45 @@ async def _run(job: JobRun, stop_event: str | None) -> dict[str, Any]:
     }
 
 
-async def _watch(job: JobRun, name: str | None) -> None:
-    """Stop this partition when the driver publishes a stop (a signal, a timeout, an item that failed)."""
-    event = dask().Event(name)
+async def _watch(job: JobRun, channel: str) -> None:
+    """Stop this partition when the driver publishes a stop (a signal, a timeout, an item that failed), and
+    share the providers' pauses (a 429's `Retry-After`) with the other workers, both ways."""
+    distributed = dask()
+    event = distributed.Event(channel)
+    shared = Pauses(distributed, channel)
     while True:
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(WATCH_SECONDS)
         if await asyncio.to_thread(event.is_set):
             job.stop("interrupted", "stopped by the driver")
             return
+        if job.item_worker is not None:
+            await asyncio.to_thread(shared.exchange, job.item_worker.limiters)
+
+
+class Pauses:
+    """The providers' pauses in one Dask `Variable` of the run (provider -> wall-clock end), which the driver
+    sets first: a worker publishes a pause its limiter took from a 429 and takes on those the others published
+    (the later end wins)."""
+
+    def __init__(self, distributed: Any, channel: str) -> None:
+        self.variable = distributed.Variable(f"{channel}-pauses")
+        self.published: dict[str, float] = {}
+
+    def exchange(self, limiters: dict[str, RateLimiter]) -> None:
+        shared: dict[str, float] = dict(self.variable.get(timeout=5) or {})
+        changed = False
+        for provider, limiter in limiters.items():
+            control = limiter.control
+            own = time.time() + (control.paused_until - time.monotonic())
+            theirs = shared.get(provider, 0.0)
+            if control.paused_until > 0 and own > max(theirs, self.published.get(provider, 0.0)) + 0.01:
+                shared[provider] = self.published[provider] = own
+                changed = True
+            elif theirs > self.published.get(provider, 0.0):
+                control.paused_until = max(control.paused_until, time.monotonic() + (theirs - time.time()))
+                self.published[provider] = theirs
+        if changed:
+            self.variable.set(shared)
 
 
 def add_counts(progress: Progress, counts: dict[str, Any]) -> None:

@@ -78,6 +78,8 @@ class JobRun:
         self.result = self.context.result
         self.progress = self.context.progress
         self.signalled = False
+        self.item_worker: ItemWorker | None = None
+        """The run's item worker once it runs (its rate limiters: a `dask` worker shares their pauses)."""
 
     @property
     def stopping(self) -> RunStopped | None:
@@ -96,7 +98,7 @@ class JobRun:
         part = self.options.partition
         """A `dask` worker runs one partition; the driver holds the lock, records the run and publishes."""
         distributed = part is None and not run.no_input and (self.options.engine or run.shape.engine) == "dask"
-        worker = ItemWorker(run)
+        worker = self.item_worker = ItemWorker(run)
         ledger: Ledger | None = None
         sink = None
         complete = False

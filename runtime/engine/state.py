@@ -91,6 +91,8 @@ class RunOptions:
     """`local` or `dask` (`run-job --engine`); None: the plan's `execution.engine`."""
     cluster: ClusterOptions | None = None
     """Where the `dask` engine runs: a scheduler, or a local cluster."""
+    limit_share: float = 1.0
+    """The share of each provider's configured rate limits this run has: a `dask` worker's is 1/workers."""
     partition: Any = None
     """A `dask` worker's run: the `io.partitions.Partition` it runs (the driver holds the lock, the run's record
     and the publishing)."""
