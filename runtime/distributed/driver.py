@@ -46,7 +46,7 @@ async def distribute(job: JobRun, context: IOContext, sink: Any, *, resume: bool
     options = job.options
     cluster = options.cluster or ClusterOptions()
     state = context.connection(options.state or ".sleipnir/state.db")
-    if cluster.scheduler and parse_database_url(state, root=job.plan.root).kind != "postgresql":
+    if cluster.scheduler and not cluster.local and parse_database_url(state, root=job.plan.root).kind != "postgresql":
         raise SinkError(
             "the dask engine on a cluster needs a PostgreSQL state store that every worker reaches: set `state: "
             "postgresql://...` in sleipnir.yaml (only a local cluster may share the workspace's SQLite file)"
@@ -124,19 +124,32 @@ def _partitions(job: JobRun, context: IOContext, cluster: ClusterOptions) -> lis
 
 
 @contextlib.asynccontextmanager
+async def shared_cluster(cluster: ClusterOptions) -> AsyncIterator[ClusterOptions]:
+    """A local cluster for several runs at once (a pipeline's independent jobs), closed after them."""
+    _quiet()
+    async with _local_cluster(dask(), cluster) as local:
+        yield dataclasses.replace(cluster, scheduler=local.scheduler_address, local=True)
+
+
+def _local_cluster(distributed: Any, cluster: ClusterOptions) -> Any:
+    return distributed.LocalCluster(
+        n_workers=cluster.workers, threads_per_worker=1, processes=True, asynchronous=True, dashboard_address=None
+    )
+
+
+def _quiet() -> None:
+    for name in ("distributed", "distributed.worker", "distributed.nanny", "distributed.scheduler"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@contextlib.asynccontextmanager
 async def open_client(cluster: ClusterOptions) -> AsyncIterator[Any]:
     """A client of the scheduler `cluster` names, or of a local cluster started now and closed after."""
     distributed = dask()
-    for name in ("distributed", "distributed.worker", "distributed.nanny", "distributed.scheduler"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    _quiet()
     if cluster.scheduler:
         async with distributed.Client(cluster.scheduler, asynchronous=True) as client:
             yield client
         return
-    async with (
-        distributed.LocalCluster(
-            n_workers=cluster.workers, threads_per_worker=1, processes=True, asynchronous=True, dashboard_address=None
-        ) as local,
-        distributed.Client(local, asynchronous=True) as client,
-    ):
+    async with _local_cluster(distributed, cluster) as local, distributed.Client(local, asynchronous=True) as client:
         yield client

@@ -108,6 +108,9 @@ class ClusterOptions:
     """The local cluster's worker processes."""
     partition_size: int | None = None
     """Items in one partition (one Dask task); None: the input in about four partitions per worker."""
+    local: bool = False
+    """The scheduler is a local cluster this process started (a pipeline's, shared by its jobs): the
+    workspace's SQLite state store may be shared with its workers."""
 
     @classmethod
     def of(cls, manifest: Mapping[str, Any], environ: Mapping[str, str], scheduler: str | None = None) -> ClusterOptions:
