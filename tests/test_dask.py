@@ -262,6 +262,39 @@ def test_a_pipelines_independent_jobs_run_at_once_on_one_shared_cluster(tmp_path
     assert left_start < right_end and right_start < left_end, "the two jobs ran at the same time"
 
 
+# -- choosing the engine and the cluster ------------------------------------------------------------------------
+
+
+def test_a_scheduler_needs_a_postgresql_store_and_an_unreachable_one_fails_clearly(tmp_path: Path, postgres_url: str) -> None:
+    ws = make_workspace(tmp_path / "ws", {"jobs/score.yaml": mock_job("score", "path: out/scores.jsonl")})
+    write_items(ws / "data" / "items.jsonl", 10)
+    env = process_env(SLEIPNIR_DASK_SCHEDULER="tcp://127.0.0.1:9")
+    refused = sleipnir(["run-job", "score", "--engine", "dask"], ws, env)
+    assert refused.returncode == 1 and "needs a PostgreSQL state store" in refused.stdout + refused.stderr
+    assert "Traceback" not in refused.stderr
+    (ws / "sleipnir.yaml").write_text(f"name: runs\nstate: {postgres_url}\n")
+    unreachable = sleipnir(["run-job", "score", "--engine", "dask"], ws, env)
+    assert unreachable.returncode == 1, unreachable.stderr
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in " ".join((unreachable.stdout + unreachable.stderr).split())
+    assert "Traceback" not in unreachable.stderr
+
+
+def test_engine_precedence_is_the_command_line_then_the_job_then_the_manifest(tmp_path: Path) -> None:
+    on_dask = mock_job("score", "path: out/scores.jsonl").replace("  execution:\n", "  execution:\n    engine: dask\n")
+    ws = make_workspace(tmp_path / "ws", {"jobs/score.yaml": on_dask}, manifest="name: runs\nengine: local\n")
+    compiled = compile_plan(str(ws / "jobs" / "score.yaml"))
+    assert compiled.ok and compiled.plans[0].settings["execution"]["engine"] == "dask", "the job's over the manifest's"
+    (ws / "jobs" / "score.yaml").write_text(mock_job("score", "path: out/scores.jsonl"))
+    (ws / "sleipnir.yaml").write_text("name: runs\nengine: dask\n")
+    compiled = compile_plan(str(ws / "jobs" / "score.yaml"))
+    assert compiled.ok and compiled.plans[0].settings["execution"]["engine"] == "dask", "the manifest's by default"
+    write_items(ws / "data" / "items.jsonl", 10)
+    # The command line's over both: a SQLite store with a scheduler would refuse on the dask engine.
+    env = process_env(SLEIPNIR_DASK_SCHEDULER="tcp://127.0.0.1:9")
+    local = run_ok(["run-job", "score", "--engine", "local"], ws, env)
+    assert local["metrics"]["items_processed"] == 10
+
+
 # -- partitions -----------------------------------------------------------------------------------------------
 
 

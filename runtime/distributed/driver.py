@@ -25,7 +25,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from ..engine.state import ClusterOptions, ItemFailure
+from ..engine.state import ClusterOptions, ItemFailure, RunStopped
 from ..io import IOContext, SinkError
 from ..io.dbconn import parse_database_url
 from ..io.partitions import Partition, split_input
@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 PARTITIONS_PER_WORKER = 4
 """Without `partition_size`: the input in about this many partitions per worker (balance against set-up)."""
 SMALLEST_PARTITION = 200
+CONNECT_SECONDS = 10
+"""How long the driver tries to reach a scheduler before the run fails."""
 
 
 async def distribute(job: JobRun, context: IOContext, sink: Any, *, resume: bool) -> None:
@@ -148,8 +150,14 @@ async def open_client(cluster: ClusterOptions) -> AsyncIterator[Any]:
     distributed = dask()
     _quiet()
     if cluster.scheduler:
-        async with distributed.Client(cluster.scheduler, asynchronous=True) as client:
+        try:
+            client = await distributed.Client(cluster.scheduler, asynchronous=True, timeout=CONNECT_SECONDS)
+        except (OSError, TimeoutError, ValueError) as error:
+            raise RunStopped("failed", f"cannot reach the Dask scheduler at {cluster.scheduler}: {error}") from error
+        try:
             yield client
+        finally:
+            await client.close()
         return
     async with _local_cluster(distributed, cluster) as local, distributed.Client(local, asynchronous=True) as client:
         yield client
