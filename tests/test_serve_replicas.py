@@ -73,6 +73,8 @@ def test_two_replicas_run_each_fire_time_and_each_file_once_and_one_carries_on_a
         def now(serve: Serve) -> datetime:
             return datetime.fromisoformat(serve.http.get("/healthz").json()["now"])
 
+        views = [r.http.get("/healthz").json()["replica"] for r in replicas]
+        assert views[0]["pid"] != views[1]["pid"] and all(v["pid"] == r.process.pid for v, r in zip(views, replicas, strict=True))
         # Both replicas wanted the same fire times: the one whose clock leads claims them first.
         assert any("is another replica's" in r.stderr() for r in replicas), "the replicas contend for fire times"
         leader = max(replicas, key=lambda r: len(started_runs(r, cron)))
