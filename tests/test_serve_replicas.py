@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import psycopg
+import pytest
 from test_run_process import make_workspace, process_env
 from test_serve import Serve, scheduled, write_rows
 from test_sources import postgres_url
@@ -44,13 +45,27 @@ def started_runs(serve: Serve, name: str) -> list[tuple[str, str]]:
     return found
 
 
-def test_two_replicas_run_each_fire_time_and_each_file_once_and_one_carries_on_alone(tmp_path: Path, postgres_url: str) -> None:
+@pytest.mark.parametrize(
+    ("speed", "cron", "drops", "after"),
+    [
+        (60, "* * * * *", 12, timedelta(minutes=3)),
+        pytest.param(1440, "*/15 * * * *", 40, timedelta(hours=1), marks=pytest.mark.soak, id="a-simulated-day"),
+    ],
+)
+def test_two_replicas_run_each_fire_time_and_each_file_once_and_one_carries_on_alone(
+    tmp_path: Path, postgres_url: str, speed: int, cron: str, drops: int, after: timedelta, request: pytest.FixtureRequest
+) -> None:
+    """A few simulated minutes by default; with `pytest -m soak`, a simulated day (a clock 1,440 times as fast)
+    with a file dropped every second."""
+    if request.node.get_closest_marker("soak") and "soak" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("the simulated day runs only with -m soak")
+    every = cron
     tag = uuid.uuid4().hex[:6]
     cron, files = f"cron_{tag}", f"files_{tag}"
     ws = make_workspace(
         tmp_path / "ws",
         {
-            f"jobs/{cron}.yaml": job(cron, 'schedule:\n  cron: "* * * * *"\n  catchup: none\n'),
+            f"jobs/{cron}.yaml": job(cron, f'schedule:\n  cron: "{every}"\n  catchup: none\n'),
             f"jobs/{files}.yaml": job(files, "triggers:\n  - type: file_created\n    path: drop/*.jsonl\n").replace(
                 "  input:\n    path: data/items.jsonl\n", ""
             ),
@@ -58,11 +73,11 @@ def test_two_replicas_run_each_fire_time_and_each_file_once_and_one_carries_on_a
         manifest=f"name: replicas\nstate: {postgres_url}\n",
     )
     write_rows(ws / "data" / "items.jsonl", ["i1"])
-    env = process_env(SLEIPNIR_CLOCK="fast:60", SLEIPNIR_CLOCK_START=START)
+    env = process_env(SLEIPNIR_CLOCK=f"fast:{speed}", SLEIPNIR_CLOCK_START=START)
     replicas = [Serve(ws, env, tmp_path / "a"), Serve(ws, env, tmp_path / "b")]
     try:
         dropped = []
-        for step in range(12):
+        for step in range(drops):
             target = ws / "drop" / f"f{step:02d}.jsonl"
             staged = ws / f".f{step:02d}.part"
             write_rows(staged, [f"f{step}"])
@@ -82,7 +97,7 @@ def test_two_replicas_run_each_fire_time_and_each_file_once_and_one_carries_on_a
         killed_at = max(datetime.fromisoformat(f) for r in replicas for k, f in started_runs(r, cron) if k == "schedule")
         survivor = next(r for r in replicas if r is not leader)
         survivor.wait_for(
-            lambda: any(datetime.fromisoformat(f) > killed_at + timedelta(minutes=3) for k, f in started_runs(survivor, cron) if k == "schedule"),
+            lambda: any(datetime.fromisoformat(f) > killed_at + after for k, f in started_runs(survivor, cron) if k == "schedule"),
             "fire times after the other replica died",
         )
         survivor.wait_for(lambda: len(_finished_runs(postgres_url, files)) == len(dropped), "every file's run")
@@ -91,13 +106,13 @@ def test_two_replicas_run_each_fire_time_and_each_file_once_and_one_carries_on_a
         fired = [f for r in replicas for k, f in started_runs(r, cron) if k == "schedule"]
         assert len(fired) == len(set(fired)), "no fire time twice"
         first = min(datetime.fromisoformat(f) for f in fired)
-        schedule = CronSchedule(cron="* * * * *", timezone="UTC")
-        due = list(itertools.takewhile(lambda t: t <= end - timedelta(minutes=1), schedule.fires(first - timedelta(seconds=1))))
+        schedule = CronSchedule(cron=every, timezone="UTC")
+        due = list(itertools.takewhile(lambda t: t <= end - after / 3, schedule.fires(first - timedelta(seconds=1))))
         assert set(t.isoformat() for t in due) <= set(fired), "every fire time once, the killed replica's next ones too"
         seen = [f for r in replicas for k, f in started_runs(r, files) if k == "file"]
         assert sorted(seen) == sorted(dropped), "each file once, on one replica"
         outputs = [json.loads(p.read_text())["id"] for p in (ws / "out" / files).glob("*.jsonl")]
-        assert sorted(outputs) == sorted(f"f{i}" for i in range(12))
+        assert sorted(outputs) == sorted(f"f{i}" for i in range(drops))
     finally:
         for replica in replicas:
             replica.close()
