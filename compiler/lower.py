@@ -76,6 +76,8 @@ class WorkspaceSettings:
     fallback_provider: str | None = None
     allowed_paths: tuple[str, ...] = ()
     """`paths: allow:`: the folders outside the workspace jobs may use (`ir.WorkspacePaths`)."""
+    engine: str = "local"
+    """`engine:`, the engine of jobs whose `execution.engine` says nothing."""
     modules: dict[tuple[str, str], PromptModule] = field(default_factory=dict)
     """Prompt modules already made ready for a plan, shared by every job of one compile."""
 
@@ -530,6 +532,7 @@ class _JobLowering:
         body = self.body
         execution = dict(body.get("execution") or {})
         execution.setdefault("concurrency", 10)
+        execution.setdefault("engine", self.workspace.engine)
         execution.setdefault("call_timeout", None)
         execution.setdefault("timeout", None)
         handling = body.get("error_handling") or {}

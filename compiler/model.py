@@ -322,7 +322,13 @@ JOB = record(
     Key(
         "execution",
         record(
-            Key("concurrency", POSITIVE, "How many items are in flight at once.", default=10),
+            Key("concurrency", POSITIVE, "How many items are in flight at once (per worker on the `dask` engine).", default=10),
+            Key(
+                "engine",
+                Choice("local|dask"),
+                "Where the items run: `local` (one process, the default) or `dask` (partitions of the input on a "
+                "Dask cluster; `pip install 'sleipnir[dask]'`).",
+            ),
             Key(
                 "retry_on_failure",
                 COUNT,
@@ -673,6 +679,20 @@ WORKSPACE = record(
         "The mail server for `email` alerts.",
     ),
     Key("state", Text(), "Where the run ledger is kept: a SQLite path or a PostgreSQL URL."),
+    Key(
+        "engine",
+        Choice("local|dask"),
+        "The engine jobs run on unless their `execution.engine` or `run-job --engine` says: `local` or `dask`.",
+    ),
+    Key(
+        "dask",
+        record(
+            Key("scheduler", Text(), "The Dask scheduler's address (`tcp://host:8786`); none: a local cluster."),
+            Key("workers", POSITIVE, "Worker processes of the local cluster started when no scheduler is given."),
+            Key("partition_size", POSITIVE, "Items in one partition (one Dask task)."),
+        ),
+        "How the `dask` engine reaches its cluster.",
+    ),
     Key(
         "paths",
         record(

@@ -388,4 +388,5 @@ def _workspace_settings(result: CheckResult, manifest: Mapping[str, Any], enviro
         environ=environ,
         fallback_provider=manifest.get("fallback_provider"),
         allowed_paths=tuple(str(p) for p in ((manifest.get("paths") or {}).get("allow") or ())),
+        engine=str(manifest.get("engine") or "local"),
     )

@@ -4,6 +4,7 @@
 - `runtime/` imports from the compiler only the IR (`compiler.ir`); `runtime/serve/` also the planner, since
   serve compiles what it serves. The runtime never reads YAML.
 - `runtime/` imports nothing of the command line (`sleipnir.cli`, `sleipnir.executor`).
+- Only `runtime/distributed/` imports Dask (`dask`, `distributed`), an optional dependency.
 - `runtime/` has at most four modules at its top; every package has an `__init__.py` that opens with a
   docstring saying what it holds.
 - No module is over 600 lines unless it says why in a comment (`Over 600 lines ...`).
@@ -87,6 +88,10 @@ def violations(root: Path) -> list[str]:
                 found.append(f"{where}: the runtime never reads YAML")
             if any(_within(imp.target, f"sleipnir.{api}") for api in ("cli", "executor")):
                 found.append(f"{where}: the runtime knows nothing of the command line or the Python API")
+        if any(_within(imp.target, library) for library in ("dask", "distributed")) and not _within(
+            imp.module, "sleipnir.runtime.distributed"
+        ):
+            found.append(f"{where}: only runtime/distributed knows Dask (an optional dependency)")
     return found
 
 
@@ -161,6 +166,8 @@ def test_a_clean_fixture_package_passes(fixture_package: Path) -> None:
         ("runtime/engine/bad.py", "from ...compiler.planner import plan\n", "the runtime reads the IR"),
         ("runtime/io/bad.py", "import yaml\n", "the runtime never reads YAML"),
         ("runtime/bad.py", "from sleipnir.cli import main\n", "the runtime knows nothing of the command line"),
+        ("runtime/engine/bad.py", "import distributed\n", "only runtime/distributed knows Dask"),
+        ("compiler/bad.py", "from dask import delayed\n", "only runtime/distributed knows Dask"),
     ],
 )
 def test_a_forbidden_import_is_found(fixture_package: Path, file: str, text: str, expected: str) -> None:

@@ -248,8 +248,7 @@ def test_a_stack_runs_its_steps_with_conditions_and_a_parallel_group(tmp_path: P
         assert ("sentiment_check" in steps) == (steps["sentiment"]["confidence"] < 0.6)
 
 
-def test_map_reduce_and_fan_out_fan_in_gather_every_output(tmp_path: Path) -> None:
-    job = """
+GATHERING_JOBS = """
     job:
       name: reduced
       input:
@@ -271,6 +270,12 @@ def test_map_reduce_and_fan_out_fan_in_gather_every_output(tmp_path: Path) -> No
       output:
         path: out/fanned.jsonl
     """
+
+"""A map-reduce job and a fan-out/fan-in job over data/reviews.jsonl (also run on the dask engine)."""
+
+
+def test_map_reduce_and_fan_out_fan_in_gather_every_output(tmp_path: Path) -> None:
+    job = GATHERING_JOBS
     root = workspace(tmp_path, job, rows=10)
     result = compile_plan(str(root / "job.yaml"), environ={})
     assert result.ok

@@ -38,6 +38,8 @@ def _run_options(function: F) -> F:
                 is_flag=True,
                 help="Print the result as JSON on stdout, and nothing else there (a JSON array with --select).",
             ),
+            click.option("--engine", type=click.Choice(["local", "dask"]), help="Run on this engine (overrides execution.engine)."),
+            click.option("--scheduler", metavar="ADDRESS", help="The dask engine's scheduler (tcp://host:8786); none: a local cluster."),
             click.option("-q", "--quiet", is_flag=True, help="Print only the summary line and errors."),
             click.option("-v", "--verbose", is_flag=True, help="Also print the job's log records, on stderr."),
             color_option,

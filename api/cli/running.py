@@ -23,6 +23,7 @@ from ..compiler.render import RENDERERS
 from ..compiler.render.plan_text import render_plan
 from ..runtime.engine.job import Hooks, JobRun, RunOptions, RunResult, chain_hooks
 from ..runtime.engine.pipeline import PipelineResult, run_pipeline
+from ..runtime.engine.state import ClusterOptions
 from ..runtime.io import SourceError
 from ..runtime.io.dbconn import DatabaseError
 from ..runtime.providers.base import ProviderError
@@ -63,6 +64,8 @@ def run_command(
     cache: bool,
     as_json: bool,
     grace: float = 5.0,
+    engine: str | None = None,
+    scheduler: str | None = None,
 ) -> int:
     """The whole command; returns the exit code."""
     compiled = compile_plan(target, profile=profile, params=params, param_files=param_files)
@@ -92,6 +95,8 @@ def run_command(
         state=settings.get("state"),
         environ=environ,
         grace=grace,
+        engine=engine,
+        cluster=ClusterOptions.of(settings, environ, scheduler),
     )
     if dry_run:
         click.echo(render_plan(plan, estimate=estimate(plan), now=datetime.now(UTC)))

@@ -101,9 +101,12 @@ class ItemWorker:
             self._call_digests[node.id] = self.work[node.id].encode()
             if node.provider not in self.limiters:
                 # One limiter per provider: the job's own ceilings, else the provider's from sleipnir.yaml.
+                # A `dask` worker has its share of them (`RunOptions.limit_share`).
+                share = self.run.options.limit_share
+                requests = job_limits.get("requests_per_minute") or spec.requests_per_minute
+                tokens = job_limits.get("tokens_per_minute") or spec.tokens_per_minute
                 limiter = self.limiters[node.provider] = RateLimiter(
-                    job_limits.get("requests_per_minute") or spec.requests_per_minute,
-                    job_limits.get("tokens_per_minute") or spec.tokens_per_minute,
+                    requests * share if requests else None, tokens * share if tokens else None
                 )
                 self.run.on_stop.append(limiter.cancel_waits)
 

@@ -37,6 +37,7 @@ class JobShape:
         """Outputs are gathered for a `reduce` or `fan_in` rather than written item by item."""
         execution = thaw(plan.settings.get("execution") or {})
         self.concurrency = int(execution.get("concurrency") or 10)
+        self.engine = str(execution.get("engine") or "local")
         self.timeout = execution.get("timeout")
         rate = execution.get("max_error_rate")
         self.max_error_rate = None if rate is None else float(rate)

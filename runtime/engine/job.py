@@ -38,6 +38,7 @@ from ...compiler.ir.common import workspace_paths_of
 from ..io import IOContext, SinkError, SourceError, sinks, sources
 from ..io.dbconn import DatabaseError, parse_database_url
 from ..io.deadletter import DeadLetter
+from ..io.partitions import partition_source
 from ..providers.base import ProviderError
 from ..secrets import MissingSecret, reveal
 from .answers import AnswerWriter
@@ -77,6 +78,8 @@ class JobRun:
         self.result = self.context.result
         self.progress = self.context.progress
         self.signalled = False
+        self.item_worker: ItemWorker | None = None
+        """The run's item worker once it runs (its rate limiters: a `dask` worker shares their pauses)."""
 
     @property
     def stopping(self) -> RunStopped | None:
@@ -92,7 +95,10 @@ class JobRun:
         run = self.context
         started = time.monotonic()
         hooks = self.options.hooks
-        worker = ItemWorker(run)
+        part = self.options.partition
+        """A `dask` worker runs one partition; the driver holds the lock, records the run and publishes."""
+        distributed = part is None and not run.no_input and (self.options.engine or run.shape.engine) == "dask"
+        worker = self.item_worker = ItemWorker(run)
         ledger: Ledger | None = None
         sink = None
         complete = False
@@ -102,17 +108,22 @@ class JobRun:
             if self.options.cache:
                 worker.cache = ResponseCache(Path(self.plan.root) / ".sleipnir" / "cache.db")
             ledger = await asyncio.to_thread(self._open_ledger, context)
-            if not await asyncio.to_thread(ledger.lock, run.scope):
+            if part is None and not await asyncio.to_thread(ledger.lock, run.scope):
                 raise RunStopped(
                     "failed",
                     f"another run of `{self.plan.name}` over the same input is in progress (its state is "
                     f"{self.options.state or DEFAULT_STATE}); wait for it to end, or stop it, and run again",
                 )
-            await asyncio.to_thread(self._compare_work, ledger, worker)
+            if part is None:
+                await asyncio.to_thread(self._compare_work, ledger, worker)
             node = run.shape.source
+            if not run.key_field:
+                run.key_field = part.key_field if part is not None else ""
             if not run.key_field:
                 run.key_field = await asyncio.to_thread(detect_key_field, node, context, self.options.input_path)
             sink = sinks.make_sink(run.shape.sink, key_field=run.key_field, context=context)
+            if part is not None and hasattr(sink, "use_partition_spool"):
+                sink.use_partition_spool(part.number)
             self.result.dead_letter = run.shape.sink.dead_letter
             context.inside(run.shape.sink.dead_letter, SinkError)
             deadletter = DeadLetter(run.shape.sink.dead_letter, self.plan.root, plan_id=self.plan.id, job=self.plan.name)
@@ -122,27 +133,39 @@ class JobRun:
                 worker.answers = AnswerWriter(ledger, run.scope)
             writer = Writer(run, sink, deadletter, ledger)
             await writer.start(resume)
-            if resume:
+            if resume and part is None:
                 run.notice("resuming: items already done are skipped (pass --fresh to start over)")
             # The sink is open before the source: a SQLite sink switches its file to WAL, which a reader holding
             # the same file would block.
-            source = None if run.no_input else sources.make_source(node, context=context, input_path=self.options.input_path)
-            self.progress.total = await asyncio.to_thread(
-                count_items, self.plan, node, context, input_path=self.options.input_path, limit=self.options.limit, environ=run.environ
-            )
+            source = None
+            if part is not None:
+                source = partition_source(node, context, input_path=self.options.input_path, partition=part)
+                self.progress.total = part.size
+            else:
+                if not (run.no_input or distributed):
+                    source = sources.make_source(node, context=context, input_path=self.options.input_path)
+                self.progress.total = await asyncio.to_thread(
+                    count_items, self.plan, node, context, input_path=self.options.input_path, limit=self.options.limit, environ=run.environ
+                )
             if hooks.on_start:
                 hooks.on_start(run_id=self.run_id, plan=self.plan)
-            await asyncio.to_thread(ledger.start_run, self.run_id, self.plan.id, self.plan.name)
+            if part is None:
+                await asyncio.to_thread(ledger.start_run, self.run_id, self.plan.id, self.plan.name)
             with self._signals(), self._expiry():
-                reader = Reader(run, ledger, writer, worker, resume=resume, answers=answers)
-                await self._stream(source, reader, worker, writer)
-                if run.shape.collecting and run.stopping is None:
+                if distributed:
+                    from ..distributed.driver import distribute
+
+                    await distribute(self, context, sink, resume=resume)
+                else:
+                    reader = Reader(run, ledger, writer, worker, resume=resume, answers=answers)
+                    await self._stream(source, reader, worker, writer)
+                if run.shape.collecting and run.stopping is None and part is None:
                     with contextlib.suppress(CallsStopped):  # a stop while a gather call waited: raised below
                         await self._deadline(Gatherer(run, worker, ledger, sink).collect())
             if run.stopping is not None:
                 raise run.stopping
             # `--retry-failed` leaves items never tried undone on purpose: its output is not the whole run yet.
-            complete = not self.options.retry_failed
+            complete = not self.options.retry_failed and part is None
             self.result.status, why = verdict(self.progress, run.shape.max_error_rate)
             self.result.message = why or self.result.message
         except RunStopped as stop:
@@ -156,14 +179,15 @@ class JobRun:
                 try:
                     await asyncio.to_thread(sink.close, complete=complete)
                     publish = getattr(sink, "publish_finished", None)
-                    if publish is not None and self.result.status in ("interrupted", "timed_out"):
+                    if publish is not None and part is None and self.result.status in ("interrupted", "timed_out"):
                         await asyncio.to_thread(publish)
                 except SinkError as error:
                     self.result.status, self.result.message = "failed", str(error)
             self.result.wall_time = time.monotonic() - started
             if ledger is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.to_thread(ledger.finish_run, self.run_id, self.result.status, run.summary())
+                    if part is None:
+                        await asyncio.to_thread(ledger.finish_run, self.run_id, self.result.status, run.summary())
                     await asyncio.to_thread(ledger.close)
         self._announce()
         return self.result

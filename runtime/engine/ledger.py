@@ -173,7 +173,7 @@ class Ledger:
         with self._transaction() as cursor:
             cursor.execute("SELECT host, pid FROM sleipnir_locks WHERE plan_id = ?", [scope])
             holder = cursor.fetchone()
-            if holder is not None and _alive(str(holder[0]), int(holder[1]), host):
+            if holder is not None and process_alive(str(holder[0]), int(holder[1]), host):
                 return False
             cursor.execute(
                 "INSERT INTO sleipnir_locks (plan_id, host, pid, taken_at) VALUES (?, ?, ?, ?) ON CONFLICT (plan_id) "
@@ -407,7 +407,7 @@ def _json(value: Any) -> str | None:
     return None if value is None else mask_passwords(json.dumps(value, ensure_ascii=False, default=str))
 
 
-def _alive(host: str, pid: int, here: str) -> bool:
+def process_alive(host: str, pid: int, here: str) -> bool:
     """Whether the process that took a lock still runs; one on another host is taken to."""
     if host != here:
         return True

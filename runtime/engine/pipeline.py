@@ -8,13 +8,15 @@ when any job did, listing the failed and the skipped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 
 import networkx as nx
 
-from ...compiler.ir import JobStep, Plan
+from ...compiler.ir import JobStep, Plan, thaw
 from .job import Hooks, JobRun, RunOptions, RunResult
+from .state import ClusterOptions
 
 
 @dataclass(slots=True, kw_only=True)
@@ -75,6 +77,14 @@ async def run_pipeline(
         finally:
             finished[entry].set()
 
-    await asyncio.gather(*(run_entry(entry) for entry in nx.topological_sort(graph)))
+    async with contextlib.AsyncExitStack() as stack:
+        cluster = options.cluster or ClusterOptions()
+        engines = {options.engine or str(thaw(s.plan.settings.get("execution") or {}).get("engine") or "local") for s in steps.values()}
+        if "dask" in engines and not cluster.scheduler:
+            # The jobs on the dask engine share one local cluster, so that independent ones run at once on it.
+            from ..distributed.driver import shared_cluster
+
+            options = dataclasses.replace(options, cluster=await stack.enter_async_context(shared_cluster(cluster)))
+        await asyncio.gather(*(run_entry(entry) for entry in nx.topological_sort(graph)))
     result.status = "succeeded" if not result.failed and not result.skipped else "failed"
     return result

@@ -42,7 +42,9 @@ class Reader:
             await self._read_once(queue)
             return
         iterator = source.batches(run.shape.source.batch_size)
-        index = 0
+        partition = run.options.partition
+        index = 0 if partition is None else partition.first
+        """Row numbers are the whole source's, a partition's (the `dask` engine) included."""
         number = 0
         limit = run.options.limit
         while run.stopping is None:

@@ -87,6 +87,40 @@ class RunOptions:
     """Seconds the calls in flight get to finish after a stop signal (`--grace`)."""
     progress_every: float = 0.2
     """Seconds between progress callbacks."""
+    engine: str | None = None
+    """`local` or `dask` (`run-job --engine`); None: the plan's `execution.engine`."""
+    cluster: ClusterOptions | None = None
+    """Where the `dask` engine runs: a scheduler, or a local cluster."""
+    limit_share: float = 1.0
+    """The share of each provider's configured rate limits this run has: a `dask` worker's is 1/workers."""
+    partition: Any = None
+    """A `dask` worker's run: the `io.partitions.Partition` it runs (the driver holds the lock, the run's record
+    and the publishing)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterOptions:
+    """The `dask` engine's cluster (`run-job --scheduler`, `SLEIPNIR_DASK_SCHEDULER`, `dask:` in sleipnir.yaml)."""
+
+    scheduler: str | None = None
+    """A Dask scheduler's address (`tcp://host:8786`); None: a local cluster, started and closed by the run."""
+    workers: int = 2
+    """The local cluster's worker processes."""
+    partition_size: int | None = None
+    """Items in one partition (one Dask task); None: the input in about four partitions per worker."""
+    local: bool = False
+    """The scheduler is a local cluster this process started (a pipeline's, shared by its jobs): the
+    workspace's SQLite state store may be shared with its workers."""
+
+    @classmethod
+    def of(cls, manifest: Mapping[str, Any], environ: Mapping[str, str], scheduler: str | None = None) -> ClusterOptions:
+        """The cluster `--scheduler`, else `SLEIPNIR_DASK_SCHEDULER`, else `dask:` in sleipnir.yaml names."""
+        settings = manifest.get("dask") or {}
+        return cls(
+            scheduler=scheduler or environ.get("SLEIPNIR_DASK_SCHEDULER") or settings.get("scheduler") or None,
+            workers=int(settings.get("workers") or 2),
+            partition_size=settings.get("partition_size"),
+        )
 
 
 @dataclass(slots=True, kw_only=True)

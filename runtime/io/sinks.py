@@ -49,6 +49,7 @@ import csv
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import sys
 from collections.abc import Callable, Iterator
@@ -139,6 +140,32 @@ class FileSink:
         except OSError as exc:
             raise SinkError(f"cannot open {self.shown}: {exc.strerror or exc}") from exc
         return keys
+
+    def partition_spools(self) -> list[Path]:
+        """The spools the partitions of a `dask` run wrote (`use_partition_spool`), in partition order."""
+        return sorted(self.spool.parent.glob(f"{self.spool.name}.*"))
+
+    def use_partition_spool(self, number: int) -> None:
+        """Spool to a file of partition `number`'s own (a worker of the `dask` engine); the driver `absorb`s it."""
+        self.spool = self.spool.with_name(f"{self.spool.name}.{number:06d}")
+
+    def absorb(self, parts: list[Path]) -> None:
+        """Append the partitions' spools to this one, in order, durably, then remove them. A key may now be
+        spooled twice (a partition redone after a kill, or absorbed again after a crash here): the last wins."""
+        if self._handle is None:
+            raise SinkError(f"{self.shown}: absorb before open")
+        try:
+            for part in parts:
+                repair_torn_line(part)
+                with part.open("rb") as spooled:
+                    shutil.copyfileobj(spooled, self._handle)
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._repeated = self._repeated or bool(parts)
+            for part in parts:
+                part.unlink()
+        except OSError as exc:
+            raise SinkError(f"cannot gather the partitions of {self.shown}: {exc.strerror or exc}") from exc
 
     def _seed(self) -> None:
         """Start the spool as a copy of the target, atomically, so that resuming a `replace` run that had
@@ -410,6 +437,11 @@ class DatabaseSink:
                 return {key_text(key) for (key,) in self._execute(f"SELECT {self.key} FROM {self.stage}")}
         return set()
 
+    def prepare(self) -> None:
+        """Create the table written to now (the `dask` engine's driver, before its workers write at once)."""
+        with self._errors("create"), self._transaction():
+            self._ensure(self.into, [])
+
     def _seed_stage(self) -> None:
         """Start the stage as a copy of the table, so that resuming a `replace` run that had already completed
         keeps what it published."""
@@ -483,8 +515,10 @@ class DatabaseSink:
                 added.append(field)
         if added:
             self._check_names(added)
+            # PostgreSQL: IF NOT EXISTS, since several writers (the `dask` engine's workers) may add one at once.
+            added_column = "ADD COLUMN" if self.sqlite else "ADD COLUMN IF NOT EXISTS"
             for field in added:
-                self._execute(f"ALTER TABLE {table} ADD COLUMN {quote_identifier(field)}{'' if self.sqlite else ' TEXT'}")
+                self._execute(f"ALTER TABLE {table} {added_column} {quote_identifier(field)}{'' if self.sqlite else ' TEXT'}")
             columns.extend(added)
         return columns
 

@@ -22,6 +22,7 @@ import os
 import sqlite3
 import uuid
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -86,28 +87,39 @@ def file_format(path: str | Path, given: object = None) -> str:
     return fmt
 
 
-def read_rows(path: Path, fmt: str, *, shown: str) -> Generator[Entry, None, None]:
-    """Every row of a data file, streamed; `shown` is the path as messages print it.
-    Raises `SourceError` when the file is missing or cannot be read at all."""
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Where reading a jsonl or csv file starts (a partition of it, `partitions.py`): the byte offset of a row's
+    first line, that line's number (from 1) and the row's number (from 0)."""
+
+    offset: int = 0
+    line: int = 1
+    index: int = 0
+
+
+def read_rows(path: Path, fmt: str, *, shown: str, start: Start | None = None) -> Generator[Entry, None, None]:
+    """Every row of a data file, streamed, from `start` (a jsonl or csv file); `shown` is the path as messages
+    print it. Raises `SourceError` when the file is missing or cannot be read at all."""
     if not path.is_file():
         raise SourceError(f"input file not found: {shown}" + ("" if shown == str(path) else f" ({path})"))
-    readers: dict[str, Callable[[Path, str], Iterator[Entry]]] = {
+    readers: dict[str, Callable[[Path, str, Start], Iterator[Entry]]] = {
         "jsonl": _jsonl_rows,
-        "json": _json_rows,
+        "json": lambda path, shown, _start: _json_rows(path, shown),
         "csv": _csv_rows,
     }
     try:
-        yield from readers[fmt](path, shown)
+        yield from readers[fmt](path, shown, start or Start())
     except OSError as exc:
         raise SourceError(f"cannot read {shown}: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
         raise SourceError(f"{shown}: not UTF-8 ({exc.reason} at byte {exc.start})") from exc
 
 
-def _jsonl_rows(path: Path, shown: str) -> Iterator[Entry]:
-    index = 0
+def _jsonl_rows(path: Path, shown: str, start: Start) -> Iterator[Entry]:
+    index = start.index
     with path.open("rb") as lines:
-        for number, data in enumerate(lines, start=1):
+        lines.seek(start.offset)
+        for number, data in enumerate(lines, start=start.line):
             if number == 1 and data.startswith(codecs.BOM_UTF8):
                 data = data[len(codecs.BOM_UTF8) :]
             if not data.strip():
@@ -224,8 +236,8 @@ class _JsonArray:
         raise SourceError(f"{self.shown}:{self._line()}:{column}: {message}")
 
 
-def _csv_rows(path: Path, shown: str) -> Iterator[Entry]:
-    index = 0
+def _csv_rows(path: Path, shown: str, start: Start) -> Iterator[Entry]:
+    index = start.index
     with path.open(encoding="utf-8-sig", newline="") as text:
         reader = csv.reader(text)
         try:
@@ -235,11 +247,16 @@ def _csv_rows(path: Path, shown: str) -> Iterator[Entry]:
             duplicated = sorted({name for name in header if header.count(name) > 1})
             if duplicated:
                 raise SourceError(f"{shown}:1: the header names {', '.join(duplicated)} more than once")
+            skipped = 0
+            if start.offset:
+                # A partition: on to its first row (a utf-8 text file's position is its byte offset).
+                text.seek(start.offset)
+                skipped = start.line - 1 - reader.line_num
             while True:
                 try:
                     fields = next(reader, None)
                 except csv.Error as exc:
-                    yield _row_error(index, "", f"{shown}:{reader.line_num}: {exc}")
+                    yield _row_error(index, "", f"{shown}:{reader.line_num + skipped}: {exc}")
                     index += 1
                     continue
                 if fields is None:
@@ -249,7 +266,7 @@ def _csv_rows(path: Path, shown: str) -> Iterator[Entry]:
                 if len(fields) != len(header):
                     raw = io.StringIO()
                     csv.writer(raw, lineterminator="").writerow(fields)
-                    message = f"{shown}:{reader.line_num}: {len(fields)} fields where the header has {len(header)}"
+                    message = f"{shown}:{reader.line_num + skipped}: {len(fields)} fields where the header has {len(header)}"
                     yield _row_error(index, raw.getvalue(), message)
                 else:
                     yield dict(zip(header, fields, strict=True))
@@ -292,13 +309,14 @@ class _Streaming:
 class FileSource(_Streaming):
     """Rows of a jsonl, json or csv file, streamed."""
 
-    def __init__(self, *, path: Path, format: str, shown: str) -> None:
+    def __init__(self, *, path: Path, format: str, shown: str, start: Start | None = None) -> None:
         self.path = path
         self.format = format
         self.shown = shown
+        self.start = start
 
     def _batches(self, batch_size: int) -> Generator[list[Entry], None, None]:
-        yield from _chunked(read_rows(self.path, self.format, shown=self.shown), batch_size)
+        yield from _chunked(read_rows(self.path, self.format, shown=self.shown, start=self.start), batch_size)
 
 
 E = TypeVar("E")

@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import math
 import os
+import socket
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -114,7 +115,10 @@ class HttpApp:
         ]  # fmt: skip
         uptime = round(time.monotonic() - self.service.started, 3)
         status = "draining" if self.service.draining else "ok"
-        return web.json_response({"status": status, "uptime": uptime, "now": self.service.clock.now().isoformat(), "jobs": jobs})
+        # Which replica answers: replicas sharing a state store each report their own view.
+        replica = {"host": socket.gethostname(), "pid": os.getpid()}
+        now = self.service.clock.now().isoformat()
+        return web.json_response({"status": status, "uptime": uptime, "now": now, "replica": replica, "jobs": jobs})
 
     async def _webhook(self, request: web.Request) -> web.Response:
         found = self.service.endpoints.get(request.path)

@@ -65,6 +65,8 @@ class Scheduler:
         for fire in missed:  # one at a time, oldest first
             if self.service.draining:
                 return
+            if not await self.claim(job, fire):
+                continue
             await self.service.runs.guarded(job, f"catch-up of {fire.isoformat()}", functools.partial(self.service.run_scheduled, job, fire))
 
     async def loop(self) -> None:
@@ -91,7 +93,21 @@ class Scheduler:
                 for waiting in waits:
                     waiting.cancel()
 
+    async def claim(self, job: ServedJob, fire: datetime) -> bool:
+        """Whether this replica runs the fire time: replicas of `serve` sharing a state store each claim it, and
+        one gets it (`TriggerState.claim`)."""
+        assert self.service.state is not None
+        claimed = await asyncio.to_thread(self.service.state.claim, "schedule", job.name, fire.isoformat())
+        if not claimed:
+            log_event("claimed", f"the run due {fire.isoformat()} is another replica's", job=job.name)
+        return claimed
+
     def _fire(self, job: ServedJob, fire: datetime) -> None:
+        self.service.spawn(self._fire_claimed(job, fire), self.service.run_tasks)
+
+    async def _fire_claimed(self, job: ServedJob, fire: datetime) -> None:
+        if not await self.claim(job, fire):
+            return
         decision = overlap_decision(job.overlap, running=job.running, waiting=job.waiting)
         cause = f"schedule {fire.isoformat()}"
         if decision == "skip":
@@ -100,4 +116,4 @@ class Scheduler:
             return
         if decision == "queue":
             log_event("queued", f"the run due {fire.isoformat()} waits for the previous one", job=job.name)
-        self.service.spawn(self.service.runs.guarded(job, cause, lambda: self.service.run_scheduled(job, fire), queued=decision == "queue"), self.service.run_tasks)
+        await self.service.runs.guarded(job, cause, lambda: self.service.run_scheduled(job, fire), queued=decision == "queue")

@@ -21,6 +21,7 @@ import hmac
 import json
 import os
 import re
+import socket
 import sqlite3
 import time
 import uuid
@@ -36,7 +37,7 @@ import psycopg
 
 from ...compiler.ir import Plan, Source
 from ...compiler.ir.common import DEFAULT_DATABASE, secret_or_text
-from ..engine.ledger import Ledger
+from ..engine.ledger import Ledger, process_alive
 from ..io.dbconn import (
     DatabaseError,
     connect_postgresql,
@@ -73,6 +74,9 @@ _SCHEMA = (
         status TEXT NOT NULL, run_id TEXT, updated_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (job, path))""",
     """CREATE TABLE IF NOT EXISTS sleipnir_schedule (
         job TEXT PRIMARY KEY, handled_until DOUBLE PRECISION NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS sleipnir_claims (
+        kind TEXT NOT NULL, job TEXT NOT NULL, claim_key TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL,
+        claimed_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (kind, job, claim_key))""",
 )
 
 
@@ -384,6 +388,43 @@ class TriggerState(Ledger):
                 ),
                 [job, path, size, mtime, status, run_id, time.time()],
             )
+
+    def claim(self, kind: str, job: str, key: str, *, take_over: bool = False) -> bool:
+        """Claim one fire time (`schedule`) or one file's contents (`file`) of `job` for this process: True once,
+        for the first replica of `serve` sharing the store to ask (a unique row). With `take_over`, a claim whose
+        process on this host is gone is taken over: a file a dead replica (or this `serve` before a restart) left
+        unfinished is resumed. A fire time is never taken over: the others go on from their next fire times."""
+        host, pid = socket.gethostname(), os.getpid()
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql(
+                    "INSERT INTO sleipnir_claims (kind, job, claim_key, host, pid, claimed_at) VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (kind, job, claim_key) DO NOTHING"
+                ),
+                [kind, job, key, host, pid, time.time()],
+            )
+            if cursor.rowcount == 1:
+                return True
+            cursor.execute(
+                self._sql("SELECT host, pid FROM sleipnir_claims WHERE kind = ? AND job = ? AND claim_key = ?"),
+                [kind, job, key],
+            )
+            holder = cursor.fetchone()
+            if holder is None:
+                return False
+            who = (str(holder[0]), int(holder[1]))
+            if who == (host, pid):
+                return True
+            if not take_over or process_alive(who[0], who[1], host):
+                return False
+            cursor.execute(
+                self._sql(
+                    "UPDATE sleipnir_claims SET host = ?, pid = ?, claimed_at = ? WHERE kind = ? AND job = ? "
+                    "AND claim_key = ? AND host = ? AND pid = ?"
+                ),
+                [host, pid, time.time(), kind, job, key, holder[0], holder[1]],
+            )
+            return bool(cursor.rowcount == 1)
 
     def handled_until(self, job: str) -> datetime | None:
         """The time up to which `job`'s schedule fire times were handled (run, skipped or held)."""

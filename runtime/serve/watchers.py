@@ -57,6 +57,9 @@ class Watchers:
             same = record is not None and (record.size, record.mtime) == (size, mtime)
             if same and record is not None and record.status != "started":
                 return
+            # Replicas of `serve` sharing the store each see the file: one claims it.
+            if not await asyncio.to_thread(self.service.state.claim, "file", name, f"{path}|{size}|{mtime}", take_over=True):
+                return
             # A path seen before with other contents is a new file: its earlier items must not count as done.
             run = JobRun(job.plan, self.service.runs.options(job.plan, path, fresh=record is not None and not same))
             await asyncio.to_thread(self.service.state.mark_file, name, path, size=size, mtime=mtime, status="started", run_id=run.run_id)

@@ -1,0 +1,163 @@
+"""The driver of a `dask` run: the job's input split into partitions, one Dask task each, and what they did
+added up; the rest of the run (the lock, the record of the run, the gathering, publishing) is the `JobRun`'s.
+
+- The cluster is the scheduler the options name, or a local cluster of worker processes started for the run
+  and closed after it.
+- The state store is shared by every worker: a cluster reached through a scheduler needs a PostgreSQL store (a
+  worker on another machine cannot share a SQLite file); a local cluster may use the workspace's SQLite file,
+  whose writers take turns (`BEGIN IMMEDIATE`, a busy timeout), or PostgreSQL.
+- A database sink is written by every worker (upserts by key); the driver creates its table first. A file
+  sink is spooled per partition by the workers; at the end the driver appends the partitions' spools to the
+  sink's own, in partition order, and the sink publishes it as a local run would (merged by key, atomically).
+- A worker killed mid-partition: Dask runs the partition again elsewhere, and the items the state store has as
+  done are not called again (nor the answers it recorded). A stop of the driver (a signal, the timeout, an item
+  that failed under `fail`) is published to the workers as a Dask `Event`; each stops its partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import math
+import uuid
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from ..engine.state import ClusterOptions, ItemFailure, RunStopped
+from ..io import IOContext, SinkError
+from ..io.dbconn import parse_database_url
+from ..io.partitions import Partition, split_input
+from . import dask
+from .worker import add_counts, run_partition
+
+if TYPE_CHECKING:
+    from ..engine.job import JobRun
+
+PARTITIONS_PER_WORKER = 4
+"""Without `partition_size`: the input in about this many partitions per worker (balance against set-up)."""
+SMALLEST_PARTITION = 200
+CONNECT_SECONDS = 10
+"""How long the driver tries to reach a scheduler before the run fails."""
+
+
+async def distribute(job: JobRun, context: IOContext, sink: Any, *, resume: bool) -> None:
+    """Run the job's items as partitions on the cluster; the run's progress adds up what each partition did."""
+    run = job.context
+    options = job.options
+    cluster = options.cluster or ClusterOptions()
+    state = context.connection(options.state or ".sleipnir/state.db")
+    if cluster.scheduler and not cluster.local and parse_database_url(state, root=job.plan.root).kind != "postgresql":
+        raise SinkError(
+            "the dask engine on a cluster needs a PostgreSQL state store that every worker reaches: set `state: "
+            "postgresql://...` in sleipnir.yaml (only a local cluster may share the workspace's SQLite file)"
+        )
+    prepare = getattr(sink, "prepare", None)
+    if prepare is not None:
+        await asyncio.to_thread(prepare)
+    spools = getattr(sink, "partition_spools", None)
+    if spools is not None and not resume:
+        for stale in await asyncio.to_thread(spools):
+            stale.unlink(missing_ok=True)
+    partitions = await asyncio.to_thread(_partitions, job, context, cluster)
+    settings: dict[str, Any] = {
+        "input_path": options.input_path,
+        "retry_failed": options.retry_failed,
+        "keep_stale": options.keep_stale,
+        "record_answers": options.record_answers,
+        "scope": options.scope,
+        "state": options.state,
+        "cache": options.cache,
+        "grace": options.grace,
+    }
+    channel = f"sleipnir-{run.run_id}-{uuid.uuid4().hex[:8]}"
+    async with open_client(cluster) as client:
+        stop = dask().Event(channel, client=client)
+        await dask().Variable(f"{channel}-pauses", client=client).set({})
+        workers = len(client.scheduler_info().get("workers") or ()) or cluster.workers
+        settings["limit_share"] = 1.0 / workers
+        futures = [
+            client.submit(run_partition, job.plan, settings, p, channel, pure=False, key=f"sleipnir-{run.run_id}-{p.number}")
+            for p in partitions
+        ]
+        watcher = asyncio.create_task(_publish_stop(job, stop))
+        try:
+            async for future in dask().as_completed(futures):
+                try:
+                    done = await future
+                except Exception as error:  # a partition that could not run: a worker killed too often, a bug
+                    run.stop("failed", f"a partition failed on the cluster: {error}")
+                    continue
+                add_counts(run.progress, done)
+                run.progress.limits.update(done["limits"])
+                if len(run.result.errors) < 1000:
+                    run.result.errors.extend(ItemFailure(**e) for e in done["errors"])
+                for notice in done["notices"]:
+                    run.notice(notice)
+                if done["stop"] is not None:
+                    reason, message = done["stop"]
+                    run.stop(reason, message)
+                run.progress_now()
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            await client.cancel(futures)
+    if spools is not None:
+        await asyncio.to_thread(sink.absorb, await asyncio.to_thread(spools))
+
+
+async def _publish_stop(job: JobRun, stop: Any) -> None:
+    while job.context.stopping is None:
+        await asyncio.sleep(0.2)
+    await stop.set()
+
+
+def _partitions(job: JobRun, context: IOContext, cluster: ClusterOptions) -> list[Partition]:
+    run = job.context
+    options = job.options
+    total = run.progress.total
+    size = cluster.partition_size or max(SMALLEST_PARTITION, math.ceil((total or 0) / (cluster.workers * PARTITIONS_PER_WORKER)))
+    found = split_input(run.shape.source, context, input_path=options.input_path, total=total, size=size)
+    limit = options.limit
+    chosen = [p for p in found if limit is None or p.first < limit]
+    return [dataclasses.replace(p, stop=p.stop if limit is None else min(p.stop, limit), key_field=run.key_field) for p in chosen]
+
+
+@contextlib.asynccontextmanager
+async def shared_cluster(cluster: ClusterOptions) -> AsyncIterator[ClusterOptions]:
+    """A local cluster for several runs at once (a pipeline's independent jobs), closed after them."""
+    _quiet()
+    async with _local_cluster(dask(), cluster) as local:
+        yield dataclasses.replace(cluster, scheduler=local.scheduler_address, local=True)
+
+
+def _local_cluster(distributed: Any, cluster: ClusterOptions) -> Any:
+    return distributed.LocalCluster(
+        n_workers=cluster.workers, threads_per_worker=1, processes=True, asynchronous=True, dashboard_address=None
+    )
+
+
+def _quiet() -> None:
+    for name in ("distributed", "distributed.worker", "distributed.nanny", "distributed.scheduler"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@contextlib.asynccontextmanager
+async def open_client(cluster: ClusterOptions) -> AsyncIterator[Any]:
+    """A client of the scheduler `cluster` names, or of a local cluster started now and closed after."""
+    distributed = dask()
+    _quiet()
+    if cluster.scheduler:
+        try:
+            client = await distributed.Client(cluster.scheduler, asynchronous=True, timeout=CONNECT_SECONDS)
+        except (OSError, TimeoutError, ValueError) as error:
+            raise RunStopped("failed", f"cannot reach the Dask scheduler at {cluster.scheduler}: {error}") from error
+        try:
+            yield client
+        finally:
+            await client.close()
+        return
+    async with _local_cluster(distributed, cluster) as local, distributed.Client(local, asynchronous=True) as client:
+        yield client

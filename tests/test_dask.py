@@ -1,0 +1,323 @@
+"""The `dask` engine: a job's input in partitions on a Dask cluster (a local one of 2 worker processes here),
+with the same result as a local run; a worker killed mid-run costs no row and few calls.
+
+- the same job, with the mock provider, over 20,000 rows (2,000 by default; 20,000 with `-m heavy`), run local
+  and on a 2-worker local cluster, gives the same rows, keys and outputs in a file sink and in a PostgreSQL table;
+- a worker process killed at a random moment (1 trial by default, 5 with `-m heavy`; the loopback LLM server
+  answering slowly so that the kill lands mid-run): every row exactly once, and calls <= rows + that worker's
+  concurrency;
+- the driver killed mid-run is resumed by the next run;
+- each worker has its share of a configured rate limit, and a 429's pause reaches every worker;
+- the partitions of a jsonl and a csv file start where their rows do, with the rows' numbers;
+- `engine:` in sleipnir.yaml, a job's `execution.engine` and `--engine` choose the engine, in that order of
+  precedence; a scheduler needs a PostgreSQL state store.
+
+Real parts throughout: `python -m sleipnir` processes, a real LocalCluster, real files, PostgreSQL at
+127.0.0.1:5432 (the tests fail, never skip, without it) and the loopback LLM server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from llm_server import LLMServer
+from test_run import GATHERING_JOBS, workspace
+from test_run_process import (
+    llm,
+    make_workspace,
+    process_env,
+    result_of,
+    scoring_job,
+    server,
+    sleipnir,
+    started,
+    write_items,
+)
+from test_sources import pg_table, postgres_url
+
+from sleipnir.compiler.planner import plan as compile_plan
+from sleipnir.runtime.io import IOContext
+from sleipnir.runtime.io.partitions import partition_source, split_input
+
+__all__ = ["llm", "pg_table", "postgres_url", "server"]
+
+LLM_LATENCY = 0.05
+
+
+def mock_job(name: str, output: str, *, concurrency: int = 100) -> str:
+    """A job scoring each row of data/items.jsonl with the `mock` provider."""
+    return scoring_job(name, output, concurrency=concurrency, batch_size=100).replace(
+        "      endpoint: ${LLM_URL}", "      provider: mock"
+    )
+
+
+def file_rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def table_rows(url: str, table: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as connection:
+        return connection.execute(f'SELECT * FROM "{table}" ORDER BY id'.encode()).fetchall()
+
+
+def run_ok(args: list[str], ws: Path, env: dict[str, str]) -> dict[str, Any]:
+    done = sleipnir([*args, "--json"], ws, env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return result_of(done.stdout)
+
+
+# -- the same result, local and on a cluster ------------------------------------------------------------------
+
+
+def heavy_only(request: pytest.FixtureRequest) -> None:
+    """Full-size runs take minutes on 2 cores: they run with `pytest -m heavy`, a smaller one by default."""
+    if request.node.get_closest_marker("heavy") and "heavy" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("the full-size run goes with -m heavy")
+
+
+@pytest.mark.parametrize("rows", [2_000, pytest.param(20_000, marks=pytest.mark.heavy)])
+def test_local_and_a_two_worker_cluster_give_the_same_rows_in_a_file_and_a_postgresql_table(
+    tmp_path: Path, postgres_url: str, pg_table: str, rows: int, request: pytest.FixtureRequest
+) -> None:
+    heavy_only(request)
+    tables = [pg_table, f"{pg_table}_dask"]
+    jobs = {
+        "jobs/to_file.yaml": mock_job("to_file", "path: out/scores.jsonl"),
+        **{
+            f"jobs/to_table{i}.yaml": mock_job(f"to_table{i}", f"destination: database\nconnection: warehouse\ntable: {t}")
+            for i, t in enumerate(tables)
+        },
+    }
+    ws = make_workspace(tmp_path / "ws", jobs, manifest=f"name: dask_same\nconnections:\n  warehouse: {postgres_url}\n")
+    keys = write_items(ws / "data" / "items.jsonl", rows)
+    env = process_env()
+    try:
+        local = run_ok(["run-job", "to_file"], ws, env)
+        local_rows = file_rows(ws / "out" / "scores.jsonl")
+        cluster = run_ok(["run-job", "to_file", "--engine", "dask", "--fresh"], ws, env)
+        assert file_rows(ws / "out" / "scores.jsonl") == local_rows
+        assert [r["id"] for r in local_rows] == keys
+        assert cluster["metrics"]["items_processed"] == local["metrics"]["items_processed"] == rows
+        assert not list((ws / "out").glob(".scores.jsonl.partial*")), "the partitions' spools are gathered"
+
+        run_ok(["run-job", "to_table0"], ws, env)
+        run_ok(["run-job", "to_table1", "--engine", "dask"], ws, env)
+        local_table, cluster_table = (table_rows(postgres_url, t) for t in tables)
+        assert [r[0] for r in local_table] == sorted(keys)
+        assert cluster_table == local_table
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as connection:
+            connection.execute(f'DROP TABLE IF EXISTS "{tables[1]}"'.encode())
+
+
+# -- a worker killed ------------------------------------------------------------------------------------------
+
+
+def _worker_pids(driver: int) -> list[int]:
+    """The local cluster's worker processes: the driver's children that multiprocessing spawned (its nannies
+    live in the driver)."""
+    found = []
+    for task in Path(f"/proc/{driver}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with contextlib.suppress(OSError):
+                if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    found.append(int(child))
+    return found
+
+
+@pytest.mark.parametrize("trial", [0, *(pytest.param(t, marks=pytest.mark.heavy) for t in range(1, 5))])
+def test_a_worker_killed_at_a_random_moment_costs_no_row_and_at_most_its_concurrency_in_calls(
+    tmp_path: Path, server: LLMServer, trial: int, request: pytest.FixtureRequest
+) -> None:
+    heavy_only(request)
+    rows, concurrency = 600, 20
+    manifest = "name: dask_kill\ndask:\n  partition_size: 150\n"
+    ws = make_workspace(tmp_path / "ws", {"jobs/score.yaml": scoring_job("score", concurrency=concurrency)}, manifest)
+    keys = write_items(ws / "data" / "items.jsonl", rows)
+    env = process_env(server)
+    random.seed(trial)
+    with started(["run-job", "score", "--engine", "dask", "--json"], ws, env, tmp_path / "logs") as driver:
+        deadline = time.monotonic() + 120
+        while int(server.requests(0)["count"]) < 40 + random.randrange(200):
+            assert driver.poll() is None and time.monotonic() < deadline, (tmp_path / "logs" / "stderr").read_text()[-3000:]
+            time.sleep(0.01)
+        workers = _worker_pids(driver.pid)
+        assert len(workers) == 2, workers
+        os.kill(random.choice(workers), signal.SIGKILL)
+        assert driver.wait(timeout=150) == 0, (tmp_path / "logs" / "stderr").read_text()[-3000:]
+    written = [r["id"] for r in file_rows(ws / "out" / "scores.jsonl")]
+    assert written == keys, "every row exactly once, in input order"
+    calls = int(server.requests(0)["count"])
+    assert rows <= calls <= rows + concurrency, calls
+
+
+def test_the_driver_killed_mid_run_is_resumed_by_the_next_run(tmp_path: Path, server: LLMServer) -> None:
+    rows, concurrency = 600, 20
+    manifest = "name: dask_driver\ndask:\n  partition_size: 150\n"
+    ws = make_workspace(tmp_path / "ws", {"jobs/score.yaml": scoring_job("score", concurrency=concurrency)}, manifest)
+    keys = write_items(ws / "data" / "items.jsonl", rows)
+    env = process_env(server)
+    with started(["run-job", "score", "--engine", "dask"], ws, env, tmp_path / "logs") as driver:
+        while int(server.requests(0)["count"]) < 150:
+            assert driver.poll() is None, (tmp_path / "logs" / "stderr").read_text()[-3000:]
+            time.sleep(0.01)
+        workers = _worker_pids(driver.pid)
+        driver.kill()
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in workers):
+        assert time.monotonic() < deadline, "the local cluster's workers outlive their driver"
+        time.sleep(0.05)
+    done = run_ok(["run-job", "score", "--engine", "dask"], ws, env)
+    assert done["metrics"]["items_already_done"] > 0
+    assert [r["id"] for r in file_rows(ws / "out" / "scores.jsonl")] == keys
+    calls = int(server.requests(0)["count"])
+    # The kill cost each of the 2 workers at most what a local run's kill costs (job.py: its calls in flight,
+    # and answers that arrived in the last few milliseconds, not yet committed): 2 x concurrency each.
+    assert rows <= calls <= rows + 2 * 2 * concurrency, calls
+
+
+# -- rate limits across the cluster ----------------------------------------------------------------------------
+
+
+def test_each_worker_has_its_share_of_a_configured_rate_limit(tmp_path: Path) -> None:
+    rows = 200
+    job = scoring_job("score", concurrency=20, execution="rate_limit:\n  requests_per_minute: 1200\n")
+    manifest = "name: dask_share\ndask:\n  partition_size: 50\n"
+    ws = make_workspace(tmp_path / "ws", {"jobs/score.yaml": job}, manifest)
+    write_items(ws / "data" / "items.jsonl", rows)
+    # The server allows what the job is configured for, 20 requests a second: 2 workers each taking the
+    # whole limit would send 40 and get 429s back.
+    with LLMServer(latency=0.0, rpm=1200, burst=20) as limited:
+        done = run_ok(["run-job", "score", "--engine", "dask"], ws, process_env(limited))
+        statuses = limited.requests(0)["statuses"]
+    assert done["metrics"]["items_processed"] == rows
+    # A few 429s come from the bursts a partition's new limiter starts with; twice the rate would be refused
+    # about half the time.
+    assert int(statuses.get("429", 0)) <= rows // 10, statuses
+
+
+def test_a_429_pause_is_published_to_every_worker(tmp_path: Path, server: LLMServer) -> None:
+    rows = 1000
+    manifest = "name: dask_pause\ndask:\n  partition_size: 250\n"
+    ws = make_workspace(tmp_path / "ws", {"jobs/score.yaml": scoring_job("score", concurrency=5)}, manifest)
+    keys = write_items(ws / "data" / "items.jsonl", rows)
+    with started(["run-job", "score", "--engine", "dask", "--json"], ws, process_env(server), tmp_path / "logs") as driver:
+        while int(server.requests(0)["count"]) < 60:
+            assert driver.poll() is None, (tmp_path / "logs" / "stderr").read_text()[-3000:]
+            time.sleep(0.01)
+        server.add_faults({"kind": "429", "retry_after": 4})
+        while "429" not in server.requests(0)["statuses"]:
+            time.sleep(0.01)
+        time.sleep(0.8)  # the worker's limiter pauses; the others take the pause on within a watch period
+        before = int(server.requests(0)["count"])
+        time.sleep(1.5)
+        during = int(server.requests(0)["count"]) - before
+        assert driver.wait(timeout=120) == 0, (tmp_path / "logs" / "stderr").read_text()[-3000:]
+    # Unpaused, the other worker alone would send about 5 / 50 ms = 100 requests a second.
+    assert during <= 10, during
+    assert [r["id"] for r in file_rows(ws / "out" / "scores.jsonl")] == keys
+
+
+# -- gathering -----------------------------------------------------------------------------------------------
+
+
+def test_reduce_and_fan_in_gather_every_partitions_outputs_from_the_state_store(tmp_path: Path) -> None:
+    job = GATHERING_JOBS
+    root = workspace(tmp_path, job, rows=40)
+    (root / "sleipnir.yaml").write_text("name: dask_gather\ndask:\n  partition_size: 10\n")
+    env = process_env()
+    reduced = run_ok(["run-job", "reduced", "--engine", "dask"], root, env)
+    fanned = run_ok(["run-job", "fanned", "--engine", "dask"], root, env)
+    [summary] = file_rows(root / "out" / "reduced.jsonl")
+    assert "reduce" in summary and reduced["metrics"]["calls"] == 40 + 1, "4 partitions' 40 items, then one reduce"
+    [merged] = file_rows(root / "out" / "fanned.jsonl")
+    assert "fan_in" in merged and fanned["metrics"]["calls"] == 5 + 1, "one call per group of stars, then the merge"
+
+
+def test_a_pipelines_independent_jobs_run_at_once_on_one_shared_cluster(tmp_path: Path, server: LLMServer) -> None:
+    jobs = {f"jobs/{n}.yaml": scoring_job(n, f"path: out/{n}.jsonl", concurrency=10) for n in ("left", "right")}
+    jobs["pipelines/both.yaml"] = "pipeline:\n  name: both\n  jobs:\n    - id: l\n      name: left\n    - id: r\n      name: right\n"
+    ws = make_workspace(tmp_path / "ws", jobs, manifest="name: dask_pipeline\ndask:\n  partition_size: 50\n")
+    keys = write_items(ws / "data" / "items.jsonl", 300)
+    done = sleipnir(["run-job", "both", "--engine", "dask"], ws, process_env(server))
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("left", "right"):
+        assert [r["id"] for r in file_rows(ws / "out" / f"{name}.jsonl")] == keys
+    with contextlib.closing(sqlite3.connect(ws / ".sleipnir" / "state.db")) as connection:
+        spans = dict(
+            (job, (start, end))
+            for job, start, end in connection.execute("SELECT job, started_at, finished_at FROM sleipnir_runs")
+        )
+    (left_start, left_end), (right_start, right_end) = spans["left"], spans["right"]
+    assert left_start < right_end and right_start < left_end, "the two jobs ran at the same time"
+
+
+# -- choosing the engine and the cluster ------------------------------------------------------------------------
+
+
+def test_a_scheduler_needs_a_postgresql_store_and_an_unreachable_one_fails_clearly(tmp_path: Path, postgres_url: str) -> None:
+    ws = make_workspace(tmp_path / "ws", {"jobs/score.yaml": mock_job("score", "path: out/scores.jsonl")})
+    write_items(ws / "data" / "items.jsonl", 10)
+    env = process_env(SLEIPNIR_DASK_SCHEDULER="tcp://127.0.0.1:9")
+    refused = sleipnir(["run-job", "score", "--engine", "dask"], ws, env)
+    assert refused.returncode == 1 and "needs a PostgreSQL state store" in refused.stdout + refused.stderr
+    assert "Traceback" not in refused.stderr
+    (ws / "sleipnir.yaml").write_text(f"name: runs\nstate: {postgres_url}\n")
+    unreachable = sleipnir(["run-job", "score", "--engine", "dask"], ws, env)
+    assert unreachable.returncode == 1, unreachable.stderr
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in " ".join((unreachable.stdout + unreachable.stderr).split())
+    assert "Traceback" not in unreachable.stderr
+
+
+def test_engine_precedence_is_the_command_line_then_the_job_then_the_manifest(tmp_path: Path) -> None:
+    on_dask = mock_job("score", "path: out/scores.jsonl").replace("  execution:\n", "  execution:\n    engine: dask\n")
+    ws = make_workspace(tmp_path / "ws", {"jobs/score.yaml": on_dask}, manifest="name: runs\nengine: local\n")
+    compiled = compile_plan(str(ws / "jobs" / "score.yaml"))
+    assert compiled.ok and compiled.plans[0].settings["execution"]["engine"] == "dask", "the job's over the manifest's"
+    (ws / "jobs" / "score.yaml").write_text(mock_job("score", "path: out/scores.jsonl"))
+    (ws / "sleipnir.yaml").write_text("name: runs\nengine: dask\n")
+    compiled = compile_plan(str(ws / "jobs" / "score.yaml"))
+    assert compiled.ok and compiled.plans[0].settings["execution"]["engine"] == "dask", "the manifest's by default"
+    write_items(ws / "data" / "items.jsonl", 10)
+    # The command line's over both: a SQLite store with a scheduler would refuse on the dask engine.
+    env = process_env(SLEIPNIR_DASK_SCHEDULER="tcp://127.0.0.1:9")
+    local = run_ok(["run-job", "score", "--engine", "local"], ws, env)
+    assert local["metrics"]["items_processed"] == 10
+
+
+# -- partitions -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_partitions_start_where_their_rows_do(tmp_path: Path, fmt: str) -> None:
+    job = mock_job("score", "path: out/scores.jsonl").replace("data/items.jsonl", f"data/items.{fmt}")
+    ws = make_workspace(tmp_path / "ws", {"jobs/score.yaml": job})
+    (ws / "data").mkdir()
+    if fmt == "jsonl":
+        (ws / "data" / "items.jsonl").write_text("".join(f'{{"id": "k{i}", "text": "t{i}"}}\n' + ("\n" if i % 7 == 0 else "") for i in range(103)))
+    else:
+        quoted = '"two\nlines"'
+        (ws / "data" / "items.csv").write_text("id,text\n" + "".join(f"k{i},{quoted if i % 5 == 0 else f't{i}'}\n" for i in range(103)))
+    compiled = compile_plan(str(ws / "jobs" / "score.yaml"))
+    assert compiled.ok, compiled.report
+    plan = compiled.plans[0]
+    node = next(n for n in plan.nodes if type(n).__name__ == "Source")
+    context = IOContext(root=plan.root)
+    parts = split_input(node, context, input_path=None, total=None, size=10)  # type: ignore[arg-type]
+    assert [(p.first, p.stop) for p in parts] == [(i, min(103, i + 10)) for i in range(0, 103, 10)]
+    seen = []
+    for part in parts:
+        source = partition_source(node, context, input_path=None, partition=part)  # type: ignore[arg-type]
+        seen.extend(row["id"] for batch in source.batches(4) for row in batch)
+        source.close()
+    assert seen == [f"k{i}" for i in range(103)]

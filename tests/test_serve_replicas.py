@@ -1,0 +1,128 @@
+"""Two `sleipnir serve` replicas sharing one PostgreSQL state store: every fire time of a schedule and every new
+file runs exactly once, on whichever replica claims it first (a unique claim row in the store); when one
+replica is killed, the other keeps firing.
+
+Real processes, a real PostgreSQL store at 127.0.0.1:5432 (the test fails, never skips, without it), simulated
+clocks running 60 times as fast as real time (each replica's starts when it does, so they disagree by a few
+simulated minutes: the claims, not the clocks, keep each fire time to one run).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import time
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+from test_run_process import make_workspace, process_env
+from test_serve import Serve, scheduled, write_rows
+from test_sources import postgres_url
+
+from sleipnir.runtime.serve.schedule import CronSchedule
+
+__all__ = ["postgres_url"]
+
+START = "2024-03-30T12:00:30+00:00"
+STARTING = re.compile(r"starting \((schedule|file) ([^)]+)\)")
+
+
+def job(name: str, extra: str) -> str:
+    """serve's scheduled job, writing each run's rows to a file of its own (runs on two replicas may overlap)."""
+    return scheduled(name, extra).replace(f"path: out/{name}.jsonl", f"path: out/{name}/${{run.id}}.jsonl")
+
+
+def started_runs(serve: Serve, name: str) -> list[tuple[str, str]]:
+    """(kind, fire time or file) of each run `serve` started of job `name`, from its log."""
+    found = []
+    for line in serve.stderr().splitlines():
+        if name in line and (match := STARTING.search(line)):
+            found.append((match.group(1), match.group(2)))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("speed", "cron", "drops", "after"),
+    [
+        (60, "* * * * *", 12, timedelta(minutes=3)),
+        pytest.param(1440, "*/15 * * * *", 40, timedelta(hours=1), marks=pytest.mark.soak, id="a-simulated-day"),
+    ],
+)
+def test_two_replicas_run_each_fire_time_and_each_file_once_and_one_carries_on_alone(
+    tmp_path: Path, postgres_url: str, speed: int, cron: str, drops: int, after: timedelta, request: pytest.FixtureRequest
+) -> None:
+    """A few simulated minutes by default; with `pytest -m soak`, a simulated day (a clock 1,440 times as fast)
+    with a file dropped every second."""
+    if request.node.get_closest_marker("soak") and "soak" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("the simulated day runs only with -m soak")
+    every = cron
+    tag = uuid.uuid4().hex[:6]
+    cron, files = f"cron_{tag}", f"files_{tag}"
+    ws = make_workspace(
+        tmp_path / "ws",
+        {
+            f"jobs/{cron}.yaml": job(cron, f'schedule:\n  cron: "{every}"\n  catchup: none\n'),
+            f"jobs/{files}.yaml": job(files, "triggers:\n  - type: file_created\n    path: drop/*.jsonl\n").replace(
+                "  input:\n    path: data/items.jsonl\n", ""
+            ),
+        },
+        manifest=f"name: replicas\nstate: {postgres_url}\n",
+    )
+    write_rows(ws / "data" / "items.jsonl", ["i1"])
+    env = process_env(SLEIPNIR_CLOCK=f"fast:{speed}", SLEIPNIR_CLOCK_START=START)
+    replicas = [Serve(ws, env, tmp_path / "a"), Serve(ws, env, tmp_path / "b")]
+    try:
+        dropped = []
+        for step in range(drops):
+            target = ws / "drop" / f"f{step:02d}.jsonl"
+            staged = ws / f".f{step:02d}.part"
+            write_rows(staged, [f"f{step}"])
+            staged.replace(target)
+            dropped.append(str(target))
+            time.sleep(1.0)
+
+        def now(serve: Serve) -> datetime:
+            return datetime.fromisoformat(serve.http.get("/healthz").json()["now"])
+
+        views = [r.http.get("/healthz").json()["replica"] for r in replicas]
+        assert views[0]["pid"] != views[1]["pid"] and all(v["pid"] == r.process.pid for v, r in zip(views, replicas, strict=True))
+        # Both replicas wanted the same fire times: the one whose clock leads claims them first.
+        assert any("is another replica's" in r.stderr() for r in replicas), "the replicas contend for fire times"
+        leader = max(replicas, key=lambda r: len(started_runs(r, cron)))
+        leader.close()  # SIGKILL: its claims stay, its process is gone
+        killed_at = max(datetime.fromisoformat(f) for r in replicas for k, f in started_runs(r, cron) if k == "schedule")
+        survivor = next(r for r in replicas if r is not leader)
+        survivor.wait_for(
+            lambda: any(datetime.fromisoformat(f) > killed_at + after for k, f in started_runs(survivor, cron) if k == "schedule"),
+            "fire times after the other replica died",
+        )
+        survivor.wait_for(lambda: len(_finished_runs(postgres_url, files)) == len(dropped), "every file's run")
+        end = now(survivor)
+        assert survivor.stop() == 0
+        fired = [f for r in replicas for k, f in started_runs(r, cron) if k == "schedule"]
+        assert len(fired) == len(set(fired)), "no fire time twice"
+        first = min(datetime.fromisoformat(f) for f in fired)
+        schedule = CronSchedule(cron=every, timezone="UTC")
+        due = list(itertools.takewhile(lambda t: t <= end - after / 3, schedule.fires(first - timedelta(seconds=1))))
+        assert set(t.isoformat() for t in due) <= set(fired), "every fire time once, the killed replica's next ones too"
+        seen = [f for r in replicas for k, f in started_runs(r, files) if k == "file"]
+        assert sorted(seen) == sorted(dropped), "each file once, on one replica"
+        outputs = [json.loads(p.read_text())["id"] for p in (ws / "out" / files).glob("*.jsonl")]
+        assert sorted(outputs) == sorted(f"f{i}" for i in range(drops))
+    finally:
+        for replica in replicas:
+            replica.close()
+        with psycopg.connect(postgres_url, autocommit=True) as connection:
+            for name in (cron, files):
+                for table in ("sleipnir_runs", "sleipnir_claims", "sleipnir_schedule", "sleipnir_trigger_files"):
+                    connection.execute(f"DELETE FROM {table} WHERE job = %s".encode(), [name])
+
+
+def _finished_runs(url: str, job: str) -> list[str]:
+    with psycopg.connect(url) as connection:
+        rows = connection.execute("SELECT run_id FROM sleipnir_runs WHERE job = %s AND status <> 'running'", [job]).fetchall()
+    return [str(r[0]) for r in rows]
