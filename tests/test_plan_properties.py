@@ -197,7 +197,11 @@ def pipeline_workspaces(draw: st.DrawFn) -> tuple[dict[str, str], dict[str, list
         if depends[node_id]:
             entry["depends_on"] = depends[node_id]
         entries.append(entry)
-    jobs = "---\n".join(dump("job", {"name": f"job{n}", "prompts": [{"name": PROMPTS[n]}]}) for n in range(3))
+    # Each stage reads a file, as a stage after another must when its prompts need a row (`missing-input`).
+    jobs = "---\n".join(
+        dump("job", {"name": f"job{n}", "input": {"source": "file", "path": f"data/job{n}.jsonl"}, "prompts": [{"name": PROMPTS[n]}]})
+        for n in range(3)
+    )
     files = {
         "jobs.yaml": jobs,
         "pipeline.yaml": dump("pipeline", {"name": "generated_pipeline", "jobs": entries}),
