@@ -235,15 +235,21 @@ def test_webhooks_need_the_secret_and_a_sound_body_and_metrics_count_the_runs(tm
         serve.wait_for(lambda: len(finished(ws, "inbox")) >= 2, "the two accepted runs")
         assert {r["run_id"] for r in finished(ws, "inbox")} == accepted
 
-        scraped = serve.http.get("/metrics")
-        assert scraped.status_code == 200
-        assert scraped.headers["content-type"].startswith("text/plain; version=0.0.4")
-        samples = {
-            (s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(scraped.text)
-            for s in family.samples
-        }
-        assert samples[("sleipnir_runs_total", (("job", "inbox"), ("status", "succeeded")))] == 2
+        def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+            scraped = serve.http.get("/metrics")
+            assert scraped.status_code == 200
+            assert scraped.headers["content-type"].startswith("text/plain; version=0.0.4")
+            return {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(scraped.text)
+                for s in family.samples
+            }
+
+        # A run is counted once serve has its result, just after its record is written: poll, never race it.
+        succeeded = ("sleipnir_runs_total", (("job", "inbox"), ("status", "succeeded")))
+        serve.wait_for(lambda: scrape().get(succeeded) == 2, "both runs counted in /metrics")
+        samples = scrape()
+        assert samples[succeeded] == 2
         assert samples[("sleipnir_items_total", (("job", "inbox"), ("outcome", "succeeded")))] == 3
 
         health = serve.http.get("/healthz")
