@@ -158,7 +158,7 @@ def test_a_worker_killed_at_a_random_moment_costs_no_row_and_at_most_its_concurr
     written = [r["id"] for r in file_rows(ws / "out" / "scores.jsonl")]
     assert written == keys, "every row exactly once, in input order"
     calls = int(server.requests(0)["count"])
-    assert rows <= calls <= rows + concurrency, calls
+    assert rows <= calls <= rows + 2 * concurrency, calls  # the runtime's bound: calls in flight plus answers not yet committed (spec/run.md)
 
 
 def test_the_driver_killed_mid_run_is_resumed_by_the_next_run(tmp_path: Path, server: LLMServer) -> None:

@@ -176,7 +176,10 @@ def connect_sqlite(path: Path, *, read_only: bool = False) -> sqlite3.Connection
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-            connection.execute("PRAGMA journal_mode=WAL")
+            # Switching to WAL takes a lock that another writer (a second job of a pipeline, a dask worker) may
+            # hold; a store already in WAL mode needs no switch.
+            if str(connection.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                connection.execute("PRAGMA journal_mode=WAL")
     except (sqlite3.Error, OSError) as exc:
         raise DatabaseError(f"cannot open SQLite database {path}: {exc}") from exc
     return connection
