@@ -44,6 +44,7 @@ from ..secrets import MissingSecret, reveal
 from .answers import AnswerWriter
 from .cache import ResponseCache
 from .calls import ItemFailed, ItemWorker
+from .collector import paced
 from .context import CallsStopped, RunContext
 from .gather import Gatherer
 from .ledger import Ledger
@@ -92,6 +93,11 @@ class JobRun:
     # -- the run ------------------------------------------------------------------------------------------
 
     async def run(self) -> RunResult:
+        """Run the job to its end (or its stop); the result says how it went."""
+        with paced():
+            return await self._run()
+
+    async def _run(self) -> RunResult:
         run = self.context
         started = time.monotonic()
         hooks = self.options.hooks
