@@ -408,3 +408,14 @@ def test_a_third_party_provider_is_found_through_its_entry_point(
     (info / "entry_points.txt").write_text("[sleipnir.providers]\nbroken = echo_provider:Missing\n")
     with pytest.raises(ProviderError, match="cannot load echo_provider:Missing"):
         make_provider(ProviderConfig(name="b", protocol="broken"))
+
+
+def test_replies_are_read_with_orjson_and_what_it_refuses_with_json() -> None:
+    from sleipnir.runtime.providers.base import loads
+
+    assert loads(b'{"a": [1, 2.5, "\\u00e9"]}') == {"a": [1, 2.5, "é"]}
+    assert loads('{"n": 123456789012345678901234567890}') == {"n": 123456789012345678901234567890}
+    nan = loads('{"x": NaN}')["x"]
+    assert nan != nan, "NaN, which json reads and orjson refuses"
+    with pytest.raises(ValueError, match="Expecting"):
+        loads('{"label": "positive",')

@@ -8,7 +8,6 @@ a jsonschema-rs validator (measured at microseconds a check).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ...compiler.ir import PromptCall, PromptModule, thaw
 from ...compiler.ir.sandbox import BoundedBinops
+from ..providers.base import loads
 
 
 class _Sandbox(BoundedBinops, ImmutableSandboxedEnvironment):
@@ -136,7 +136,7 @@ class PreparedCall:
         if not self.json_output:
             return text
         try:
-            value = json.loads(_unfenced(text))
+            value = loads(_unfenced(text))
         except ValueError as error:
             raise ReplyError(f"the answer is not JSON: {error}") from None
         if self.optional:

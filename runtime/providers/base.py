@@ -6,9 +6,31 @@ retrying is the provider's call (it knows its protocol); the runtime's retry pol
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import orjson
+
+
+def loads(text: str | bytes) -> Any:
+    """JSON from a server's reply: orjson, about 5 to 20 times faster than `json.loads` on a chat completion
+    and its content (the hot path of every call). What orjson refuses or would read differently is read by
+    `json.loads`: NaN, and a run of 19 or more digits (orjson reads an integer beyond 64 bits as a float, losing
+    digits); and an invalid text raises `json.loads`'s `ValueError`, with its message."""
+    long = _LONG_DIGITS_TEXT.search(text) if isinstance(text, str) else _LONG_DIGITS.search(text)
+    if long is None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
+
+
+_LONG_DIGITS = re.compile(rb"\d{19}")
+_LONG_DIGITS_TEXT = re.compile(r"\d{19}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
