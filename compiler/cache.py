@@ -12,9 +12,10 @@ import hashlib
 import json
 import os
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from .workspace import package_folder
 
 CACHE_FOLDER = Path(".sleipnir") / "cache"
 """Where the cache lives, under the workspace root."""
@@ -29,7 +30,7 @@ def compiler_key() -> str:
     rather than reading the version number also keeps an edited development install from trusting old entries."""
     digest = hashlib.sha1(f"{FORMAT}".encode())
     for package in ("sleipnir.compiler", "sleipnir.schema"):
-        folder = Path(str(resources.files(package)))
+        folder = package_folder(package)
         for path in sorted(folder.rglob("*")):
             if path.suffix in (".py", ".lark", ".json"):
                 digest.update(str(path.relative_to(folder)).encode())

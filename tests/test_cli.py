@@ -110,7 +110,15 @@ def test_the_import_set_of_check(tmp_path: Path) -> None:
     cold = _imported_by(["check", "--no-cache", str(tmp_path)], tmp_path)
     assert not cold & never, cold & never
     assert not {m for m in cold if m.startswith(("sleipnir.runtime", "sleipnir.executor", "sleipnir.lsp"))}
-    assert {"yaml", "croniter", "lark", "jsonschema_rs"} <= cold, "the cold check does run the checks"
+    assert {"yaml", "croniter", "jsonschema_rs"} <= cold, "the cold check does run the checks"
+    assert "lark" not in cold, "no text holds a `${` or a condition: the grammars are not needed"
+    assert "semver" not in cold, "versions are ordered without the semver package"
+
+    (tmp_path / "job.yaml").write_text(
+        (tmp_path / "job.yaml").read_text(encoding="utf-8").replace("{path: out.jsonl}", "{path: 'out_${RUN_DATE}.jsonl'}"),
+        encoding="utf-8",
+    )
+    assert "lark" in _imported_by(["check", "--no-cache", str(tmp_path)], tmp_path), "a `${` is parsed"
 
     _imported_by(["check", str(tmp_path)], tmp_path)  # fills the cache
     warm = _imported_by(["check", str(tmp_path)], tmp_path)

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 from ..documents import Document, Path
 from ..ir.expressions import ExpressionError, Substitution, parse_substitutions
-from ..sqlquery import Hole, QueryError, bind
 from . import DocumentVisitor
 from .expressions import ScalarSpans
 
@@ -33,6 +32,8 @@ class _Queries(DocumentVisitor):
         query = given.get("query") if isinstance(given, dict) else None
         if not isinstance(query, str) or "${" not in query:
             return
+        from ..sqlquery import Hole, QueryError, bind  # and with it the plan's classes: only for such a query
+
         try:
             parts = parse_substitutions(query)
         except ExpressionError:
