@@ -29,6 +29,14 @@ class _Loader(_BaseLoader):
     """The safe loader with scalar tag resolution memoised: workspaces repeat the same keys and values, and
     PyYAML's regex resolver was a sixth of the time of a large check."""
 
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        if not self.yaml_path_resolvers:
+            # The composer calls these around every node, to match path resolvers; there are none, so builtins
+            # that accept the same arguments and do nothing stand in for PyYAML's Python methods (9% of a parse).
+            self.descend_resolver = {}.get  # type: ignore[method-assign,assignment]
+            self.ascend_resolver = [].clear  # type: ignore[method-assign]
+
     def resolve(self, kind: type, value: str, implicit: tuple[bool, bool]) -> str:
         if kind is not yaml.ScalarNode:
             return str(super().resolve(kind, value, implicit))  # type: ignore[no-untyped-call]

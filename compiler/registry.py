@@ -66,6 +66,8 @@ class Registry:
 
     entries: dict[str, dict[str, dict[str, Named]]] = field(default_factory=dict)
     materialize: Callable[[Named], Document] | None = None
+    ordered: dict[tuple[str, str], list[str]] = field(default_factory=dict, repr=False, compare=False)
+    """Each name's versions, sorted once (2,000 jobs ask for the versions of the same few prompt modules)."""
 
     @classmethod
     def build(cls, documents: Iterable[Named], materialize: Callable[[Named], Document] | None = None) -> Registry:
@@ -83,7 +85,13 @@ class Registry:
 
     def versions(self, kind: str, name: str) -> list[str]:
         """The versions of `name`, oldest first."""
-        return sorted(self.entries.get(kind, {}).get(name, {}), key=version_key)
+        return list(self._ordered(kind, name))
+
+    def _ordered(self, kind: str, name: str) -> list[str]:
+        found = self.ordered.get((kind, name))
+        if found is None:
+            found = self.ordered[(kind, name)] = sorted(self.entries.get(kind, {}).get(name, {}), key=version_key)
+        return found
 
     def get(self, kind: str, name: str, version: str | None = None) -> Document | None:
         """The document `name` at `version`, or its newest version when `version` is None."""
@@ -99,5 +107,5 @@ class Registry:
         if not versions:
             return None
         if version is None:
-            return versions[max(versions, key=version_key)]
+            return versions[self._ordered(kind, name)[-1]]
         return versions.get(version)

@@ -63,6 +63,8 @@ def check(context: CheckContext) -> None:
 
 
 def _check_strings(document: Document, sink: Diagnostics, spans: ScalarSpans, *, strict: bool = False) -> None:
+    if not _may_hold_dollar(document, spans.sources):
+        return
     found: list[tuple[Path, str]] = []
     _strings_with_dollar(document.value, (), found)
     if not found:
@@ -123,6 +125,18 @@ def _check_set(
             help=f"set `{part.name}` in the environment, add it to the job's `params`, or give a default: "
             f"`${{{part.name}:-value}}`",
         )
+
+
+def _may_hold_dollar(document: Document, sources: Mapping[str, SourceFile]) -> bool:
+    """Whether a value of `document` may hold a `$`: its source text has one, or a backslash (a double-quoted
+    `\\x24`). Aliases and merges only reach nodes of the same document. One search of the text spares walking
+    every value of the documents without substitutions, most of them."""
+    try:
+        text = sources[document.file].text
+    except KeyError:
+        return True
+    start, end = document.root.start_mark.index, document.root.end_mark.index
+    return text.find("$", start, end) >= 0 or text.find("\\", start, end) >= 0
 
 
 def _strings_with_dollar(value: Any, path: Path, found: list[tuple[Path, str]]) -> None:
