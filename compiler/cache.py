@@ -45,6 +45,8 @@ class Cache:
     def __init__(self, folder: Path) -> None:
         self.folder = folder / compiler_key()
         self.memory: dict[str, dict[str, Any]] = {}
+        self.made = False
+        """Whether this process made (or found) the folder: one `mkdir` a run, not one per entry."""
 
     @classmethod
     def at(cls, root: Path) -> Cache:
@@ -73,7 +75,9 @@ class Cache:
         entry["source"] = source
         self.memory[source] = entry
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            if not self.made:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                self.made = True
             # A name no other writer uses (tempfile would cost 20 ms of imports on every check).
             temporary = self.folder / f".entry-{os.getpid()}-{os.urandom(6).hex()}.tmp"
             try:
@@ -86,4 +90,5 @@ class Cache:
                 temporary.unlink(missing_ok=True)
                 raise
         except OSError:
+            self.made = False  # the folder may have been removed meanwhile (a long-lived language server)
             return
