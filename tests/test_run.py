@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import sys
 import textwrap
@@ -90,8 +91,10 @@ def job_at(server: LLMServer, *, prompts: str = "", extra: str = "") -> str:
 
 def test_items_stream_through_a_real_endpoint_to_the_sink(tmp_path: Path, llm: LLMServer) -> None:
     root = workspace(tmp_path, job_at(llm))
+    collector = gc.get_threshold()
     result = run(compiled(root))
     assert result.ok, result.message
+    assert gc.get_threshold() == collector and gc.get_freeze_count() == 0, "the run left the collector as it was"
     rows = lines(root / "out" / "scored.jsonl")
     assert [r["review_id"] for r in rows] == [f"r{n:03d}" for n in range(12)]
     assert all(set(r) == {"review_id", "stars", "sentiment_analyzer"} for r in rows)

@@ -2,66 +2,115 @@
 is acknowledged (counted, and given to its batch), so a run that was killed re-calls only the calls that were in
 flight.
 
-Writes are grouped: answers that arrive while a commit is under way wait for the next one, so a busy run makes
-one transaction every few milliseconds, not one per answer (the runtime benchmark prints what this costs).
+A thread of the writer's own commits them in groups: woken by the first answer of a group, it waits
+`GROUP_SECONDS` for others, takes every answer waiting, records them in one transaction, and hands the group's
+future back to the event loop. Answers that arrive during a commit wait for the next one. So a busy run makes one
+transaction every few milliseconds, not one per answer, and the event loop does no more for an answer than queue
+it (the runtime benchmark prints what this costs).
+
+The writer also holds the run's `budget`: what a kill can lose, the calls in flight plus the answers not yet
+committed, is at most its `bound`. A call takes a unit once it holds a concurrency slot, and the unit comes back
+when its answer's group is committed (or at once, if the call fails).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+import time
 
 from .ledger import Answer, Ledger
 
 GROUP_SECONDS = 0.002
-"""How long the first answer of a group waits for others before the group is committed."""
+"""How long the first answer of a group waits for others before the group is committed. Committing at once, with
+no wait, made more and smaller transactions and cost more CPU an item in paired runs."""
 
 
 class AnswerWriter:
-    """Records answers in groups; `record` returns once the answer is committed."""
+    """Records answers in groups from its own thread; `submit` returns a future, done once the answer commits.
+    Made inside the run's event loop; `aclose()` commits what is left and ends the thread."""
 
-    def __init__(self, ledger: Ledger, scope: str) -> None:
+    def __init__(self, ledger: Ledger, scope: str, *, bound: int) -> None:
         self.ledger = ledger
         self.scope = scope
-        self._pending: list[Answer] = []
+        self.budget = asyncio.Semaphore(bound)
+        """Units for calls in flight and answers not yet committed (see the module)."""
         self.uncommitted = 0
         """Answers submitted and not yet committed: what a kill now would make the next run call again."""
+        self._loop = asyncio.get_running_loop()
+        self._guard = threading.Lock()
+        self._wake = threading.Event()
+        self._pending: list[Answer] = []
+        self._units = 0
+        """Budget units held by the pending answers' calls."""
         self._committed: asyncio.Future[None] | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._thread: threading.Thread | None = None
 
-    def submit(self, answer: Answer) -> asyncio.Future[None]:
+    def submit(self, answer: Answer, *, unit: bool) -> asyncio.Future[None]:
         """Queue `answer`; the future is done when it is committed. The caller need not wait for it at once: an
         item is acknowledged (counted, and written to its batch) only when its answers are committed, but its
-        worker goes on to the next item meanwhile."""
-        self._pending.append(answer)
+        worker goes on to the next item meanwhile. With `unit`, the call that got the answer holds a unit of the
+        budget, given back at the commit (an answer from the response cache took none)."""
+        with self._guard:
+            self._pending.append(answer)
+            self._units += unit
+            committed = self._committed
+            if committed is None:
+                committed = self._committed = self._loop.create_future()
         self.uncommitted += 1
-        if self._committed is None:
-            self._committed = asyncio.get_running_loop().create_future()
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._commit())
-        return self._committed
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._commit_groups, name="sleipnir-answers", daemon=True)
+            self._thread.start()
+        if not self._wake.is_set():
+            self._wake.set()
+        return committed
 
-    async def _commit(self) -> None:
-        while self._pending:
-            await asyncio.sleep(GROUP_SECONDS)
-            group, self._pending = self._pending, []
-            committed, self._committed = self._committed, None
-            assert committed is not None
-            try:
-                await asyncio.to_thread(self.ledger.record_answers, self.scope, group)
-                self.uncommitted -= len(group)
-            except BaseException as error:
-                if not committed.done():
-                    committed.set_exception(error)
-                    committed.exception()  # retrieved here too, so an unawaited failure is not logged twice
-                if isinstance(error, asyncio.CancelledError):
-                    raise
-            else:
-                if not committed.done():
-                    committed.set_result(None)
+    def _commit_groups(self) -> None:
+        """The writer's thread: commit groups until closed and nothing is left."""
+        while True:
+            self._wake.wait()
+            if not self._closing:
+                time.sleep(GROUP_SECONDS)
+            with self._guard:
+                self._wake.clear()
+                group, self._pending = self._pending, []
+                units, self._units = self._units, 0
+                committed, self._committed = self._committed, None
+                closing = self._closing
+            if committed is not None:
+                error: BaseException | None = None
+                try:
+                    self.ledger.record_answers(self.scope, group)
+                except BaseException as failure:  # handed to the loop: the run stops on it (`Writer._committed`)
+                    error = failure
+                with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits for the group
+                    self._loop.call_soon_threadsafe(self._done, committed, len(group), units, error)
+            if closing:
+                with self._guard:
+                    if not self._pending:
+                        return
+
+    def _done(self, committed: asyncio.Future[None], count: int, units: int, error: BaseException | None) -> None:
+        """In the loop: the group is committed (or failed); its units go back to the budget."""
+        self.uncommitted -= count if error is None else 0
+        for _ in range(units):
+            self.budget.release()
+        if committed.done():
+            return
+        if error is None:
+            committed.set_result(None)
+        else:
+            committed.set_exception(error)
+            committed.exception()  # retrieved here too, so an unawaited failure is not logged twice
 
     async def aclose(self) -> None:
-        """Wait for the last group."""
-        if self._task is not None:
-            with contextlib.suppress(Exception):
-                await self._task
+        """Commit what is left and end the thread."""
+        thread = self._thread
+        if thread is None:
+            return
+        with self._guard:
+            self._closing = True
+            self._wake.set()
+        await asyncio.to_thread(thread.join)  # resumes after the last group's `_done`, scheduled before it

@@ -223,8 +223,12 @@ class ItemWorker:
             output, attempts = answer[1], 0
         else:
             output, attempts = await self._call(node, prepared, request)
-            if item is not None and self.answers is not None:
-                item.commits.append(self.answers.submit(Answer(key=item.key, call=node.id, fingerprint=fingerprint, output=output)))
+            answers = self.answers
+            if answers is not None:
+                if item is not None:  # the call's budget unit comes back when the answer is committed
+                    item.commits.append(answers.submit(Answer(key=item.key, call=node.id, fingerprint=fingerprint, output=output), unit=attempts > 0))
+                elif attempts:  # a call made for no item (a gather) records nothing
+                    answers.budget.release()
         (into if into is not None else earlier)[node.output] = output
         return attempts
 
@@ -253,6 +257,8 @@ class ItemWorker:
 
         run = self.run
         semaphore = self.semaphore
+        budget = self.answers.budget if self.answers is not None else None
+        """What a kill can lose is bounded (see `answers.py`): the call takes a unit once it holds its slot."""
 
         async def attempt() -> Any:
             if limiter.try_take(estimate) is None:
@@ -265,25 +271,37 @@ class ItemWorker:
                         raise
                     raise CallsStopped from None
             async with semaphore:
-                sent = time.monotonic()
-                progress.calls += 1
+                if budget is not None:
+                    await budget.acquire()
                 try:
-                    response = await provider.complete(request)
-                except ProviderError as error:
-                    limiter.reply(sent, error)
+                    sent = time.monotonic()
+                    progress.calls += 1
+                    try:
+                        response = await provider.complete(request)
+                    except ProviderError as error:
+                        limiter.reply(sent, error)
+                        raise
+                    limiter.reply(sent)
+                except BaseException:
+                    if budget is not None:
+                        budget.release()
                     raise
-                limiter.reply(sent)
-            if response.notice is not None:
-                run.notice(response.notice)
-            progress.prompt_tokens += response.prompt_tokens
-            progress.completion_tokens += response.completion_tokens
-            usage = progress.tokens_by_model.setdefault(served, [0, 0])
-            usage[0] += response.prompt_tokens
-            usage[1] += response.completion_tokens
-            parsed = prepared.parse(response.text)
-            if cache is not None:
-                await asyncio.to_thread(cache.put, key, response)  # only answers that parsed and validated
-            return parsed
+            try:
+                if response.notice is not None:
+                    run.notice(response.notice)
+                progress.prompt_tokens += response.prompt_tokens
+                progress.completion_tokens += response.completion_tokens
+                usage = progress.tokens_by_model.setdefault(served, [0, 0])
+                usage[0] += response.prompt_tokens
+                usage[1] += response.completion_tokens
+                parsed = prepared.parse(response.text)
+                if cache is not None:
+                    await asyncio.to_thread(cache.put, key, response)  # only answers that parsed and validated
+            except BaseException:
+                if budget is not None:
+                    budget.release()
+                raise
+            return parsed  # with the budget's unit, given back at the answer's commit (see `step`)
 
         def on_retry(error: BaseException, delay: float) -> None:
             progress.retries += 1

@@ -44,6 +44,7 @@ from ..secrets import MissingSecret, reveal
 from .answers import AnswerWriter
 from .cache import ResponseCache
 from .calls import ItemFailed, ItemWorker
+from .collector import paced
 from .context import CallsStopped, RunContext
 from .gather import Gatherer
 from .ledger import Ledger
@@ -92,6 +93,11 @@ class JobRun:
     # -- the run ------------------------------------------------------------------------------------------
 
     async def run(self) -> RunResult:
+        """Run the job to its end (or its stop); the result says how it went."""
+        with paced():
+            return await self._run()
+
+    async def _run(self) -> RunResult:
         run = self.context
         started = time.monotonic()
         hooks = self.options.hooks
@@ -130,7 +136,7 @@ class JobRun:
             resume = not self.options.fresh and await asyncio.to_thread(ledger.has_items, run.scope)
             answers = not self.options.fresh and await asyncio.to_thread(ledger.has_answers, run.scope)
             if self.options.record_answers:
-                worker.answers = AnswerWriter(ledger, run.scope)
+                worker.answers = AnswerWriter(ledger, run.scope, bound=2 * run.shape.concurrency)
             writer = Writer(run, sink, deadletter, ledger)
             await writer.start(resume)
             if resume and part is None:
@@ -337,13 +343,9 @@ class JobRun:
         run = self.context
         concurrency = run.shape.concurrency
         queue: asyncio.Queue[tuple[Batch, Item] | None] = asyncio.Queue(maxsize=concurrency * 2)
-        # The budget bounds what a kill can lose: calls in flight plus answers not yet committed, together at most
-        # 2 x concurrency (a worker takes a unit before its item's calls; the unit comes back when the item's
-        # answers commit). Workers never wait for their own commit, so grouped commits cost no throughput.
-        budget = asyncio.Semaphore(2 * concurrency) if worker.answers is not None else None
-        workers = [
-            asyncio.create_task(self._work(queue, worker, writer, budget)) for _ in range(2 * concurrency)
-        ]
+        # What a kill can lose, the calls in flight plus the answers not yet committed, is at most 2 x concurrency
+        # (`AnswerWriter.budget`). Workers never wait for their own commit, so grouped commits cost no throughput.
+        workers = [asyncio.create_task(self._work(queue, worker, writer)) for _ in range(2 * concurrency)]
         reporter = asyncio.create_task(self._report())
         try:
             await reader.read(source, queue)
@@ -364,9 +366,7 @@ class JobRun:
                     raise outcome
         run.progress_now()
 
-    async def _work(
-        self, queue: asyncio.Queue[Any], worker: ItemWorker, writer: Writer, budget: asyncio.Semaphore | None
-    ) -> None:
+    async def _work(self, queue: asyncio.Queue[Any], worker: ItemWorker, writer: Writer) -> None:
         """One worker: items from the queue, through their calls, to the writer."""
         run = self.context
         progress = run.progress
@@ -379,8 +379,6 @@ class JobRun:
             batch, item = entry
             if run.stopping is not None:
                 continue  # never started: left for a resume
-            if budget is not None:
-                await budget.acquire()
             progress.in_flight += 1
             run.calling.add(task)
             commits: list[asyncio.Future[None]] = []
@@ -400,8 +398,6 @@ class JobRun:
             finally:
                 run.calling.discard(task)
                 progress.in_flight -= 1
-                if budget is not None:
-                    _release_on_commit(budget, commits)
             # The item is acknowledged (counted, and its batch written) once its answers commit; its worker goes
             # on to the next item meanwhile, within the budget.
             writer.succeeded(batch, item, outputs, attempts, commit=commits[-1] if commits else None)
@@ -411,14 +407,6 @@ class JobRun:
         while True:
             await asyncio.sleep(self.options.progress_every)
             self.context.progress_now()
-
-
-def _release_on_commit(budget: asyncio.Semaphore, commits: list[asyncio.Future[None]]) -> None:
-    """Give a unit of the budget back once the item's last commit is done (groups commit in order)."""
-    if commits and not commits[-1].done():
-        commits[-1].add_done_callback(lambda _: budget.release())
-    else:
-        budget.release()
 
 
 def run_job(plan: Plan, options: RunOptions | None = None) -> RunResult:

@@ -1,0 +1,84 @@
+"""The answer writer: answers committed in groups by its own thread, futures done only once committed, and the
+budget's units given back at the commit (the bound on what a kill can lose)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sleipnir.runtime.engine.answers import AnswerWriter
+from sleipnir.runtime.engine.ledger import Answer, Ledger
+
+
+def answer(n: int) -> Answer:
+    return Answer(key=f"k{n}", call="score", fingerprint=f"f{n}", output={"label": "good", "n": n})
+
+
+def test_answers_are_committed_in_groups_before_their_futures_are_done(tmp_path: Path) -> None:
+    ledger = Ledger(str(tmp_path / "state.db"))
+    groups: list[int] = []
+    record = ledger.record_answers
+
+    def counted(scope: str, group: Any) -> None:
+        groups.append(len(group))
+        record(scope, group)
+
+    ledger.record_answers = counted  # type: ignore[method-assign]
+
+    async def run() -> None:
+        writer = AnswerWriter(ledger, "plan", bound=200)
+        for _ in range(150):
+            await writer.budget.acquire()
+        futures = [writer.submit(answer(n), unit=True) for n in range(150)]
+        assert writer.uncommitted == 150 and writer.budget._value == 50
+        await asyncio.gather(*futures)
+        # Every future is done only once its answer is in the store.
+        assert len(ledger.answers("plan", [f"k{n}" for n in range(150)])) == 150
+        assert writer.uncommitted == 0 and writer.budget._value == 200, "every unit is back"
+        late = writer.submit(answer(150), unit=False)  # from the response cache: it holds no unit
+        await writer.aclose()
+        assert late.done() and writer.budget._value == 200
+
+    asyncio.run(run())
+    assert sum(groups) == 151 and len(groups) < 151, f"grouped commits, not one per answer: {groups}"
+    ledger.close()
+
+
+def test_a_failed_commit_fails_its_future_and_gives_the_units_back(tmp_path: Path) -> None:
+    ledger = Ledger(str(tmp_path / "state.db"))
+
+    def broken(scope: str, group: Any) -> None:
+        raise OSError("disk full")
+
+    ledger.record_answers = broken  # type: ignore[method-assign]
+
+    async def run() -> None:
+        writer = AnswerWriter(ledger, "plan", bound=4)
+        await writer.budget.acquire()
+        future = writer.submit(answer(1), unit=True)
+        with pytest.raises(OSError, match="disk full"):
+            await future
+        assert writer.budget._value == 4 and writer.uncommitted == 1, "not committed: a resume calls it again"
+        await writer.aclose()
+
+    asyncio.run(run())
+    ledger.close()
+
+
+def test_closing_commits_what_is_left_and_a_writer_never_used_closes_at_once(tmp_path: Path) -> None:
+    ledger = Ledger(str(tmp_path / "state.db"))
+
+    async def run() -> None:
+        idle = AnswerWriter(ledger, "plan", bound=2)
+        await idle.aclose()
+        writer = AnswerWriter(ledger, "plan", bound=2)
+        futures = [writer.submit(answer(n), unit=False) for n in range(3)]
+        await writer.aclose()
+        assert all(f.done() and f.exception() is None for f in futures)
+
+    asyncio.run(run())
+    assert len(ledger.answers("plan", ["k0", "k1", "k2"])) == 3
+    ledger.close()
