@@ -12,9 +12,10 @@ import hashlib
 import json
 import os
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from .workspace import package_folder
 
 CACHE_FOLDER = Path(".sleipnir") / "cache"
 """Where the cache lives, under the workspace root."""
@@ -29,7 +30,7 @@ def compiler_key() -> str:
     rather than reading the version number also keeps an edited development install from trusting old entries."""
     digest = hashlib.sha1(f"{FORMAT}".encode())
     for package in ("sleipnir.compiler", "sleipnir.schema"):
-        folder = Path(str(resources.files(package)))
+        folder = package_folder(package)
         for path in sorted(folder.rglob("*")):
             if path.suffix in (".py", ".lark", ".json"):
                 digest.update(str(path.relative_to(folder)).encode())
@@ -44,6 +45,8 @@ class Cache:
     def __init__(self, folder: Path) -> None:
         self.folder = folder / compiler_key()
         self.memory: dict[str, dict[str, Any]] = {}
+        self.made = False
+        """Whether this process made (or found) the folder: one `mkdir` a run, not one per entry."""
 
     @classmethod
     def at(cls, root: Path) -> Cache:
@@ -72,7 +75,9 @@ class Cache:
         entry["source"] = source
         self.memory[source] = entry
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            if not self.made:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                self.made = True
             # A name no other writer uses (tempfile would cost 20 ms of imports on every check).
             temporary = self.folder / f".entry-{os.getpid()}-{os.urandom(6).hex()}.tmp"
             try:
@@ -85,4 +90,5 @@ class Cache:
                 temporary.unlink(missing_ok=True)
                 raise
         except OSError:
+            self.made = False  # the folder may have been removed meanwhile (a long-lived language server)
             return

@@ -226,19 +226,22 @@ def check_files(index: WorkspaceIndex, files: Sequence[FileIndex], *, strict: bo
 def _check_document(index: WorkspaceIndex, entry: Indexed, answers: _Answers, *, strict: bool) -> Record:
     document = index.document(entry)
     registry = _Recording(index.registry, answers)
-    stages = []
+    context = CheckContext(
+        workspace=index.workspace,
+        registry=registry,
+        sink=Diagnostics(),
+        documents=[document],
+        valid=[document] if entry.valid else [],
+        strict=strict,
+    )
+    stages: list[tuple[Diagnostic, ...]] = []
     for run_check in SEMANTIC_CHECKS:
-        sink = Diagnostics()
-        run_check(
-            CheckContext(
-                workspace=index.workspace,
-                registry=registry,
-                sink=sink,
-                documents=[document],
-                valid=[document] if entry.valid else [],
-                strict=strict,
-            )
-        )
+        kinds = getattr(run_check, "kinds", None)
+        if kinds is not None and document.kind not in kinds:
+            stages.append(())  # as the check would find: it looks at other kinds only
+            continue
+        context.sink = sink = Diagnostics()
+        run_check(context)
         stages.append(tuple(sink.items))
     return Record(queries=tuple(registry.asked.items()), stages=tuple(stages))
 
@@ -281,7 +284,7 @@ class _Recording(Registry):
     __slots__ = ("answers", "asked")
 
     def __init__(self, registry: Registry, answers: _Answers) -> None:
-        super().__init__(registry.entries, registry.materialize)
+        super().__init__(registry.entries, registry.materialize, registry.ordered)
         self.answers = answers
         self.asked: dict[Query, Any] = {}
 

@@ -148,7 +148,8 @@ def _from_entry(path: Path, shown: str, entry: Mapping[str, Any]) -> FileIndex:
                 valid=bool(data["valid"]),
             )
         )
-        schemas.append(tuple(_diagnostic(x) for x in data["schema"]))
+        schema = data["schema"]
+        schemas.append(tuple(_diagnostic(x) for x in schema) if schema or not isinstance(schema, list) else ())
         records.append(None if data["record"] is None else _record(data["record"]))
     return FileIndex(
         path=path,
@@ -343,9 +344,13 @@ class WorkspaceIndex:
     def document(self, indexed: Named) -> Document:
         """The parsed document an index entry stands for."""
         file = self.files[indexed.file]
-        for document in self.parsed(file):
-            if document.index == indexed.index:
-                return document
+        documents = self.parsed(file)
+        # Documents are in stream order, empty ones left out: the one at `index` is at or before that position.
+        position = min(indexed.index, len(documents) - 1)
+        while position >= 0 and documents[position].index > indexed.index:
+            position -= 1
+        if position >= 0 and documents[position].index == indexed.index:
+            return documents[position]
         raise LookupError(f"{indexed.file} changed while it was being checked: document {indexed.index} is gone")
 
     def store(self, cache: Cache) -> None:

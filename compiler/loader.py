@@ -29,6 +29,14 @@ class _Loader(_BaseLoader):
     """The safe loader with scalar tag resolution memoised: workspaces repeat the same keys and values, and
     PyYAML's regex resolver was a sixth of the time of a large check."""
 
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        if not self.yaml_path_resolvers:
+            # The composer calls these around every node, to match path resolvers; there are none, so builtins
+            # that accept the same arguments and do nothing stand in for PyYAML's Python methods (9% of a parse).
+            self.descend_resolver = {}.get  # type: ignore[method-assign,assignment]
+            self.ascend_resolver = [].clear  # type: ignore[method-assign]
+
     def resolve(self, kind: type, value: str, implicit: tuple[bool, bool]) -> str:
         if kind is not yaml.ScalarNode:
             return str(super().resolve(kind, value, implicit))  # type: ignore[no-untyped-call]
@@ -110,11 +118,13 @@ def decode(data: bytes, file: str, sink: Diagnostics) -> str | None:
 def load(text: str, file: str, sink: Diagnostics) -> list[YamlDocument]:
     """Every non-empty document of a YAML stream. Problems go to `sink`; a syntax error ends the stream."""
     documents: list[YamlDocument] = []
+    # Without an anchor there is no alias: no node is reached twice, and the converter need not count them.
+    aliased = "&" in text
     try:
         for index, root in enumerate(_compose_all(text)):
             if root is None or (type(root) is yaml.ScalarNode and root.tag == _TAG + "null" and root.value == ""):
                 continue
-            converter = _Converter(file, sink)
+            converter = _Converter(file, sink, aliased=aliased)
             try:
                 value = converter.value(root)
             except _AliasBomb as bomb:
@@ -183,11 +193,13 @@ class _AliasBomb(Exception):
 class _Converter:
     """Builds plain values from one document's node tree."""
 
-    __slots__ = ("active", "budget", "file", "seen", "sink")
+    __slots__ = ("active", "aliased", "budget", "file", "seen", "sink")
 
-    def __init__(self, file: str, sink: Diagnostics) -> None:
+    def __init__(self, file: str, sink: Diagnostics, *, aliased: bool = True) -> None:
         self.file = file
         self.sink = sink
+        self.aliased = aliased
+        """Whether the text may hold aliases (it has an `&`): only then are nodes counted as they are reached."""
         self.seen: set[int] = set()
         self.active: list[int] = []
         """The collections being built, outermost first: re-entering one is a recursive alias."""
@@ -196,7 +208,8 @@ class _Converter:
     def value(self, node: yaml.Node) -> Any:
         # A node reached a second time is an alias being expanded: that is what the budget counts.
         key = id(node)
-        if key in self.seen:
+        aliased = self.aliased
+        if aliased and key in self.seen:
             self.budget -= 1
             if self.budget < 0:
                 raise _AliasBomb(
@@ -204,12 +217,12 @@ class _Converter:
                     f"aliases in this document expand to more than {ALIAS_EXPANSION_LIMIT:,} nodes",
                     "expansion passes the limit here",
                 )
-        else:
+        elif aliased:
             self.seen.add(key)
         kind = type(node)
         if kind is yaml.ScalarNode:
             return self.scalar(node)
-        if key in self.active:
+        if aliased and key in self.active:
             raise _AliasBomb(node, "an alias refers to a collection that contains it", "recursive alias")
         if len(self.active) >= MAX_DEPTH:
             raise _AliasBomb(node, f"collections nest more than {MAX_DEPTH} levels deep", "nested too deeply")

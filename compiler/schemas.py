@@ -14,9 +14,10 @@ import os
 import sys
 from collections.abc import Sequence
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .workspace import package_folder
 
 if TYPE_CHECKING:
     import jsonschema
@@ -54,7 +55,7 @@ the document it is in."""
 
 def shipped_text(kind: str) -> str:
     """The exact text of the installed `<kind>.schema.json`."""
-    return (resources.files("sleipnir.schema") / f"{kind}.schema.json").read_text(encoding="utf-8")
+    return (package_folder("sleipnir.schema") / f"{kind}.schema.json").read_text(encoding="utf-8")
 
 
 @cache

@@ -110,7 +110,21 @@ def test_the_import_set_of_check(tmp_path: Path) -> None:
     cold = _imported_by(["check", "--no-cache", str(tmp_path)], tmp_path)
     assert not cold & never, cold & never
     assert not {m for m in cold if m.startswith(("sleipnir.runtime", "sleipnir.executor", "sleipnir.lsp"))}
-    assert {"yaml", "croniter", "lark", "jsonschema_rs"} <= cold, "the cold check does run the checks"
+    assert {"yaml", "jsonschema_rs", "sleipnir.compiler.checks.schedules"} <= cold, "the cold check runs the checks"
+    assert "lark" not in cold, "no text holds a `${` or a condition: the grammars are not needed"
+    assert "croniter" not in cold, "`0 9 * * *` is of the simple form that needs no croniter"
+    assert "semver" not in cold, "versions are ordered without the semver package"
+
+    (tmp_path / "job.yaml").write_text(
+        (tmp_path / "job.yaml").read_text(encoding="utf-8").replace("{path: out.jsonl}", "{path: 'out_${RUN_DATE}.jsonl'}"),
+        encoding="utf-8",
+    )
+    assert "lark" in _imported_by(["check", "--no-cache", str(tmp_path)], tmp_path), "a `${` is parsed"
+    (tmp_path / "job.yaml").write_text(
+        (tmp_path / "job.yaml").read_text(encoding="utf-8").replace("'0 9 * * *'", "'*/15 9 * * 1-5'"),
+        encoding="utf-8",
+    )
+    assert "croniter" in _imported_by(["check", "--no-cache", str(tmp_path)], tmp_path), "croniter judges steps"
 
     _imported_by(["check", str(tmp_path)], tmp_path)  # fills the cache
     warm = _imported_by(["check", str(tmp_path)], tmp_path)

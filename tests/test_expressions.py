@@ -12,7 +12,7 @@ from lark import Lark
 from textpos import position, where
 
 from sleipnir.compiler import check
-from sleipnir.compiler.checks.expressions import check_alert_condition, check_when
+from sleipnir.compiler.checks.conditions import check_alert_condition, check_when
 from sleipnir.compiler.diagnostics import Diagnostic
 from sleipnir.compiler.ir import expressions
 from sleipnir.compiler.ir.expressions import (

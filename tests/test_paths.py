@@ -63,7 +63,7 @@ def test_the_checks_resolver_agrees_with_realpath(tmp_path: Path) -> None:
     (root / "data" / "out.jsonl").symlink_to(tmp_path / "elsewhere.jsonl")
     rule_in_run(SimpleNamespace(root=root), SimpleNamespace(file=str(root / "job.yaml")), [])  # a new run
     for path in ("data/in.jsonl", "data/out.jsonl", "up/x.jsonl", "data/..", "data/../../x", "data/", "", "../ws/data/in.jsonl", "/etc/passwd", "up/ws/data/out.jsonl"):
-        assert resolve_in_run(str(root), path) == Path(os.path.realpath(os.path.join(root, path))), path
+        assert resolve_in_run(str(root), path) == os.path.realpath(os.path.join(root, path)), path
     rule = WorkspacePaths(root=str(root))
     assert rule.escape("data/out.jsonl", resolve_in_run) == "leads outside the workspace"
     assert rule.escape("data/in.jsonl", resolve_in_run) is None

@@ -1,4 +1,4 @@
-"""Versions order by SemVer 2.0.0 precedence (section 11) through the `semver` package, and "the newest version"
+"""Versions order by SemVer 2.0.0 precedence (section 11), as the `semver` package orders them, and "the newest version"
 of a prompt module or stack is the last in that order."""
 
 from __future__ import annotations
@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
+from semver import Version
 
 from sleipnir.cli import main
 from sleipnir.compiler import check
@@ -100,3 +103,30 @@ def test_an_invalid_version_is_a_diagnostic_not_a_traceback(tmp_path: Path) -> N
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     assert "prompts.yaml:3:12" in result.output and "a semantic version such as 1.0.0" in result.output
+
+
+_IDENTIFIERS = st.sampled_from(["0", "1", "2", "10", "11", "a", "b", "alpha", "rc", "-", "1a", "a1", "01", "z-9"])
+
+
+@given(
+    st.lists(
+        st.builds(
+            lambda core, pre, build: ".".join(core) + (f"-{'.'.join(pre)}" if pre else "") + (f"+{build}" if build else ""),
+            st.lists(st.sampled_from(["0", "1", "2", "10", "01"]), min_size=2, max_size=4),
+            st.lists(_IDENTIFIERS, max_size=3),
+            st.sampled_from(["", "b", "b.1", "..", "x+y"]),
+        ),
+        min_size=2,
+        max_size=8,
+    )
+)
+def test_the_order_is_the_semver_packages(versions: list[str]) -> None:
+    """`version_key` orders as the `semver` package does (its own parser, not imported by a check)."""
+
+    def reference(version: str) -> tuple[int, Version | None, str]:
+        try:
+            return (1, Version.parse(version), version)
+        except ValueError:
+            return (0, None, version)
+
+    assert sorted(versions, key=version_key) == sorted(versions, key=reference)

@@ -383,3 +383,27 @@ def test_odd_shapes_that_skip_the_schema_never_raise(tmp_path: Path) -> None:
     ]
     assert diagnostics[0].help == 'quote the time: "17:30"'
     assert diagnostics[1].message == "a time of day must be a string as HH:MM"
+
+
+def test_the_simple_cron_forms_are_those_croniter_accepts() -> None:
+    """The fast path for `M H * * D` agrees with croniter: on every form it takes, and it refuses the rest."""
+    from croniter import croniter
+
+    from sleipnir.compiler.checks.schedules import _SIMPLE_CRON
+
+    values = {
+        "minute": ["*", *map(str, range(60)), "05", "60", "-1"],
+        "hour": ["*", *map(str, range(24)), "07", "24"],
+        "weekday": ["*", *map(str, range(7)), "7", "06"],
+    }
+    taken = 0
+    for minute in values["minute"]:
+        for hour in values["hour"][::3] if minute not in ("*", "0", "59", "05", "60") else values["hour"]:
+            for weekday in values["weekday"]:
+                expression = f"{minute} {hour} * * {weekday}"
+                if _SIMPLE_CRON.match(expression):
+                    taken += 1
+                    assert croniter.is_valid(expression), expression
+    assert taken > 1000
+    for other in ("0 9 1 * *", "*/5 * * * *", "0 9 * * MON", "0  9 * * *", "0 9 * *"):
+        assert not _SIMPLE_CRON.match(other), other

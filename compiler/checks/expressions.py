@@ -11,8 +11,7 @@ indentation) to the source text. Unset variables are not reported here: CI has n
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -20,31 +19,15 @@ import yaml
 from ..diagnostics import Diagnostics
 from ..documents import Document, Path
 from ..ir.common import RUN_TIME_NAMES, suggestion_help
-from ..ir.expressions import (
-    METRICS,
-    And,
-    Boolean,
-    Comparison,
-    Condition,
-    ConditionVisitor,
-    Duration,
-    ExpressionError,
-    Name,
-    Not,
-    Number,
-    Percentage,
-    Region,
-    String,
-    Substitution,
-    names,
-    parse_condition,
-    parse_substitutions,
-)
 from ..loader import SourceFile, locate, node_span
 from ..span import Span
 
 if TYPE_CHECKING:
     from ..checker import CheckContext
+    from ..ir.expressions import ExpressionError, Region
+
+# The expression nodes and parsers (`ir/expressions.py`, its dataclasses 5 ms to import) and the condition checks
+# (`conditions.py`) are imported where a document has a string with a `$`, an alert condition or a `when`.
 
 TEMPLATE_NAMES = ("job_name",)
 """Names a template's job body may use besides its declared parameters."""
@@ -63,10 +46,13 @@ def check(context: CheckContext) -> None:
 
 
 def _check_strings(document: Document, sink: Diagnostics, spans: ScalarSpans, *, strict: bool = False) -> None:
+    if not _may_hold_dollar(document, spans.sources):
+        return
     found: list[tuple[Path, str]] = []
     _strings_with_dollar(document.value, (), found)
     if not found:
         return
+    from ..ir.expressions import ExpressionError, Substitution, parse_substitutions
     declared = _template_parameters(document)
     params = _job_params(document) if strict else None
     for path, text in found:
@@ -108,6 +94,7 @@ def _check_set(
     document: Document, path: Path, parts: Iterable[Any], params: set[str], sink: Diagnostics, spans: ScalarSpans
 ) -> None:
     """Under `--strict`, a name that is neither a parameter nor set in the environment, without a default."""
+    from ..ir.expressions import Substitution
     for part in parts:
         if not isinstance(part, Substitution) or part.default is not None:
             continue
@@ -123,6 +110,18 @@ def _check_set(
             help=f"set `{part.name}` in the environment, add it to the job's `params`, or give a default: "
             f"`${{{part.name}:-value}}`",
         )
+
+
+def _may_hold_dollar(document: Document, sources: Mapping[str, SourceFile]) -> bool:
+    """Whether a value of `document` may hold a `$`: its source text has one, or a backslash (a double-quoted
+    `\\x24`). Aliases and merges only reach nodes of the same document. One search of the text spares walking
+    every value of the documents without substitutions, most of them."""
+    try:
+        text = sources[document.file].text
+    except KeyError:
+        return True
+    start, end = document.root.start_mark.index, document.root.end_mark.index
+    return text.find("$", start, end) >= 0 or text.find("\\", start, end) >= 0
 
 
 def _strings_with_dollar(value: Any, path: Path, found: list[tuple[Path, str]]) -> None:
@@ -215,6 +214,9 @@ def _check_condition(
     """Parse and check one condition; `stack` is (earlier step ids, all step ids) for a `when`, else None."""
     if "${" in text:
         return  # checked once substituted, at plan time; its `${...}` syntax is checked with every string
+    from ..ir.expressions import ExpressionError, parse_condition
+    from .conditions import Problem, check_alert_condition, check_when
+
     try:
         condition = parse_condition(text)
     except ExpressionError as error:
@@ -234,169 +236,6 @@ def _check_condition(
             label=problem.label,
             help=problem.help,
         )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Problem:
-    """A semantic problem in a condition, for the check to turn into a diagnostic."""
-
-    code: str
-    message: str
-    span: Region
-    label: str = ""
-    help: str | None = None
-
-
-# The dimension of an operand. A plain number fits any numeric dimension: seconds for a duration metric,
-# a fraction for a rate, a count or an amount of money.
-_NUMERIC = {"duration", "rate", "count", "money"}
-_NOUNS = {
-    "duration": "a duration",
-    "rate": "a rate",
-    "count": "a count",
-    "money": "a cost",
-    "number": "a number",
-    "percentage": "a percentage",
-    "string": "a string",
-    "boolean": "a condition",
-}
-
-
-class _AlertTyper(ConditionVisitor[str]):
-    """Gives each node its dimension (`rate`, `duration`, `count`, `money`, `number`, `string`, `boolean`)."""
-
-    def __init__(self) -> None:
-        self.problems: list[Problem] = []
-
-    def visit_Name(self, node: Name) -> str:
-        metric = METRICS.get(node.text)
-        if metric is None:
-            self.problems.append(
-                Problem(
-                    code="unknown-metric",
-                    message=f"unknown metric `{node.text}`",
-                    span=node.span,
-                    label="not a metric",
-                    help=suggestion_help(node.text, METRICS) or f"the metrics are: {', '.join(METRICS)}",
-                )
-            )
-            return "unknown"
-        return metric.kind
-
-    def visit_Number(self, node: Number) -> str:
-        return "number"
-
-    def visit_Percentage(self, node: Percentage) -> str:
-        return "percentage"
-
-    def visit_Duration(self, node: Duration) -> str:
-        return "duration"
-
-    def visit_String(self, node: String) -> str:
-        return "string"
-
-    def visit_Boolean(self, node: Boolean) -> str:
-        return "boolean"
-
-    def visit_Comparison(self, node: Comparison) -> str:
-        left, right = self.visit(node.left), self.visit(node.right)
-        if "unknown" not in (left, right) and not _comparable(left, right):
-            self.problems.append(
-                Problem(
-                    code="invalid-value",
-                    message=f"cannot compare {_NOUNS[left]} with {_NOUNS[right]}",
-                    span=node.span,
-                    label="mismatched units",
-                    help=_unit_help(left, right),
-                )
-            )
-        elif {left, right} == {"rate", "number"}:
-            number = node.right if right == "number" else node.left
-            if isinstance(number, Number) and not 0 <= number.value <= 1:
-                self.problems.append(
-                    Problem(
-                        code="invalid-value",
-                        message=f"a rate is a fraction from 0 to 1, not {number.value:g}",
-                        span=number.span,
-                        label="out of range",
-                        help=f"write `{number.value:g}%` for a percentage, or `{number.value / 100:g}`",
-                    )
-                )
-        return "boolean"
-
-    def visit_Not(self, node: Not) -> str:
-        self._condition(node.operand)
-        return "boolean"
-
-    def visit_And(self, node: And) -> str:
-        for operand in node.operands:
-            self._condition(operand)
-        return "boolean"
-
-    visit_Or = visit_And
-
-    def _condition(self, node: Condition) -> None:
-        kind = self.visit(node)
-        if kind not in ("boolean", "unknown"):
-            what = f"`{node.text}`" if isinstance(node, Name) else "this"
-            self.problems.append(
-                Problem(
-                    code="invalid-value",
-                    message=f"{what} is {_NOUNS[kind]}, not a condition",
-                    span=node.span,
-                    label="not a condition",
-                    help="compare it, as in `error_rate > 0.05`",
-                )
-            )
-
-
-def _comparable(left: str, right: str) -> bool:
-    if left == right or {left, right} == {"rate", "percentage"}:
-        return True
-    return "number" in (left, right) and (left in _NUMERIC or right in _NUMERIC)
-
-
-def _unit_help(left: str, right: str) -> str:
-    kinds = {left, right}
-    if "duration" in kinds and kinds & {"rate", "percentage"}:
-        return "a duration (`10m`, `600`) fits `execution_time`; a rate fits a percentage (`5%`) or a fraction (`0.05`)"
-    if "duration" in kinds:
-        return "compare a duration metric with a duration (`10m`) or a number of seconds"
-    if kinds & {"rate", "percentage"}:
-        return "compare a rate with a percentage (`5%`) or a fraction (`0.05`)"
-    return "compare a metric with a plain number"
-
-
-def check_alert_condition(condition: Condition) -> list[Problem]:
-    """Problems in an alert condition: unknown metrics, values of the wrong unit, a metric used as a condition."""
-    typer = _AlertTyper()
-    typer._condition(condition)
-    return typer.problems
-
-
-def check_when(condition: Condition, earlier: Collection[str], steps: Collection[str] = ()) -> list[Problem]:
-    """Problems in a stack step's `when`: every name must start with `input` or the id of an earlier step.
-
-    `steps` are all the stack's step ids, to tell a step that runs later from one that does not exist.
-    """
-    known = ("input", *earlier)
-    problems: list[Problem] = []
-    for name in names(condition):
-        root = name.parts[0]
-        if root in known:
-            continue
-        later = root in steps
-        problems.append(
-            Problem(
-                code="unknown-step",
-                message=f"step `{root}` does not run before this step" if later else f"unknown step `{root}`",
-                span=Region(start=name.span.start, end=name.span.start + len(root)),
-                label="runs later" if later else "not `input` or an earlier step",
-                help=(None if later else suggestion_help(root, known))
-                or f"a `when` reads `input` and the outputs of earlier steps: {', '.join(known)}",
-            )
-        )
-    return problems
 
 
 class ScalarSpans:

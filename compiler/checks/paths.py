@@ -61,7 +61,7 @@ def check_job_paths(
     rule: WorkspacePaths,
     sink: Diagnostics,
     origins: Mapping[Path, str] | None = None,
-    resolve: Callable[[str, str], FilePath | None] | None = None,
+    resolve: Callable[[str, str], FilePath | str | None] | None = None,
 ) -> None:
     """`path-outside-workspace` for each path of the job body `job` (at `base` in `document`) that leads out;
     `origins` (from `plan`) says where a value came from when it was not written there (`--param`)."""
@@ -136,7 +136,7 @@ def rule_in_run(workspace: Any, document: Document, manifests: list[Document]) -
     return rule
 
 
-def resolve_in_run(root: str, path: str) -> FilePath | None:
+def resolve_in_run(root: str, path: str) -> str | None:
     """`os.path.realpath(root/path)`, with the folder part resolved once a run: the last part is looked at on
     its own (one `lstat`), and followed when it is a link."""
     folders: dict[str, str] = _RULES[2]
@@ -146,6 +146,6 @@ def resolve_in_run(root: str, path: str) -> FilePath | None:
         if base is None:
             base = folders[head] = os.path.realpath(head)
         full = os.path.join(base, tail)
-        return FilePath(os.path.realpath(full) if os.path.islink(full) else os.path.normpath(full))
+        return os.path.realpath(full) if os.path.islink(full) else os.path.normpath(full)
     except (OSError, ValueError):
         return None

@@ -7,13 +7,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..documents import Document, Path
-from ..ir.expressions import ExpressionError, Substitution, parse_substitutions
-from ..sqlquery import Hole, QueryError, bind
 from . import DocumentVisitor
 from .expressions import ScalarSpans
 
 if TYPE_CHECKING:
     from ..checker import CheckContext
+    from ..ir.expressions import Substitution
 
 _UNKNOWN = "unknown_value"
 """What a value only `plan` knows stands as: it passes every rule, so it is not judged before it is known."""
@@ -33,6 +32,9 @@ class _Queries(DocumentVisitor):
         query = given.get("query") if isinstance(given, dict) else None
         if not isinstance(query, str) or "${" not in query:
             return
+        from ..ir.expressions import ExpressionError, Substitution, parse_substitutions
+        from ..sqlquery import Hole, QueryError, bind  # and with it the plan's classes: only for such a query
+
         try:
             parts = parse_substitutions(query)
         except ExpressionError:

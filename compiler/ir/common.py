@@ -176,7 +176,7 @@ class WorkspacePaths:
     allow: tuple[str, ...] = ()
     """Absolute folders, or folders relative to `root`."""
 
-    def escape(self, path: str, resolve: Callable[[str, str], Path | None] | None = None) -> str | None:
+    def escape(self, path: str, resolve: Callable[[str, str], Path | str | None] | None = None) -> str | None:
         """None when `path` (relative to the root, or absolute; a glob is judged by its fixed part) stays
         inside; else why not, as a phrase: "leads outside the workspace", "is outside the workspace". `resolve`
         replaces `os.path.realpath` (a check of many jobs resolves each folder once)."""
@@ -184,14 +184,16 @@ class WorkspacePaths:
             return "holds a NUL character"
         glob = _GLOB.search(path)
         fixed = path[: glob.start()] if glob else path
-        target = (resolve or _real)(self.root, fixed)
-        if target is None:
+        found = (resolve or _real)(self.root, fixed)
+        if found is None:
             return "cannot be resolved"
-        if any(target == base or base in target.parents for base in self._bases()):
+        # Both sides are absolute and normalised (realpath): inside is equal, or below the folder's own path.
+        target = os.fspath(found)
+        if any(target == base or target.startswith(below) for base, below in self._bases()):
             return None
         return "is outside the workspace" if os.path.isabs(os.path.expanduser(fixed)) else "leads outside the workspace"
 
-    def _bases(self) -> tuple[Path, ...]:
+    def _bases(self) -> tuple[tuple[str, str], ...]:
         return _bases(self.root, self.allow)
 
 
@@ -199,9 +201,11 @@ _GLOB = re.compile(r"[*?\[]")
 
 
 @functools.lru_cache(maxsize=64)
-def _bases(root: str, allow: tuple[str, ...]) -> tuple[Path, ...]:
-    """The workspace root and the allowed folders, resolved: once per rule, not once per path judged."""
-    return tuple(b for b in (_real(root, p) for p in (".", *allow)) if b is not None)
+def _bases(root: str, allow: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """The workspace root and the allowed folders, resolved, each with the prefix of what is below it: once per
+    rule, not once per path judged (string tests: `Path.parents` was most of the time of the paths check)."""
+    folders = (os.fspath(b) for b in (_real(root, p) for p in (".", *allow)) if b is not None)
+    return tuple((folder, folder.rstrip(os.sep) + os.sep) for folder in folders)
 
 
 def _real(root: str, path: str) -> Path | None:
