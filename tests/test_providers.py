@@ -410,12 +410,16 @@ def test_a_third_party_provider_is_found_through_its_entry_point(
         make_provider(ProviderConfig(name="b", protocol="broken"))
 
 
-def test_replies_are_read_with_orjson_and_what_it_refuses_with_json() -> None:
-    from sleipnir.runtime.providers.base import loads
+def test_replies_are_read_with_orjson_and_what_it_refuses_or_reads_otherwise_with_json() -> None:
+    from sleipnir.runtime.providers.base import loads, loads_answer
 
     assert loads(b'{"a": [1, 2.5, "\\u00e9"]}') == {"a": [1, 2.5, "é"]}
-    assert loads('{"n": 123456789012345678901234567890}') == {"n": 123456789012345678901234567890}
     nan = loads('{"x": NaN}')["x"]
     assert nan != nan, "NaN, which json reads and orjson refuses"
     with pytest.raises(ValueError, match="Expecting"):
         loads('{"label": "positive",')
+    # An answer's integers beyond 64 bits stay integers, at any depth; floats stay floats.
+    huge = 123456789012345678901234567890
+    assert loads_answer(f'{{"n": {huge}, "deep": [{{"m": -{huge}}}]}}') == {"n": huge, "deep": [{"m": -huge}]}
+    assert type(loads_answer('{"f": 1e20}')["f"]) is float
+    assert loads_answer('{"label": "good", "n": 3}') == {"label": "good", "n": 3}

@@ -20,7 +20,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ...compiler.ir import PromptCall, PromptModule, thaw
 from ...compiler.ir.sandbox import BoundedBinops
-from ..providers.base import loads
+from ..providers.base import loads_answer
 
 
 class _Sandbox(BoundedBinops, ImmutableSandboxedEnvironment):
@@ -136,7 +136,7 @@ class PreparedCall:
         if not self.json_output:
             return text
         try:
-            value = loads(_unfenced(text))
+            value = loads_answer(_unfenced(text))
         except ValueError as error:
             raise ReplyError(f"the answer is not JSON: {error}") from None
         if self.optional:

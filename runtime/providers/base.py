@@ -7,7 +7,6 @@ retrying is the provider's call (it knows its protocol); the runtime's retry pol
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -16,21 +15,35 @@ import orjson
 
 
 def loads(text: str | bytes) -> Any:
-    """JSON from a server's reply: orjson, about 5 to 20 times faster than `json.loads` on a chat completion
-    and its content (the hot path of every call). What orjson refuses or would read differently is read by
-    `json.loads`: NaN, and a run of 19 or more digits (orjson reads an integer beyond 64 bits as a float, losing
-    digits); and an invalid text raises `json.loads`'s `ValueError`, with its message."""
-    long = _LONG_DIGITS_TEXT.search(text) if isinstance(text, str) else _LONG_DIGITS.search(text)
-    if long is None:
-        try:
-            return orjson.loads(text)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(text)
+    """JSON from a server: orjson, 3 to 5 times faster than `json.loads` on a chat completion (the hot path of
+    every call). What orjson refuses (NaN) is read by `json.loads`, and an invalid text raises `json.loads`'s
+    `ValueError`, with its message. orjson reads an integer beyond 64 bits as a float: fine for a reply's
+    envelope (token counts), not for an answer's values, which `loads_answer` reads."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
-_LONG_DIGITS = re.compile(rb"\d{19}")
-_LONG_DIGITS_TEXT = re.compile(r"\d{19}")
+def loads_answer(text: str) -> Any:
+    """An answer's JSON, exactly as `json.loads` reads it: by orjson, unless it holds a number of 2**63 or more,
+    which orjson may have read as a float where `json.loads` gives the integer; then by `json.loads`."""
+    value = loads(text)
+    return json.loads(text) if _huge(value) else value
+
+
+def _huge(value: Any) -> bool:
+    kind = type(value)
+    if kind is float:
+        return bool(abs(value) >= 9.2e18)
+    if kind is dict:
+        return any(_huge(v) for v in value.values() if type(v) in _NESTED)
+    if kind is list:
+        return any(_huge(v) for v in value if type(v) in _NESTED)
+    return False
+
+
+_NESTED = (dict, list, float)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
