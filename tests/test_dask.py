@@ -43,11 +43,12 @@ from test_run_process import (
     started,
     write_items,
 )
-from test_sources import pg_table, postgres_url
+from test_sources import pg_table, postgres_url, read_all, source_node
 
 from sleipnir.compiler.planner import plan as compile_plan
 from sleipnir.runtime.io import IOContext
 from sleipnir.runtime.io.partitions import partition_source, split_input
+from sleipnir.runtime.io.sources import make_source
 
 __all__ = ["llm", "pg_table", "postgres_url", "server"]
 
@@ -321,3 +322,81 @@ def test_partitions_start_where_their_rows_do(tmp_path: Path, fmt: str) -> None:
         seen.extend(row["id"] for batch in source.batches(4) for row in batch)
         source.close()
     assert seen == [f"k{i}" for i in range(103)]
+
+
+def _database(kind: str, tmp_path: Path, url: str, table: str) -> dict[str, str]:
+    """A `reviews`-like table of 103 rows keyed by `review_id`, where key 40 is repeated (ties across what would
+    be a boundary) and odd rows are in `en`; the connections mapping for it."""
+    rows = [(i, f"review {i}", "en" if i % 2 else "fr") for i in range(103)] + [(40, "review 40 again", "fr")]
+    if kind == "sqlite":
+        with contextlib.closing(sqlite3.connect(tmp_path / "reviews.db")) as connection, connection:
+            connection.execute(f"CREATE TABLE {table} (review_id INTEGER, body TEXT, lang TEXT)")
+            connection.executemany(f"INSERT INTO {table} VALUES (?, ?, ?)", rows)
+        return {"default": "sqlite:///reviews.db"}
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(f"CREATE TABLE {table} (review_id INTEGER, body TEXT, lang TEXT)".encode())
+        with connection.cursor() as cursor:
+            cursor.executemany(f"INSERT INTO {table} VALUES (%s, %s, %s)".encode(), rows)
+    return {"default": url}
+
+
+def _read_partitions(node: Any, context: IOContext, parts: list[Any]) -> list[list[Any]]:
+    seen = []
+    for part in parts:
+        source = partition_source(node, context, input_path=None, partition=part)
+        seen.append([row for batch in source.batches(7) for row in batch])
+        source.close()
+    return seen
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_database_source_is_split_into_key_ranges_that_read_the_querys_rows_in_key_order(
+    tmp_path: Path, postgres_url: str, pg_table: str, kind: str
+) -> None:
+    context = IOContext(root=str(tmp_path), connections=_database(kind, tmp_path, postgres_url, pg_table))
+    placeholder = "?" if kind == "sqlite" else "%s"
+    queries = {
+        # named parameters, a `%` in a literal, a trailing semicolon and comment (the query becomes a subquery)
+        "named": {"query": f"SELECT * FROM {pg_table} WHERE body LIKE '%review%' AND review_id >= :low ORDER BY review_id; -- all", "parameters": {"low": 3}},
+        # a query the compiler bound, its values by position in the driver's own placeholder style
+        "bound": {"query": f"SELECT * FROM {pg_table} WHERE review_id >= {placeholder} ORDER BY review_id", "bound": (3,), "dialect": kind},
+    }
+    for options in queries.values():
+        node = source_node("database", connection="default", **options)
+        whole = read_all(make_source(node, context=context))
+        assert len(whole) == 101
+        parts = split_input(node, context, input_path=None, total=len(whole), size=10, key_field="review_id")
+        assert all(p.keys is not None for p in parts), "key ranges, not row numbers"
+        assert parts[0].keys[0] is None and parts[-1].keys[1] is None, "open at both ends"  # type: ignore[index]
+        seen = _read_partitions(node, context, parts)
+        assert [r["review_id"] for rows in seen for r in rows] == sorted(r["review_id"] for r in whole)
+        assert [len(rows) for rows in seen] == [p.size for p in parts], "each range has the rows its numbers say"
+        assert [p.first for p in parts[1:]] == [p.stop for p in parts[:-1]] and parts[-1].stop == 101
+        [tied] = [rows for rows in seen if any(r["review_id"] == 40 for r in rows)]
+        assert sum(r["review_id"] == 40 for r in tied) == 2, "a repeated key's rows stay in one range"
+
+    # A row without the key: its key is its row number, which only the row-number split keeps.
+    nulls = source_node("database", connection="default", query=f"SELECT * FROM {pg_table} UNION ALL SELECT NULL, 'none', 'en'")
+    parts = split_input(nulls, context, input_path=None, total=105, size=50, key_field="review_id")
+    assert [(p.first, p.stop, p.keys) for p in parts] == [(0, 50, None), (50, 100, None), (100, 105, None)]
+    assert sum(len(rows) for rows in _read_partitions(nulls, context, parts)) == 105
+
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_database_source_run_in_key_ranges_gives_a_local_runs_rows(tmp_path: Path, postgres_url: str, pg_table: str, kind: str) -> None:
+    job = mock_job("score", "path: out/scores.jsonl").replace(
+        "    path: data/items.jsonl\n    key: id\n",
+        f'    source: database\n    connection: warehouse\n    query: "SELECT review_id AS id, body AS text FROM {pg_table} '
+        "WHERE body NOT LIKE '%again' ORDER BY review_id\"\n    key: id\n",
+    )
+    ws = make_workspace(tmp_path / "ws", {"jobs/score.yaml": job}, "name: dask_keys\ndask:\n  partition_size: 20\n")
+    connections = _database(kind, ws, postgres_url, pg_table)
+    (ws / "sleipnir.yaml").write_text(f"name: dask_keys\ndask:\n  partition_size: 20\nconnections:\n  warehouse: {connections['default']}\n")
+    env = process_env()
+    local = run_ok(["run-job", "score"], ws, env)
+    local_rows = file_rows(ws / "out" / "scores.jsonl")
+    cluster = run_ok(["run-job", "score", "--engine", "dask", "--fresh"], ws, env)
+    assert file_rows(ws / "out" / "scores.jsonl") == local_rows
+    assert [r["id"] for r in local_rows] == list(range(103))
+    assert cluster["metrics"]["items_processed"] == local["metrics"]["items_processed"] == 103

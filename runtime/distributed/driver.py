@@ -119,7 +119,7 @@ def _partitions(job: JobRun, context: IOContext, cluster: ClusterOptions) -> lis
     options = job.options
     total = run.progress.total
     size = cluster.partition_size or max(SMALLEST_PARTITION, math.ceil((total or 0) / (cluster.workers * PARTITIONS_PER_WORKER)))
-    found = split_input(run.shape.source, context, input_path=options.input_path, total=total, size=size)
+    found = split_input(run.shape.source, context, input_path=options.input_path, total=total, size=size, key_field=run.key_field)
     limit = options.limit
     chosen = [p for p in found if limit is None or p.first < limit]
     return [dataclasses.replace(p, stop=p.stop if limit is None else min(p.stop, limit), key_field=run.key_field) for p in chosen]
