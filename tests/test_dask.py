@@ -375,11 +375,19 @@ def test_a_database_source_is_split_into_key_ranges_that_read_the_querys_rows_in
         [tied] = [rows for rows in seen if any(r["review_id"] == 40 for r in rows)]
         assert sum(r["review_id"] == 40 for r in tied) == 2, "a repeated key's rows stay in one range"
 
-    # A row without the key: its key is its row number, which only the row-number split keeps.
+    # A row without the key is keyed by its number, which only the row-number split keeps; the driver reads the
+    # keys alone, and the repeat of key 40 (the table's last row) is passed over where partition 0 has it. A
+    # partition with a repeat ends before a row keyed by its number.
     nulls = source_node("database", connection="default", query=f"SELECT * FROM {pg_table} UNION ALL SELECT NULL, 'none', 'en'")
     parts = split_input(nulls, context, input_path=None, total=105, size=50, key_field="review_id")
-    assert [(p.first, p.stop, p.keys) for p in parts] == [(0, 50, None), (50, 100, None), (100, 105, None)]
-    assert sum(len(rows) for rows in _read_partitions(nulls, context, parts)) == 105
+    assert [(p.first, p.stop, p.keys, p.repeats) for p in parts] == [
+        (0, 50, None, ()),
+        (50, 100, None, ()),
+        (100, 104, None, (103,)),
+        (104, 105, None, ()),
+    ]
+    seen = _read_partitions(nulls, context, parts)
+    assert [len(rows) for rows in seen] == [50, 50, 3, 1] and seen[3][0]["review_id"] is None
 
 
 
@@ -400,3 +408,54 @@ def test_a_database_source_run_in_key_ranges_gives_a_local_runs_rows(tmp_path: P
     assert file_rows(ws / "out" / "scores.jsonl") == local_rows
     assert [r["id"] for r in local_rows] == list(range(103))
     assert cluster["metrics"]["items_processed"] == local["metrics"]["items_processed"] == 103
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_key_repeated_in_a_later_partition_is_passed_over_there_and_a_row_without_a_key_is_not_shifted(
+    tmp_path: Path, fmt: str
+) -> None:
+    job = mock_job("score", "path: out/scores.jsonl").replace("data/items.jsonl", f"data/items.{fmt}")
+    ws = make_workspace(tmp_path / "ws", {"jobs/score.yaml": job})
+    # Keys k0..k29; row 12 repeats k3, row 13 has no key, row 15 repeats k14 within its own partition, row 25
+    # repeats k11 and row 27 repeats k0.
+    keys: list[str | None] = [f"k{i}" for i in range(30)]
+    keys[12], keys[13], keys[15], keys[25], keys[27] = "k3", None, "k14", "k11", "k0"
+    rows = [({"id": key} if key is not None else {}) | {"text": f"t{i}"} for i, key in enumerate(keys)]
+    (ws / "data").mkdir()
+    if fmt == "jsonl":
+        (ws / "data" / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        (ws / "data" / "items.csv").write_text("\ufeffid,text\n" + "".join(f"{r.get('id', '')},{r['text']}\n" for r in rows))
+    compiled = compile_plan(str(ws / "jobs" / "score.yaml"))
+    assert compiled.ok, compiled.report
+    node = next(n for n in compiled.plans[0].nodes if type(n).__name__ == "Source")
+    context = IOContext(root=compiled.plans[0].root)
+    parts = split_input(node, context, input_path=None, total=None, size=10, key_field="id")  # type: ignore[arg-type]
+    found = [(p.first, p.stop, p.repeats) for p in parts]
+    if fmt == "csv":
+        # A csv's empty field is a key, "", not a missing one: no cut before row 13.
+        assert found == [(0, 10, ()), (10, 20, (12,)), (20, 30, (25, 27))]
+    else:
+        assert found == [(0, 10, ()), (10, 13, (12,)), (13, 23, ()), (23, 30, (25, 27))]
+    seen = _read_partitions(node, context, parts)
+    wanted = [k if fmt == "jsonl" or k is not None else "" for i, k in enumerate(keys) if i not in (12, 25, 27)]
+    assert [r.get("id") for rows in seen for r in rows] == wanted
+
+
+def test_a_dask_run_over_repeated_keys_does_each_key_once_as_a_local_run_does(tmp_path: Path) -> None:
+    manifest = "name: dask_repeats\ndask:\n  partition_size: 50\n"
+    ws = make_workspace(tmp_path / "ws", {"jobs/score.yaml": mock_job("score", "path: out/scores.jsonl")}, manifest)
+    write_items(ws / "data" / "items.jsonl", 200)
+    lines = (ws / "data" / "items.jsonl").read_text().splitlines()
+    # Each of the first 20 keys again, in the last partitions, with other text (a local run keeps the first).
+    again = [json.dumps({"id": json.loads(line)["id"], "text": "repeated"}) for line in lines[:20]]
+    (ws / "data" / "items.jsonl").write_text("\n".join(lines[:120] + again[:10] + lines[120:] + again[10:]) + "\n")
+    env = process_env()
+    local = run_ok(["run-job", "score"], ws, env)
+    local_rows = file_rows(ws / "out" / "scores.jsonl")
+    cluster = run_ok(["run-job", "score", "--engine", "dask", "--fresh"], ws, env)
+    assert file_rows(ws / "out" / "scores.jsonl") == local_rows and len(local_rows) == 200
+    for name in ("items_processed", "items_already_done", "calls"):
+        assert cluster["metrics"][name] == local["metrics"][name], name
+    assert local["metrics"]["items_already_done"] == 20 and local["metrics"]["calls"] == 200
+

@@ -122,7 +122,9 @@ def _partitions(job: JobRun, context: IOContext, cluster: ClusterOptions) -> lis
     found = split_input(run.shape.source, context, input_path=options.input_path, total=total, size=size, key_field=run.key_field)
     limit = options.limit
     chosen = [p for p in found if limit is None or p.first < limit]
-    return [dataclasses.replace(p, stop=p.stop if limit is None else min(p.stop, limit), key_field=run.key_field) for p in chosen]
+    if limit is not None:
+        chosen = [dataclasses.replace(p, stop=min(p.stop, limit), repeats=tuple(r for r in p.repeats if r < limit)) for p in chosen]
+    return [dataclasses.replace(p, key_field=run.key_field) for p in chosen]
 
 
 @contextlib.asynccontextmanager

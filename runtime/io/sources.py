@@ -408,10 +408,26 @@ class DatabaseSource(_Streaming):
                 conditions.append(f"{column} {operator} {self._placeholder(len(values))}")
                 values.append(bound)
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-        query = f"SELECT * FROM ({self._inner()}) AS sleipnir_q{where} ORDER BY {column}"
+        return self._over(f"SELECT * FROM ({self._inner()}) AS sleipnir_q{where} ORDER BY {column}", values)
+
+    def keys(self, key: str) -> Iterator[str | None]:
+        """The rows' keys as a reader takes them (`str` of the value; None for a row without one), in the query's
+        order, read alone (one column of the query)."""
+        column = self._over(f"SELECT {_identifier(key)} AS k FROM ({self._inner()}) AS sleipnir_q")
+        try:
+            for batch in column.batches(10_000):
+                for row in batch:
+                    value = plain_value(row["k"]) if isinstance(row, dict) else None
+                    yield None if value is None else str(value)
+        finally:
+            column.close()
+
+    def _over(self, query: str, values: list[Any] | None = None) -> DatabaseSource:
+        """A source of `query`, written over this one's (`_inner`), with its parameters and `values` bound to
+        the placeholders `_placeholder` gave."""
         if isinstance(self.parameters, tuple):
-            return DatabaseSource(database=self.database, query=query, bound=(*self.parameters, *values))
-        named = {f"sleipnir_bound_{i}": value for i, value in enumerate(values)}
+            return DatabaseSource(database=self.database, query=query, bound=(*self.parameters, *(values or ())))
+        named = {f"sleipnir_bound_{i}": value for i, value in enumerate(values or ())}
         return DatabaseSource(database=self.database, query=query, parameters={**self.parameters, **named})
 
     def _inner(self) -> str:
