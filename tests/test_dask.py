@@ -459,3 +459,32 @@ def test_a_dask_run_over_repeated_keys_does_each_key_once_as_a_local_run_does(tm
         assert cluster["metrics"][name] == local["metrics"][name], name
     assert local["metrics"]["items_already_done"] == 20 and local["metrics"]["calls"] == 200
 
+
+# -- serve ----------------------------------------------------------------------------------------------------
+
+
+def test_serve_fires_a_job_on_the_dask_engine(tmp_path: Path) -> None:
+    from test_serve import Serve, finished, scheduled
+
+    # One fire time in the test: 12:05, 4.5 simulated minutes after the clock starts (0.45 s at 600 times as
+    # fast); the next is a simulated day (2.4 minutes) away.
+    job = scheduled("nightly", 'schedule:\n  cron: "5 12 * * *"\n  catchup: none\nexecution:\n  engine: dask\n')
+    ws = make_workspace(tmp_path / "ws", {"jobs/nightly.yaml": job}, manifest="name: dask_serve\ndask:\n  partition_size: 50\n")
+    keys = write_items(ws / "data" / "items.jsonl", 300)
+    for number, extra in enumerate([{}, {"SLEIPNIR_DASK_SCHEDULER": "tcp://127.0.0.1:9"}]):
+        day = f"2024-03-{30 + number}T12:00:30+00:00"  # each serve its own day: a fire time is claimed once
+        serve = Serve(ws, process_env(SLEIPNIR_CLOCK="fast:600", SLEIPNIR_CLOCK_START=day, **extra), tmp_path / f"logs{number}")
+        try:
+            serve.wait_for(lambda n=number: len(finished(ws, "nightly")) > n, "the scheduled run")
+            assert serve.stop() == 0, serve.stderr()[-3000:]
+        finally:
+            serve.close()
+        if number == 0:
+            [ran] = finished(ws, "nightly")
+            assert ran["status"] == "succeeded", ran
+            assert ran["summary"]["items_processed"] == 300, ran["summary"]
+            assert [r["id"] for r in file_rows(ws / "out" / "nightly.jsonl")] == keys
+            assert not list((ws / "out").glob(".nightly.jsonl.partial*")), "the partitions' spools are gathered"
+    refused = finished(ws, "nightly")[1]
+    # The run went to the dask engine: with a scheduler named, the engine refuses the workspace's SQLite store.
+    assert refused["status"] == "failed" and "needs a PostgreSQL state store" in refused["summary"]["message"], refused
