@@ -488,3 +488,20 @@ def test_serve_fires_a_job_on_the_dask_engine(tmp_path: Path) -> None:
     refused = finished(ws, "nightly")[1]
     # The run went to the dask engine: with a scheduler named, the engine refuses the workspace's SQLite store.
     assert refused["status"] == "failed" and "needs a PostgreSQL state store" in refused["summary"]["message"], refused
+
+
+def test_the_local_clusters_workers_run_without_dasks_sampling_profiler() -> None:
+    import asyncio
+
+    import dask.config
+
+    from sleipnir.runtime.distributed.driver import open_client
+    from sleipnir.runtime.engine.state import ClusterOptions
+
+    async def settings() -> dict[str, Any]:
+        async with open_client(ClusterOptions()) as client:
+            return dict(await client.run(lambda: dask.config.get("distributed.worker.profile.enabled")))
+
+    found = asyncio.run(settings())
+    assert len(found) == 2 and set(found.values()) == {False}, found
+    assert dask.config.get("distributed.worker.profile.enabled") is True, "the driver's own settings are left alone"

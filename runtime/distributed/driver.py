@@ -40,6 +40,9 @@ PARTITIONS_PER_WORKER = 4
 SMALLEST_PARTITION = 200
 CONNECT_SECONDS = 10
 """How long the driver tries to reach a scheduler before the run fails."""
+WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
+"""Dask settings of the local cluster's workers: no statistical profiler, which samples every thread's stack a
+hundred times a second (10% of a worker's CPU at 50 ms latency, measured; see benchmarks/README.md)."""
 
 
 async def distribute(job: JobRun, context: IOContext, sink: Any, *, resume: bool) -> None:
@@ -135,10 +138,15 @@ async def shared_cluster(cluster: ClusterOptions) -> AsyncIterator[ClusterOption
         yield dataclasses.replace(cluster, scheduler=local.scheduler_address, local=True)
 
 
-def _local_cluster(distributed: Any, cluster: ClusterOptions) -> Any:
-    return distributed.LocalCluster(
-        n_workers=cluster.workers, threads_per_worker=1, processes=True, asynchronous=True, dashboard_address=None
-    )
+@contextlib.asynccontextmanager
+async def _local_cluster(distributed: Any, cluster: ClusterOptions) -> AsyncIterator[Any]:
+    import dask.config
+
+    with dask.config.set(WORKER_CONFIG):  # the nannies hand the settings to the workers they start
+        async with distributed.LocalCluster(
+            n_workers=cluster.workers, threads_per_worker=1, processes=True, asynchronous=True, dashboard_address=None
+        ) as local:
+            yield local
 
 
 def _quiet() -> None:
