@@ -84,6 +84,9 @@ async def distribute(job: JobRun, context: IOContext, sink: Any, *, resume: bool
             client.submit(run_partition, job.plan, settings, p, channel, pure=False, key=f"sleipnir-{run.run_id}-{p.number}")
             for p in partitions
         ]
+        numbers = {future.key: p.number for future, p in zip(futures, partitions, strict=True)}
+        written: dict[int, int] = {}
+        """Rows each partition's last run wrote: a file sink checks its spool against them (`absorb`)."""
         watcher = asyncio.create_task(_publish_stop(job, stop))
         try:
             async for future in dask().as_completed(futures):
@@ -92,6 +95,7 @@ async def distribute(job: JobRun, context: IOContext, sink: Any, *, resume: bool
                 except Exception as error:  # a partition that could not run: a worker killed too often, a bug
                     run.stop("failed", f"a partition failed on the cluster: {error}")
                     continue
+                written[numbers[future.key]] = int(done["counts"]["succeeded"])
                 add_counts(run.progress, done)
                 run.progress.limits.update(done["limits"])
                 if len(run.result.errors) < 1000:
@@ -108,7 +112,7 @@ async def distribute(job: JobRun, context: IOContext, sink: Any, *, resume: bool
                 await watcher
             await client.cancel(futures)
     if spools is not None:
-        await asyncio.to_thread(sink.absorb, await asyncio.to_thread(spools))
+        await asyncio.to_thread(sink.absorb, await asyncio.to_thread(spools), written)
 
 
 async def _publish_stop(job: JobRun, stop: Any) -> None:
