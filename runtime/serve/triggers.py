@@ -433,8 +433,9 @@ class TriggerState(Ledger):
         clocks a little apart may set a little back): its claim goes once it is `retention` before that time
         (or before `now`, for a job with no schedule left). A file's contents are claimed after its record is
         read, and a record of a run that ended answers a replica that sees the file again before any claim: a
-        claim `retention` old whose file's run ended goes. `retention` is far longer than replicas' clocks
-        disagree or a file takes to settle."""
+        claim `retention` old whose file's run ended goes. Either claim stays `retention` after it was made (a
+        replica making up a long downtime's fire times, one at a time, may not have reached one another made
+        up). `retention` is far longer than replicas' clocks disagree or a file takes to settle."""
         horizon, kept = now.timestamp(), retention.total_seconds()
         dropped = []
         with self._transaction() as cursor:
@@ -444,11 +445,13 @@ class TriggerState(Ledger):
             ended = {(str(job), str(path)) for job, path in cursor.fetchall()}
             cursor.execute(self._sql("SELECT kind, job, claim_key, claimed_at FROM sleipnir_claims"))
             for kind, job, key, claimed_at in cursor.fetchall():
+                if float(claimed_at) >= horizon - kept:
+                    continue  # claimed lately: a catch-up of old fire times may still be going through its list
                 if kind == "schedule":
                     with contextlib.suppress(ValueError):
                         if datetime.fromisoformat(str(key)).timestamp() < min(horizon, handled.get(str(job), math.inf)) - kept:
                             dropped.append((kind, job, key))
-                elif float(claimed_at) < horizon - kept and (str(job), str(key).rsplit("|", 2)[0]) in ended:
+                elif (str(job), str(key).rsplit("|", 2)[0]) in ended:
                     dropped.append((kind, job, key))
             if dropped:
                 cursor.executemany(self._sql("DELETE FROM sleipnir_claims WHERE kind = ? AND job = ? AND claim_key = ?"), dropped)
