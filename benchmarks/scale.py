@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 import sys
 import tempfile
 import threading
@@ -32,10 +33,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import dask.config as dask_config
 import psycopg
 
 from sleipnir.compiler.ir import Plan
 from sleipnir.runtime.distributed import dask
+from sleipnir.runtime.distributed.driver import WORKER_CONFIG
 from sleipnir.runtime.engine.job import JobRun, RunOptions
 from sleipnir.runtime.engine.ledger import Answer, Ledger, Outcome
 from sleipnir.runtime.engine.state import ClusterOptions
@@ -65,6 +68,7 @@ def throughput(state: str, items: int, repeat: int, workers: int) -> tuple[float
     with (
         server_module.LLMServer(latency=LATENCY, responder="fixed") as server,
         tempfile.TemporaryDirectory(prefix="sleipnir-scale-bench-") as folder,
+        dask_config.set(WORKER_CONFIG),  # the workers a run's own local cluster starts (driver.py)
         distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
     ):
         job_plan = bench.compile_job(bench.write_workspace(Path(folder), items, server.base_url, 100))
@@ -139,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  dask engine, {args.workers} workers:      {cluster:,.0f} items/s")
     ratio = cluster / local
     print(f"  ratio: {ratio:.2f}x ({'meets' if ratio >= GOAL else 'misses'} the goal of at least {GOAL}x)")
+    print(f"  load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     return 0
 
 

@@ -43,11 +43,12 @@ from test_run_process import (
     started,
     write_items,
 )
-from test_sources import pg_table, postgres_url
+from test_sources import pg_table, postgres_url, read_all, source_node
 
 from sleipnir.compiler.planner import plan as compile_plan
 from sleipnir.runtime.io import IOContext
 from sleipnir.runtime.io.partitions import partition_source, split_input
+from sleipnir.runtime.io.sources import make_source
 
 __all__ = ["llm", "pg_table", "postgres_url", "server"]
 
@@ -321,3 +322,186 @@ def test_partitions_start_where_their_rows_do(tmp_path: Path, fmt: str) -> None:
         seen.extend(row["id"] for batch in source.batches(4) for row in batch)
         source.close()
     assert seen == [f"k{i}" for i in range(103)]
+
+
+def _database(kind: str, tmp_path: Path, url: str, table: str) -> dict[str, str]:
+    """A `reviews`-like table of 103 rows keyed by `review_id`, where key 40 is repeated (ties across what would
+    be a boundary) and odd rows are in `en`; the connections mapping for it."""
+    rows = [(i, f"review {i}", "en" if i % 2 else "fr") for i in range(103)] + [(40, "review 40 again", "fr")]
+    if kind == "sqlite":
+        with contextlib.closing(sqlite3.connect(tmp_path / "reviews.db")) as connection, connection:
+            connection.execute(f"CREATE TABLE {table} (review_id INTEGER, body TEXT, lang TEXT)")
+            connection.executemany(f"INSERT INTO {table} VALUES (?, ?, ?)", rows)
+        return {"default": "sqlite:///reviews.db"}
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(f"CREATE TABLE {table} (review_id INTEGER, body TEXT, lang TEXT)".encode())
+        with connection.cursor() as cursor:
+            cursor.executemany(f"INSERT INTO {table} VALUES (%s, %s, %s)".encode(), rows)
+    return {"default": url}
+
+
+def _read_partitions(node: Any, context: IOContext, parts: list[Any]) -> list[list[Any]]:
+    seen = []
+    for part in parts:
+        source = partition_source(node, context, input_path=None, partition=part)
+        seen.append([row for batch in source.batches(7) for row in batch])
+        source.close()
+    return seen
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_database_source_is_split_into_key_ranges_that_read_the_querys_rows_in_key_order(
+    tmp_path: Path, postgres_url: str, pg_table: str, kind: str
+) -> None:
+    context = IOContext(root=str(tmp_path), connections=_database(kind, tmp_path, postgres_url, pg_table))
+    placeholder = "?" if kind == "sqlite" else "%s"
+    queries = {
+        # named parameters, a `%` in a literal, a trailing semicolon and comment (the query becomes a subquery)
+        "named": {"query": f"SELECT * FROM {pg_table} WHERE body LIKE '%review%' AND review_id >= :low ORDER BY review_id; -- all", "parameters": {"low": 3}},
+        # a query the compiler bound, its values by position in the driver's own placeholder style
+        "bound": {"query": f"SELECT * FROM {pg_table} WHERE review_id >= {placeholder} ORDER BY review_id", "bound": (3,), "dialect": kind},
+    }
+    for options in queries.values():
+        node = source_node("database", connection="default", **options)
+        whole = read_all(make_source(node, context=context))
+        assert len(whole) == 101
+        parts = split_input(node, context, input_path=None, total=len(whole), size=10, key_field="review_id")
+        assert all(p.keys is not None for p in parts), "key ranges, not row numbers"
+        assert parts[0].keys[0] is None and parts[-1].keys[1] is None, "open at both ends"  # type: ignore[index]
+        seen = _read_partitions(node, context, parts)
+        assert [r["review_id"] for rows in seen for r in rows] == sorted(r["review_id"] for r in whole)
+        assert [len(rows) for rows in seen] == [p.size for p in parts], "each range has the rows its numbers say"
+        assert [p.first for p in parts[1:]] == [p.stop for p in parts[:-1]] and parts[-1].stop == 101
+        [tied] = [rows for rows in seen if any(r["review_id"] == 40 for r in rows)]
+        assert sum(r["review_id"] == 40 for r in tied) == 2, "a repeated key's rows stay in one range"
+
+    # A row without the key is keyed by its number, which only the row-number split keeps; the driver reads the
+    # keys alone, and the repeat of key 40 (the table's last row) is passed over where partition 0 has it. A
+    # partition with a repeat ends before a row keyed by its number.
+    nulls = source_node("database", connection="default", query=f"SELECT * FROM {pg_table} UNION ALL SELECT NULL, 'none', 'en'")
+    parts = split_input(nulls, context, input_path=None, total=105, size=50, key_field="review_id")
+    assert [(p.first, p.stop, p.keys, p.repeats) for p in parts] == [
+        (0, 50, None, ()),
+        (50, 100, None, ()),
+        (100, 104, None, (103,)),
+        (104, 105, None, ()),
+    ]
+    seen = _read_partitions(nulls, context, parts)
+    assert [len(rows) for rows in seen] == [50, 50, 3, 1] and seen[3][0]["review_id"] is None
+
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_database_source_run_in_key_ranges_gives_a_local_runs_rows(tmp_path: Path, postgres_url: str, pg_table: str, kind: str) -> None:
+    job = mock_job("score", "path: out/scores.jsonl").replace(
+        "    path: data/items.jsonl\n    key: id\n",
+        f'    source: database\n    connection: warehouse\n    query: "SELECT review_id AS id, body AS text FROM {pg_table} '
+        "WHERE body NOT LIKE '%again' ORDER BY review_id\"\n    key: id\n",
+    )
+    ws = make_workspace(tmp_path / "ws", {"jobs/score.yaml": job}, "name: dask_keys\ndask:\n  partition_size: 20\n")
+    connections = _database(kind, ws, postgres_url, pg_table)
+    (ws / "sleipnir.yaml").write_text(f"name: dask_keys\ndask:\n  partition_size: 20\nconnections:\n  warehouse: {connections['default']}\n")
+    env = process_env()
+    local = run_ok(["run-job", "score"], ws, env)
+    local_rows = file_rows(ws / "out" / "scores.jsonl")
+    cluster = run_ok(["run-job", "score", "--engine", "dask", "--fresh"], ws, env)
+    assert file_rows(ws / "out" / "scores.jsonl") == local_rows
+    assert [r["id"] for r in local_rows] == list(range(103))
+    assert cluster["metrics"]["items_processed"] == local["metrics"]["items_processed"] == 103
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_key_repeated_in_a_later_partition_is_passed_over_there_and_a_row_without_a_key_is_not_shifted(
+    tmp_path: Path, fmt: str
+) -> None:
+    job = mock_job("score", "path: out/scores.jsonl").replace("data/items.jsonl", f"data/items.{fmt}")
+    ws = make_workspace(tmp_path / "ws", {"jobs/score.yaml": job})
+    # Keys k0..k29; row 12 repeats k3, row 13 has no key, row 15 repeats k14 within its own partition, row 25
+    # repeats k11 and row 27 repeats k0.
+    keys: list[str | None] = [f"k{i}" for i in range(30)]
+    keys[12], keys[13], keys[15], keys[25], keys[27] = "k3", None, "k14", "k11", "k0"
+    rows = [({"id": key} if key is not None else {}) | {"text": f"t{i}"} for i, key in enumerate(keys)]
+    (ws / "data").mkdir()
+    if fmt == "jsonl":
+        (ws / "data" / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        (ws / "data" / "items.csv").write_text("\ufeffid,text\n" + "".join(f"{r.get('id', '')},{r['text']}\n" for r in rows))
+    compiled = compile_plan(str(ws / "jobs" / "score.yaml"))
+    assert compiled.ok, compiled.report
+    node = next(n for n in compiled.plans[0].nodes if type(n).__name__ == "Source")
+    context = IOContext(root=compiled.plans[0].root)
+    parts = split_input(node, context, input_path=None, total=None, size=10, key_field="id")  # type: ignore[arg-type]
+    found = [(p.first, p.stop, p.repeats) for p in parts]
+    if fmt == "csv":
+        # A csv's empty field is a key, "", not a missing one: no cut before row 13.
+        assert found == [(0, 10, ()), (10, 20, (12,)), (20, 30, (25, 27))]
+    else:
+        assert found == [(0, 10, ()), (10, 13, (12,)), (13, 23, ()), (23, 30, (25, 27))]
+    seen = _read_partitions(node, context, parts)
+    wanted = [k if fmt == "jsonl" or k is not None else "" for i, k in enumerate(keys) if i not in (12, 25, 27)]
+    assert [r.get("id") for rows in seen for r in rows] == wanted
+
+
+def test_a_dask_run_over_repeated_keys_does_each_key_once_as_a_local_run_does(tmp_path: Path) -> None:
+    manifest = "name: dask_repeats\ndask:\n  partition_size: 50\n"
+    ws = make_workspace(tmp_path / "ws", {"jobs/score.yaml": mock_job("score", "path: out/scores.jsonl")}, manifest)
+    write_items(ws / "data" / "items.jsonl", 200)
+    lines = (ws / "data" / "items.jsonl").read_text().splitlines()
+    # Each of the first 20 keys again, in the last partitions, with other text (a local run keeps the first).
+    again = [json.dumps({"id": json.loads(line)["id"], "text": "repeated"}) for line in lines[:20]]
+    (ws / "data" / "items.jsonl").write_text("\n".join(lines[:120] + again[:10] + lines[120:] + again[10:]) + "\n")
+    env = process_env()
+    local = run_ok(["run-job", "score"], ws, env)
+    local_rows = file_rows(ws / "out" / "scores.jsonl")
+    cluster = run_ok(["run-job", "score", "--engine", "dask", "--fresh"], ws, env)
+    assert file_rows(ws / "out" / "scores.jsonl") == local_rows and len(local_rows) == 200
+    for name in ("items_processed", "items_already_done", "calls"):
+        assert cluster["metrics"][name] == local["metrics"][name], name
+    assert local["metrics"]["items_already_done"] == 20 and local["metrics"]["calls"] == 200
+
+
+# -- serve ----------------------------------------------------------------------------------------------------
+
+
+def test_serve_fires_a_job_on_the_dask_engine(tmp_path: Path) -> None:
+    from test_serve import Serve, finished, scheduled
+
+    # One fire time in the test: 12:05, 4.5 simulated minutes after the clock starts (0.45 s at 600 times as
+    # fast); the next is a simulated day (2.4 minutes) away.
+    job = scheduled("nightly", 'schedule:\n  cron: "5 12 * * *"\n  catchup: none\nexecution:\n  engine: dask\n')
+    ws = make_workspace(tmp_path / "ws", {"jobs/nightly.yaml": job}, manifest="name: dask_serve\ndask:\n  partition_size: 50\n")
+    keys = write_items(ws / "data" / "items.jsonl", 300)
+    for number, extra in enumerate([{}, {"SLEIPNIR_DASK_SCHEDULER": "tcp://127.0.0.1:9"}]):
+        day = f"2024-03-{30 + number}T12:00:30+00:00"  # each serve its own day: a fire time is claimed once
+        serve = Serve(ws, process_env(SLEIPNIR_CLOCK="fast:600", SLEIPNIR_CLOCK_START=day, **extra), tmp_path / f"logs{number}")
+        try:
+            serve.wait_for(lambda n=number: len(finished(ws, "nightly")) > n, "the scheduled run")
+            assert serve.stop() == 0, serve.stderr()[-3000:]
+        finally:
+            serve.close()
+        if number == 0:
+            [ran] = finished(ws, "nightly")
+            assert ran["status"] == "succeeded", ran
+            assert ran["summary"]["items_processed"] == 300, ran["summary"]
+            assert [r["id"] for r in file_rows(ws / "out" / "nightly.jsonl")] == keys
+            assert not list((ws / "out").glob(".nightly.jsonl.partial*")), "the partitions' spools are gathered"
+    refused = finished(ws, "nightly")[1]
+    # The run went to the dask engine: with a scheduler named, the engine refuses the workspace's SQLite store.
+    assert refused["status"] == "failed" and "needs a PostgreSQL state store" in refused["summary"]["message"], refused
+
+
+def test_the_local_clusters_workers_run_without_dasks_sampling_profiler() -> None:
+    import asyncio
+
+    import dask.config
+
+    from sleipnir.runtime.distributed.driver import open_client
+    from sleipnir.runtime.engine.state import ClusterOptions
+
+    async def settings() -> dict[str, Any]:
+        async with open_client(ClusterOptions()) as client:
+            return dict(await client.run(lambda: dask.config.get("distributed.worker.profile.enabled")))
+
+    found = asyncio.run(settings())
+    assert len(found) == 2 and set(found.values()) == {False}, found
+    assert dask.config.get("distributed.worker.profile.enabled") is True, "the driver's own settings are left alone"

@@ -9,9 +9,11 @@ simulated minutes: the claims, not the clocks, keep each fire time to one run).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
+import sqlite3
 import time
 import uuid
 from datetime import datetime, timedelta
@@ -74,8 +76,13 @@ def test_two_replicas_run_each_fire_time_and_each_file_once_and_one_carries_on_a
     )
     write_rows(ws / "data" / "items.jsonl", ["i1"])
     env = process_env(SLEIPNIR_CLOCK=f"fast:{speed}", SLEIPNIR_CLOCK_START=START)
+    stale = _stale_claims(postgres_url, cron, files)
     replicas = [Serve(ws, env, tmp_path / "a"), Serve(ws, env, tmp_path / "b")]
     try:
+        # The claims of fire times and files long done go at the start; those still needed stay.
+        replicas[0].wait_for(lambda: not _claim_keys(postgres_url, cron, files) & stale["pruned"], "the stale claims pruned")
+        assert stale["kept"] <= _claim_keys(postgres_url, cron, files)
+        assert any("pruned" in r.stderr() for r in replicas)
         dropped = []
         for step in range(drops):
             target = ws / "drop" / f"f{step:02d}.jsonl"
@@ -113,6 +120,7 @@ def test_two_replicas_run_each_fire_time_and_each_file_once_and_one_carries_on_a
         assert sorted(seen) == sorted(dropped), "each file once, on one replica"
         outputs = [json.loads(p.read_text())["id"] for p in (ws / "out" / files).glob("*.jsonl")]
         assert sorted(outputs) == sorted(f"f{i}" for i in range(drops))
+        assert stale["kept"] <= _claim_keys(postgres_url, cron, files), "a claim still needed is kept"
     finally:
         for replica in replicas:
             replica.close()
@@ -126,3 +134,63 @@ def _finished_runs(url: str, job: str) -> list[str]:
     with psycopg.connect(url) as connection:
         rows = connection.execute("SELECT run_id FROM sleipnir_runs WHERE job = %s AND status <> 'running'", [job]).fetchall()
     return [str(r[0]) for r in rows]
+
+
+def _stale_claims(url: str, cron: str, files: str) -> dict[str, set[tuple[str, str]]]:
+    """Claims a store holds before the replicas start: fire times 4 days before the clocks start (pruned: 3 days
+    is the retention), one 2 days before (kept), a file whose run ended long ago (pruned), one whose run is still
+    `started` (kept: a replica resumes it)."""
+    start = datetime.fromisoformat(START)
+    old = [(start - timedelta(days=4, minutes=m)).isoformat() for m in (0, 1)]
+    recent = (start - timedelta(days=2)).isoformat()
+    with psycopg.connect(url, autocommit=True) as connection:
+        for statement in (
+            "CREATE TABLE IF NOT EXISTS sleipnir_claims (kind TEXT NOT NULL, job TEXT NOT NULL, claim_key TEXT NOT NULL, "
+            "host TEXT NOT NULL, pid INTEGER NOT NULL, claimed_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (kind, job, claim_key))",
+            "CREATE TABLE IF NOT EXISTS sleipnir_trigger_files (job TEXT NOT NULL, path TEXT NOT NULL, size BIGINT NOT NULL, "
+            "mtime DOUBLE PRECISION NOT NULL, status TEXT NOT NULL, run_id TEXT, updated_at DOUBLE PRECISION NOT NULL, "
+            "PRIMARY KEY (job, path))",
+        ):
+            connection.execute(statement.encode())
+        for key in [*old, recent]:
+            connection.execute("INSERT INTO sleipnir_claims VALUES ('schedule', %s, %s, 'gone', 1, 0)", [cron, key])
+        for path, status in (("/gone/done.jsonl", "done"), ("/gone/started.jsonl", "started")):
+            connection.execute("INSERT INTO sleipnir_claims VALUES ('file', %s, %s, 'gone', 1, 0)", [files, f"{path}|5|1.0"])
+            connection.execute("INSERT INTO sleipnir_trigger_files VALUES (%s, %s, 5, 1.0, %s, NULL, 0)", [files, path, status])
+    return {
+        "pruned": {("schedule", k) for k in old} | {("file", "/gone/done.jsonl|5|1.0")},
+        "kept": {("schedule", recent), ("file", "/gone/started.jsonl|5|1.0")},
+    }
+
+
+def _claim_keys(url: str, cron: str, files: str) -> set[tuple[str, str]]:
+    with psycopg.connect(url) as connection:
+        rows = connection.execute("SELECT kind, claim_key FROM sleipnir_claims WHERE job IN (%s, %s)", [cron, files]).fetchall()
+    return {(str(kind), str(key)) for kind, key in rows}
+
+
+def test_a_fire_times_claim_stays_until_its_schedule_moved_a_retention_past_it(tmp_path: Path) -> None:
+    from sleipnir.runtime.serve.triggers import TriggerState
+
+    state = TriggerState(str(tmp_path / "state.db"), str(tmp_path))
+    now = datetime.fromisoformat(START)
+    fires = [now - timedelta(days=d) for d in (10, 6, 2)]
+    try:
+        for fire in fires:
+            assert state.claim("schedule", "j", fire.isoformat())
+        # Claimed just now (by a replica making up a downtime, say): kept, however old the fire times.
+        assert state.prune_claims(now, timedelta(days=1)) == 0
+        with contextlib.closing(sqlite3.connect(tmp_path / "state.db")) as connection, connection:
+            connection.execute("UPDATE sleipnir_claims SET claimed_at = 0")
+        # The schedule last handled 8 days ago (serve down, or the schedule off): a catch-up may ask for what
+        # came after, and a replica a little behind for a little before; only the 10-day-old claim is past it.
+        state.set_handled_until("j", now - timedelta(days=8))
+        assert state.prune_claims(now, timedelta(days=1)) == 1
+        state.set_handled_until("j", now)
+        assert state.prune_claims(now, timedelta(days=3)) == 1, "6 days old, and the schedule moved on"
+        assert state.prune_claims(now, timedelta(days=3)) == 0
+        with contextlib.closing(sqlite3.connect(tmp_path / "state.db")) as connection:
+            keys = [k for (k,) in connection.execute("SELECT claim_key FROM sleipnir_claims")]
+        assert keys == [fires[2].isoformat()]
+    finally:
+        state.close()

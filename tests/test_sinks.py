@@ -57,6 +57,33 @@ def test_file_sink_spools_batches_and_publishes_atomically_on_complete(tmp_path:
     assert leftovers(target.parent) == []
 
 
+@pytest.mark.parametrize("redone", [False, True])
+def test_absorbed_partition_spools_publish_by_one_rename_unless_a_partition_left_rows_of_an_earlier_run(
+    tmp_path: Path, redone: bool
+) -> None:
+    """The dask engine's driver gathers the partitions' spools; a partition redone after a kill may have left a
+    row its last run wrote again, which its line count (more than the rows that run wrote) gives away."""
+    parts = [[{"id": 1}, {"id": 2}], [{"id": 3, "run": "last"}]]
+    for number, rows in enumerate(parts):
+        sink = file_sink(tmp_path)
+        sink.use_partition_spool(number)
+        sink.open(resume=False)
+        if redone and number == 1:
+            sink.write([{"id": 3, "run": "earlier"}])
+        sink.write(rows)
+        sink.close(complete=False)
+    driver = file_sink(tmp_path)
+    driver.open(resume=False)
+    spool = tmp_path / "out" / ".results.jsonl.partial"
+    driver.absorb(driver.partition_spools(), {0: 2, 1: 1})
+    inode = spool.stat().st_ino
+    driver.close(complete=True)
+    target = tmp_path / "out" / "results.jsonl"
+    assert lines(target) == [{"id": 1}, {"id": 2}, {"id": 3, "run": "last"}]
+    assert (target.stat().st_ino == inode) is not redone, "one rename when each key is there once, else the merge"
+    assert leftovers(target.parent) == []
+
+
 def test_a_run_that_stops_before_completing_leaves_the_target_untouched(tmp_path: Path) -> None:
     target = tmp_path / "out" / "results.jsonl"
     target.parent.mkdir()

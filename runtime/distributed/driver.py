@@ -40,6 +40,9 @@ PARTITIONS_PER_WORKER = 4
 SMALLEST_PARTITION = 200
 CONNECT_SECONDS = 10
 """How long the driver tries to reach a scheduler before the run fails."""
+WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
+"""Dask settings of the local cluster's workers: no statistical profiler, which samples every thread's stack a
+hundred times a second (10% of a worker's CPU at 50 ms latency, measured; see benchmarks/README.md)."""
 
 
 async def distribute(job: JobRun, context: IOContext, sink: Any, *, resume: bool) -> None:
@@ -81,6 +84,9 @@ async def distribute(job: JobRun, context: IOContext, sink: Any, *, resume: bool
             client.submit(run_partition, job.plan, settings, p, channel, pure=False, key=f"sleipnir-{run.run_id}-{p.number}")
             for p in partitions
         ]
+        numbers = {future.key: p.number for future, p in zip(futures, partitions, strict=True)}
+        written: dict[int, int] = {}
+        """Rows each partition's last run wrote: a file sink checks its spool against them (`absorb`)."""
         watcher = asyncio.create_task(_publish_stop(job, stop))
         try:
             async for future in dask().as_completed(futures):
@@ -89,6 +95,7 @@ async def distribute(job: JobRun, context: IOContext, sink: Any, *, resume: bool
                 except Exception as error:  # a partition that could not run: a worker killed too often, a bug
                     run.stop("failed", f"a partition failed on the cluster: {error}")
                     continue
+                written[numbers[future.key]] = int(done["counts"]["succeeded"])
                 add_counts(run.progress, done)
                 run.progress.limits.update(done["limits"])
                 if len(run.result.errors) < 1000:
@@ -105,7 +112,7 @@ async def distribute(job: JobRun, context: IOContext, sink: Any, *, resume: bool
                 await watcher
             await client.cancel(futures)
     if spools is not None:
-        await asyncio.to_thread(sink.absorb, await asyncio.to_thread(spools))
+        await asyncio.to_thread(sink.absorb, await asyncio.to_thread(spools), written)
 
 
 async def _publish_stop(job: JobRun, stop: Any) -> None:
@@ -119,10 +126,12 @@ def _partitions(job: JobRun, context: IOContext, cluster: ClusterOptions) -> lis
     options = job.options
     total = run.progress.total
     size = cluster.partition_size or max(SMALLEST_PARTITION, math.ceil((total or 0) / (cluster.workers * PARTITIONS_PER_WORKER)))
-    found = split_input(run.shape.source, context, input_path=options.input_path, total=total, size=size)
+    found = split_input(run.shape.source, context, input_path=options.input_path, total=total, size=size, key_field=run.key_field)
     limit = options.limit
     chosen = [p for p in found if limit is None or p.first < limit]
-    return [dataclasses.replace(p, stop=p.stop if limit is None else min(p.stop, limit), key_field=run.key_field) for p in chosen]
+    if limit is not None:
+        chosen = [dataclasses.replace(p, stop=min(p.stop, limit), repeats=tuple(r for r in p.repeats if r < limit)) for p in chosen]
+    return [dataclasses.replace(p, key_field=run.key_field) for p in chosen]
 
 
 @contextlib.asynccontextmanager
@@ -133,10 +142,15 @@ async def shared_cluster(cluster: ClusterOptions) -> AsyncIterator[ClusterOption
         yield dataclasses.replace(cluster, scheduler=local.scheduler_address, local=True)
 
 
-def _local_cluster(distributed: Any, cluster: ClusterOptions) -> Any:
-    return distributed.LocalCluster(
-        n_workers=cluster.workers, threads_per_worker=1, processes=True, asynchronous=True, dashboard_address=None
-    )
+@contextlib.asynccontextmanager
+async def _local_cluster(distributed: Any, cluster: ClusterOptions) -> AsyncIterator[Any]:
+    import dask.config
+
+    with dask.config.set(WORKER_CONFIG):  # the nannies hand the settings to the workers they start
+        async with distributed.LocalCluster(
+            n_workers=cluster.workers, threads_per_worker=1, processes=True, asynchronous=True, dashboard_address=None
+        ) as local:
+            yield local
 
 
 def _quiet() -> None:

@@ -18,7 +18,7 @@ from ...compiler.ir import Plan
 from ..engine.job import JobRun
 from ..engine.limits import RateLimiter
 from ..engine.state import Progress, RunOptions, verdict
-from ..io.partitions import Partition
+from ..io.partitions import Partition, passed_over
 from . import dask
 
 COUNTED = (
@@ -59,6 +59,12 @@ async def _run(job: JobRun, channel: str | None) -> dict[str, Any]:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
     progress = result.progress
+    # The reader counts rows from the partition's first; the repeats of an earlier partition's keys it passed
+    # over are already done, as a local run's reader counts a key it read before.
+    partition: Partition = job.options.partition
+    read = max(0, progress.read - partition.first)
+    passed = passed_over(partition, read, finished=job.context.stopping is None)
+    progress.read, progress.already_done = read + passed, progress.already_done + passed
     own, _ = verdict(progress, None)
     # A stop the counts do not explain (a source or sink error, a stop from the driver) stops the run.
     stopped = result.status != "succeeded" and (job.context.stopping is not None or own == "succeeded")

@@ -49,10 +49,9 @@ import csv
 import hashlib
 import json
 import os
-import shutil
 import sqlite3
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -149,19 +148,28 @@ class FileSink:
         """Spool to a file of partition `number`'s own (a worker of the `dask` engine); the driver `absorb`s it."""
         self.spool = self.spool.with_name(f"{self.spool.name}.{number:06d}")
 
-    def absorb(self, parts: list[Path]) -> None:
+    def absorb(self, parts: list[Path], written: Mapping[int, int] | None = None) -> None:
         """Append the partitions' spools to this one, in order, durably, then remove them. A key may now be
-        spooled twice (a partition redone after a kill, or absorbed again after a crash here): the last wins."""
+        spooled twice (a partition redone after a kill, or absorbed again after a crash here): the last wins.
+        `written` is how many rows each partition's (last) run wrote, by number: when this spool was empty and
+        each partition's spool has exactly that many lines, no earlier run of a partition left a row, each key
+        is there once, and publishing stays one rename."""
         if self._handle is None:
             raise SinkError(f"{self.shown}: absorb before open")
         try:
+            once = written is not None and self._handle.tell() == 0
             for part in parts:
                 repair_torn_line(part)
+                lines = 0
                 with part.open("rb") as spooled:
-                    shutil.copyfileobj(spooled, self._handle)
+                    while chunk := spooled.read(1 << 20):
+                        lines += chunk.count(b"\n")
+                        self._handle.write(chunk)
+                number = part.suffix.lstrip(".")
+                once = once and written is not None and number.isdigit() and written.get(int(number)) == lines
             self._handle.flush()
             os.fsync(self._handle.fileno())
-            self._repeated = self._repeated or bool(parts)
+            self._repeated = self._repeated or (bool(parts) and not once)
             for part in parts:
                 part.unlink()
         except OSError as exc:

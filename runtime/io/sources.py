@@ -19,6 +19,7 @@ import io
 import itertools
 import json
 import os
+import re
 import sqlite3
 import uuid
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
@@ -368,6 +369,89 @@ class DatabaseSource(_Streaming):
             else {k: list(v) if isinstance(v, tuple) else v for k, v in (parameters or {}).items()}
         )
 
+    # -- key ranges (the `dask` engine's partitions of a database source) ----------------------------------
+
+    def key_bounds(self, key: str, size: int) -> tuple[list[tuple[Any, int]], int] | None:
+        """Where key ranges of about `size` rows end: each boundary key with the number of rows whose key is at
+        most it (ties never straddle a boundary), and the rows in all; found by the database in one window
+        query over the keys. None when the rows cannot be ranged by `key` (a row without it, no such column)."""
+        inner = self._inner()
+        column = _identifier(key)
+        counted = f"SELECT count(*), count({column}) FROM ({inner}) AS sleipnir_q"
+        ranked = (
+            f"SELECT {column} AS k, row_number() OVER (ORDER BY {column}) AS n, count(*) OVER (ORDER BY {column}) AS c "
+            f"FROM ({inner}) AS sleipnir_q WHERE {column} IS NOT NULL"
+        )
+        every = int(size)  # `n = n / every * every`: no `%`, which a bound PostgreSQL query reads as a placeholder
+        bounds = f"SELECT k, c FROM ({ranked}) AS sleipnir_b WHERE n = n / {every} * {every} ORDER BY n"
+        try:
+            (rows, keyed), *_ = self._fetch(counted)
+            if rows != keyed:
+                return None
+            found: list[tuple[Any, int]] = []
+            for value, upto in self._fetch(bounds):
+                if found and found[-1][0] == value:
+                    found.pop()  # a key repeated past a boundary: its rows all go below the next one
+                found.append((value, int(upto)))
+        except (DatabaseError, sqlite3.Error, psycopg.Error):
+            return None
+        return [(value, upto) for value, upto in found if upto < rows], int(rows)
+
+    def keyed(self, key: str, after: Any, upto: Any) -> DatabaseSource:
+        """The rows whose `key` is above `after` and at most `upto` (None: no bound that side), in key order:
+        a keyset page, which an index on the key makes cheap and which rows added meanwhile do not shift."""
+        column = _identifier(key)
+        conditions: list[str] = []
+        values: list[Any] = []
+        for operator, bound in ((">", after), ("<=", upto)):
+            if bound is not None:
+                conditions.append(f"{column} {operator} {self._placeholder(len(values))}")
+                values.append(bound)
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        return self._over(f"SELECT * FROM ({self._inner()}) AS sleipnir_q{where} ORDER BY {column}", values)
+
+    def keys(self, key: str) -> Iterator[str | None]:
+        """The rows' keys as a reader takes them (`str` of the value; None for a row without one), in the query's
+        order, read alone (one column of the query)."""
+        column = self._over(f"SELECT {_identifier(key)} AS k FROM ({self._inner()}) AS sleipnir_q")
+        try:
+            for batch in column.batches(10_000):
+                for row in batch:
+                    value = plain_value(row["k"]) if isinstance(row, dict) else None
+                    yield None if value is None else str(value)
+        finally:
+            column.close()
+
+    def _over(self, query: str, values: list[Any] | None = None) -> DatabaseSource:
+        """A source of `query`, written over this one's (`_inner`), with its parameters and `values` bound to
+        the placeholders `_placeholder` gave."""
+        if isinstance(self.parameters, tuple):
+            return DatabaseSource(database=self.database, query=query, bound=(*self.parameters, *(values or ())))
+        named = {f"sleipnir_bound_{i}": value for i, value in enumerate(values or ())}
+        return DatabaseSource(database=self.database, query=query, parameters={**self.parameters, **named})
+
+    def _inner(self) -> str:
+        """The query as a subquery: its last statement terminator dropped, on lines of its own (a trailing comment)."""
+        return "\n" + _TERMINATED.sub("", self.query.strip()) + "\n"
+
+    def _placeholder(self, number: int) -> str:
+        if isinstance(self.parameters, tuple):
+            return "?" if self.database.kind == "sqlite" else "%s"
+        return f":sleipnir_bound_{number}"
+
+    def _fetch(self, query: str) -> list[tuple[Any, ...]]:
+        """All rows of `query` (over this source's query, with its parameters)."""
+        if self.database.kind == "sqlite":
+            assert self.database.path is not None
+            connection = connect_sqlite(self.database.path, read_only=True)
+            try:
+                return list(connection.execute(query, self.parameters).fetchall())
+            finally:
+                connection.close()
+        text = query if isinstance(self.parameters, tuple) else postgresql_query(query)
+        with connect_postgresql(self.database.url, read_only=True) as server:
+            return list(server.execute(text.encode(), self.parameters).fetchall())
+
     def _batches(self, batch_size: int) -> Generator[list[Entry], None, None]:
         read = self._sqlite if self.database.kind == "sqlite" else self._postgresql
         try:
@@ -402,6 +486,15 @@ class DatabaseSource(_Streaming):
             cursor.execute(query, self.parameters)
             while rows := cursor.fetchmany(batch_size):
                 yield [{key: plain_value(value) for key, value in row.items()} for row in rows]
+
+
+_TERMINATED = re.compile(r";(?:\s|--[^\n]*|/\*.*?\*/)*$", re.DOTALL)
+"""A statement's terminator and any comments after it."""
+
+
+def _identifier(name: str) -> str:
+    """`name` as a quoted SQL identifier (SQLite and PostgreSQL alike)."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 # -- the factory ------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from ...compiler.ir import JobStep, Plan, thaw
 from ...compiler.ir.common import workspace_paths_of
 from ..engine.job import Hooks, JobRun, RunOptions, RunResult, chain_hooks
 from ..engine.pipeline import PipelineResult, run_pipeline
+from ..engine.state import ClusterOptions
 from .alerts import AlertDispatcher
 from .jobs import ServedJob, log, log_event
 from .logs import configure, log_hooks, secrets_in
@@ -90,6 +91,7 @@ class Runs:
             fresh=fresh,
             environ=self.service.environ,
             state=self.service.manifest.get("state"),
+            cluster=ClusterOptions.of(self.service.manifest, self.service.environ),  # a job on the dask engine
             hooks=self.hooks(plan),
             handle_signals=self.service.one_off,  # in `serve`, the service handles the signals for all its runs
         )

@@ -7,16 +7,25 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import sqlite3
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import psycopg
+
 from ...compiler.ir import Plan, thaw
+from ..io.dbconn import DatabaseError
 from .jobs import ServedJob, log_event
 from .schedule import CronSchedule, overlap_decision
 
 if TYPE_CHECKING:
     from .service import Service
+
+
+CLAIM_RETENTION = timedelta(days=3)
+"""How long a claim of a fire time or a file outlives its need (`TriggerState.prune_claims`)."""
+PRUNE_EVERY = timedelta(hours=1)
 
 
 class Scheduler:
@@ -92,6 +101,19 @@ class Scheduler:
             finally:
                 for waiting in waits:
                     waiting.cancel()
+
+    async def prune(self) -> None:
+        """Delete the claims no replica will ask for again, at the start and every hour on the service's clock."""
+        assert self.service.state is not None
+        while not self.service.stopped.is_set():
+            try:
+                pruned = await asyncio.to_thread(self.service.state.prune_claims, self.service.clock.now(), CLAIM_RETENTION)
+            except (DatabaseError, sqlite3.Error, psycopg.Error) as error:
+                log_event("claims", f"cannot prune the claims: {error}", level=logging.WARNING)
+            else:
+                if pruned:
+                    log_event("claims", f"pruned {pruned} claims no replica will ask for again ({CLAIM_RETENTION.days} days old)")
+            await self.service.clock.sleep_until(self.service.clock.now() + PRUNE_EVERY)
 
     async def claim(self, job: ServedJob, fire: datetime) -> bool:
         """Whether this replica runs the fire time: replicas of `serve` sharing a state store each claim it, and

@@ -192,6 +192,7 @@ class Service:
         await self.scheduler.catch_up(now)
         self.watchers.restart()
         self.spawn(self.scheduler.loop(), self._tasks)
+        self.spawn(self.scheduler.prune(), self._tasks)
         self.spawn(self.watchers.watch_workspace(), self._tasks)
         self.spawn(self.http.resume_incoming(), self._tasks)
         served = ", ".join(sorted(self.jobs)) or "none (waiting for a job with a schedule or triggers)"

@@ -19,6 +19,7 @@ import functools
 import hashlib
 import hmac
 import json
+import math
 import os
 import re
 import socket
@@ -27,7 +28,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
 from pathlib import Path
 from typing import Any
@@ -425,6 +426,36 @@ class TriggerState(Ledger):
                 [host, pid, time.time(), kind, job, key, holder[0], holder[1]],
             )
             return bool(cursor.rowcount == 1)
+
+    def prune_claims(self, now: datetime, retention: timedelta) -> int:
+        """Delete the claims no replica will ask for again, and return how many. A fire time is asked for while
+        it is due or made up after a downtime, never before the schedule's handled time (which replicas with
+        clocks a little apart may set a little back): its claim goes once it is `retention` before that time
+        (or before `now`, for a job with no schedule left). A file's contents are claimed after its record is
+        read, and a record of a run that ended answers a replica that sees the file again before any claim: a
+        claim `retention` old whose file's run ended goes. Either claim stays `retention` after it was made (a
+        replica making up a long downtime's fire times, one at a time, may not have reached one another made
+        up). `retention` is far longer than replicas' clocks disagree or a file takes to settle."""
+        horizon, kept = now.timestamp(), retention.total_seconds()
+        dropped = []
+        with self._transaction() as cursor:
+            cursor.execute(self._sql("SELECT job, handled_until FROM sleipnir_schedule"))
+            handled = {str(job): float(until) for job, until in cursor.fetchall()}
+            cursor.execute(self._sql("SELECT job, path FROM sleipnir_trigger_files WHERE status <> 'started'"))
+            ended = {(str(job), str(path)) for job, path in cursor.fetchall()}
+            cursor.execute(self._sql("SELECT kind, job, claim_key, claimed_at FROM sleipnir_claims"))
+            for kind, job, key, claimed_at in cursor.fetchall():
+                if float(claimed_at) >= horizon - kept:
+                    continue  # claimed lately: a catch-up of old fire times may still be going through its list
+                if kind == "schedule":
+                    with contextlib.suppress(ValueError):
+                        if datetime.fromisoformat(str(key)).timestamp() < min(horizon, handled.get(str(job), math.inf)) - kept:
+                            dropped.append((kind, job, key))
+                elif (str(job), str(key).rsplit("|", 2)[0]) in ended:
+                    dropped.append((kind, job, key))
+            if dropped:
+                cursor.executemany(self._sql("DELETE FROM sleipnir_claims WHERE kind = ? AND job = ? AND claim_key = ?"), dropped)
+        return len(dropped)
 
     def handled_until(self, job: str) -> datetime | None:
         """The time up to which `job`'s schedule fire times were handled (run, skipped or held)."""
