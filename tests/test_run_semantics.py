@@ -137,10 +137,12 @@ def test_an_output_path_can_keep_runs_apart(tmp_path: Path, server: LLMServer) -
     write_items(tmp_path / "monday.jsonl", 3)
     env = process_env(server)
     assert sleipnir(["check", "--strict"], ws, env).returncode == 0
+    before = time.strftime("%Y-%m-%d", time.gmtime())
     done = sleipnir(["run-job", "score", "--input", str(tmp_path / "monday.jsonl")], ws, env)
     assert done.returncode == 0, done.stderr
     [written] = (ws / "out" / "monday").glob("*.jsonl")
-    assert written.name == time.strftime("%Y-%m-%d", time.gmtime()) + ".jsonl"
+    # The run's date is taken when it starts: a run that crosses midnight (UTC) has the date before or after it.
+    assert written.name in {f"{day}.jsonl" for day in (before, time.strftime("%Y-%m-%d", time.gmtime()))}
     assert len(rows_in(written)) == 3
 
 
