@@ -1,5 +1,6 @@
-"""`sleipnir run-job` as a real process: SIGKILL at three moments and resume, SIGTERM and SIGINT, a `fail` stop
-and `--retry-failed`, a `skip` into the dead letter, and PostgreSQL end to end (source, sink and ledger).
+"""`sleipnir run-job` as a real process: SIGKILL at three moments and resume, a row whose record the kill cut
+off, SIGTERM and SIGINT, a `fail` stop and `--retry-failed`, a `skip` into the dead letter, and PostgreSQL end to
+end (source, sink and ledger).
 
 Every test builds its own workspace in tmp_path and runs `python -m sleipnir` in it against the LLM server
 subprocess (tests/llm_server.py): real processes, real signals, real files and databases. The workspace helpers
@@ -214,12 +215,19 @@ def server(llm: LLMServer, monkeypatch: pytest.MonkeyPatch) -> LLMServer:
 
 # -- SIGKILL and resume -------------------------------------------------------------------------------------
 
+TARGET, SPOOL = Path("out/scores.jsonl"), Path("out/.scores.jsonl.partial")
+"""Where `scoring_workspace`'s job publishes, and its file sink's spool, in the workspace."""
+
+
+def scoring_workspace(tmp_path: Path, server: LLMServer, items: int) -> tuple[Path, list[str], dict[str, str]]:
+    """A workspace whose job `score` scores `items` rows into `TARGET`: its root, the keys, a run's environment."""
+    ws = make_workspace(tmp_path / "ws", {"jobs/score.yaml": scoring_job("score")})
+    return ws, write_items(ws / "data" / "items.jsonl", items), process_env(server)
+
 
 def test_sigkill_three_times_then_resume_writes_every_key_once_to_a_file(tmp_path: Path, server: LLMServer) -> None:
-    ws = make_workspace(tmp_path / "ws", {"jobs/score.yaml": scoring_job("score")})
-    keys = write_items(ws / "data" / "items.jsonl", 300)
-    env = process_env(server)
-    target, spool = ws / "out" / "scores.jsonl", ws / "out" / ".scores.jsonl.partial"
+    ws, keys, env = scoring_workspace(tmp_path, server, 300)
+    target, spool = ws / TARGET, ws / SPOOL
     for moment, threshold in enumerate((30, 120, 210)):
         with started(["run-job", "score", "--json"], ws, env, tmp_path / f"run{moment}") as process:
             # Distinct keys: a row written again by a resume (see below) is one row.
@@ -237,6 +245,9 @@ def test_sigkill_three_times_then_resume_writes_every_key_once_to_a_file(tmp_pat
         if moment:
             assert "resuming" in (tmp_path / f"run{moment}" / "stderr").read_text()
 
+    # The resume counts as done what the ledger holds, not what the spool holds: the last kill may have fallen
+    # between a batch's write and its record (210 rows spooled, 200 recorded), and that batch is done again.
+    recorded = ledger_keys(ws)
     finished = sleipnir(["run-job", "score", "--json"], ws, env)
     assert finished.returncode == 0, finished.stderr
     result = result_of(finished.stdout)
@@ -244,12 +255,43 @@ def test_sigkill_three_times_then_resume_writes_every_key_once_to_a_file(tmp_pat
     assert any("resuming" in notice for notice in result["notices"])
     assert "resuming" in finished.stderr
     metrics = result["metrics"]
-    assert metrics["items_already_done"] >= 210
-    assert metrics["items_already_done"] + metrics["items_processed"] == 300
+    assert (metrics["items_already_done"], metrics["items_processed"]) == (len(recorded), 300 - len(recorded))
     rows = [json.loads(line) for line in target.read_text().splitlines()]
     assert sorted(row["id"] for row in rows) == keys
     assert all(row["scorer"]["label"] in ("good", "bad") for row in rows)
     assert not spool.exists()
+    assert ledger_keys(ws) == keys
+
+
+def test_a_row_whose_record_the_kill_cut_off_is_written_again_from_its_answers(tmp_path: Path, server: LLMServer) -> None:
+    """A SIGKILL between a batch's write and its record leaves rows in the spool that the ledger does not have.
+    Where the kill falls is chance, so the test makes that state certain: it removes the records of the last
+    ten spooled rows. The resume counts as done only what the ledger holds, writes those rows again from their
+    recorded answers without calling the server, and publishes every key once."""
+    ws, keys, env = scoring_workspace(tmp_path, server, 60)
+    target, spool = ws / TARGET, ws / SPOOL
+    with started(["run-job", "score", "--json"], ws, env, tmp_path / "run") as process:
+        wait_until(process, lambda: len(spooled_keys(spool)) >= 20, "20 rows")
+        process.kill()
+        process.wait()
+    spooled = spooled_keys(spool)
+    cut = spooled[-10:]
+    with contextlib.closing(sqlite3.connect(ws / ".sleipnir" / "state.db", timeout=10)) as connection:
+        connection.executemany("DELETE FROM sleipnir_items WHERE item_key = ?", [(key,) for key in cut])
+        connection.commit()
+    recorded = ledger_keys(ws)
+    assert set(recorded) <= set(spooled) - set(cut)
+
+    server.reset()
+    finished = sleipnir(["run-job", "score", "--json"], ws, env)
+    assert finished.returncode == 0, finished.stderr
+    metrics = result_of(finished.stdout)["metrics"]
+    assert (metrics["items_already_done"], metrics["items_processed"]) == (len(recorded), 60 - len(recorded))
+    bodies = server.requests(100)["bodies"]
+    called = {key for body in bodies for key in re.findall(r"review (k\d+):", body["messages"][-1]["content"])}
+    assert len(called) == len(bodies) == 60 - metrics["answers_reused"] - len(recorded)
+    assert not called & set(spooled)  # the rows that lost their record came from their recorded answers
+    assert sorted(json.loads(line)["id"] for line in target.read_text().splitlines()) == keys
     assert ledger_keys(ws) == keys
 
 
@@ -301,10 +343,8 @@ def test_sigkill_three_times_then_resume_writes_every_key_once_to_a_sqlite_table
 def test_a_signal_finishes_the_calls_in_flight_publishes_what_is_done_and_the_rerun_finishes(
     tmp_path: Path, server: LLMServer, sig: signal.Signals
 ) -> None:
-    ws = make_workspace(tmp_path / "ws", {"jobs/score.yaml": scoring_job("score")})
-    keys = write_items(ws / "data" / "items.jsonl", 120)
-    env = process_env(server)
-    target, spool = ws / "out" / "scores.jsonl", ws / "out" / ".scores.jsonl.partial"
+    ws, keys, env = scoring_workspace(tmp_path, server, 120)
+    target, spool = ws / TARGET, ws / SPOOL
     with started(["run-job", "score", "--json"], ws, env, tmp_path / "run") as process:
         wait_until(process, lambda: len(spooled_keys(spool)) >= 30, "30 rows")
         process.send_signal(sig)

@@ -137,10 +137,12 @@ def test_an_output_path_can_keep_runs_apart(tmp_path: Path, server: LLMServer) -
     write_items(tmp_path / "monday.jsonl", 3)
     env = process_env(server)
     assert sleipnir(["check", "--strict"], ws, env).returncode == 0
+    before = time.strftime("%Y-%m-%d", time.gmtime())
     done = sleipnir(["run-job", "score", "--input", str(tmp_path / "monday.jsonl")], ws, env)
     assert done.returncode == 0, done.stderr
     [written] = (ws / "out" / "monday").glob("*.jsonl")
-    assert written.name == time.strftime("%Y-%m-%d", time.gmtime()) + ".jsonl"
+    # The run's date is taken when it starts: a run that crosses midnight (UTC) has the date before or after it.
+    assert written.name in {f"{day}.jsonl" for day in (before, time.strftime("%Y-%m-%d", time.gmtime()))}
     assert len(rows_in(written)) == 3
 
 
@@ -212,12 +214,20 @@ def test_a_second_run_of_the_same_job_refuses_while_one_goes(tmp_path: Path, ser
     ws = make_workspace(tmp_path / "ws", {"jobs/score.yaml": scoring_job("score", concurrency=2)})
     keys = write_items(ws / "data" / "items.jsonl", 40)
     env = process_env(server)
-    server.add_faults({"kind": "slow", "delay": 0.3, "count": 40})
+    # The second run must find the first one still going however long it takes to start (6 to 16 s on a loaded
+    # machine, longer than the first run took): the first is stopped (SIGSTOP) until the second has answered.
+    # It is stopped while its first two calls wait for their slow answers, so it is inside no transaction of the
+    # state store that would hold the second one up.
+    server.add_faults({"kind": "slow", "delay": 5, "count": 2})
     with started(["run-job", "score", "--json"], ws, env, tmp_path / "first") as first:
         deadline = time.monotonic() + 60
         while calls(server) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
-        second = sleipnir(["run-job", "score", "--json"], ws, env)
+        first.send_signal(signal.SIGSTOP)
+        try:
+            second = sleipnir(["run-job", "score", "--json"], ws, env)
+        finally:
+            first.send_signal(signal.SIGCONT)
         first.wait(timeout=120)
     assert second.returncode == 1, second.stdout[-3000:]
     assert "another run of `score` over the same input is in progress" in second.stderr + second.stdout

@@ -120,7 +120,7 @@ class Ledger:
             assert database.path is not None
             self._sqlite = connect_sqlite(database.path)
             # NORMAL is durable against a killed process in WAL mode (only an OS crash can lose the last commit),
-            # and what the sink holds counts as done on resume anyway.
+            # and an item whose record is lost is done again on resume, its row replaced by key.
             self._sqlite.execute("PRAGMA synchronous=NORMAL")
             self._sqlite.execute("PRAGMA busy_timeout=10000")
             self._mark = "?"
