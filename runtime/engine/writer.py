@@ -4,8 +4,9 @@ A batch (`input.batch_size`) is written when its last item is done: its rows in 
 the calls finished in), then its dead letters, then its outcomes in the ledger, in one hand-off to a worker
 thread. With `batch_strategy: sequential` (the default) batches are also written in the order they were read: a
 batch done before an earlier one waits for it. The reader reads ahead either way, so the concurrency slots stay
-full across batch boundaries; only the order of the writes differs. Only then is the batch recorded, so a kill between the write and the record costs nothing: on resume,
-what the sink and the dead letter hold counts as done (`reconcile`).
+full across batch boundaries; only the order of the writes differs. Only then is the batch recorded, so a kill
+between the write and the record costs no call: on resume the ledger alone says what is done, and such an item is
+written again from its recorded answers, replacing its row by key (`start`).
 """
 
 from __future__ import annotations
