@@ -82,3 +82,27 @@ def test_closing_commits_what_is_left_and_a_writer_never_used_closes_at_once(tmp
     asyncio.run(run())
     assert len(ledger.answers("plan", ["k0", "k1", "k2"])) == 3
     ledger.close()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"label": "good", "score": 0.5, "tags": ["a", "é"], "n": 3, "ok": True, "none": None},
+        {"big": 123456789012345678901234567890, "deep": [{"neg": -(2**70)}]},
+        {"nan": float("nan"), "inf": [float("inf")]},
+        {"text": "line\nbreak \u2028 \"quoted\""},
+        "a text answer",
+        [1, 2.25, {"x": None}],
+    ],
+)
+def test_an_answer_is_recorded_as_json_that_reads_back_as_the_same_value(value: Any) -> None:
+    import json
+    import math
+
+    from sleipnir.runtime.engine.ledger import answer_json
+
+    back = json.loads(answer_json(value))
+    if isinstance(value, dict) and "nan" in value:
+        assert math.isnan(back["nan"]) and back["inf"] == [float("inf")]
+    else:
+        assert back == value and json.dumps(back, sort_keys=True) == json.dumps(value, sort_keys=True)

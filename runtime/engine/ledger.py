@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import socket
 import threading
@@ -29,6 +30,8 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from ...compiler.ir.common import mask_passwords
 from ..io.dbconn import connect_postgresql, connect_sqlite, parse_database_url
@@ -285,7 +288,7 @@ class Ledger:
             return
         now = time.time()
         rows = [
-            (plan_id, a.key, a.call, a.fingerprint, json.dumps(a.output, ensure_ascii=False, default=str), now)
+            (plan_id, a.key, a.call, a.fingerprint, answer_json(a.output), now)
             for a in answers
         ]
         sql = self._sql(
@@ -353,6 +356,33 @@ class Ledger:
             )
             rows = cursor.fetchall()
         return [run_record(r) for r in rows]
+
+
+def answer_json(value: Any) -> str:
+    """An answer as JSON text that `json.loads` reads back as the same value: orjson (about 8 times faster than
+    `json.dumps` on a structured answer, and the state store records every answer), except for what orjson
+    refuses (integers beyond 64 bits, keys that are not strings, other types: `json.dumps` with `str`) or writes
+    otherwise (a NaN or an infinity, which it writes as null)."""
+    if not _non_finite(value):
+        try:
+            return orjson.dumps(value).decode()
+        except orjson.JSONEncodeError:
+            pass
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _non_finite(value: Any) -> bool:
+    kind = type(value)
+    if kind is float:
+        return not math.isfinite(value)
+    if kind is dict:
+        return any(_non_finite(v) for v in value.values() if type(v) in _NESTED)
+    if kind is list:
+        return any(_non_finite(v) for v in value if type(v) in _NESTED)
+    return False
+
+
+_NESTED = (dict, list, float)
 
 
 class _Transaction:
