@@ -31,19 +31,22 @@ def test_answers_are_committed_in_groups_before_their_futures_are_done(tmp_path:
     async def run() -> None:
         writer = AnswerWriter(ledger, "plan", bound=200)
         for _ in range(150):
-            await writer.budget.acquire()
+            await writer.budget.take()
         futures = [writer.submit(answer(n), unit=True) for n in range(150)]
-        assert writer.uncommitted == 150 and writer.budget._value == 50
+        assert writer.uncommitted == 150 and writer.budget.free == 50
         await asyncio.gather(*futures)
         # Every future is done only once its answer is in the store.
         assert len(ledger.answers("plan", [f"k{n}" for n in range(150)])) == 150
-        assert writer.uncommitted == 0 and writer.budget._value == 200, "every unit is back"
+        assert writer.uncommitted == 0 and writer.budget.free == 200, "every unit is back"
+        duplicate = writer.submit(Answer(key="k0", call="score", fingerprint="again", output={"n": -1}), unit=False)
+        await duplicate
+        assert ledger.answers("plan", ["k0"])["k0"]["score"] == ("again", {"n": -1}), "the newest answer wins"
         late = writer.submit(answer(150), unit=False)  # from the response cache: it holds no unit
         await writer.aclose()
-        assert late.done() and writer.budget._value == 200
+        assert late.done() and writer.budget.free == 200
 
     asyncio.run(run())
-    assert sum(groups) == 151 and len(groups) < 151, f"grouped commits, not one per answer: {groups}"
+    assert sum(groups) == 152 and len(groups) < 152, f"grouped commits, not one per answer: {groups}"
     ledger.close()
 
 
@@ -57,11 +60,11 @@ def test_a_failed_commit_fails_its_future_and_gives_the_units_back(tmp_path: Pat
 
     async def run() -> None:
         writer = AnswerWriter(ledger, "plan", bound=4)
-        await writer.budget.acquire()
+        await writer.budget.take()
         future = writer.submit(answer(1), unit=True)
         with pytest.raises(OSError, match="disk full"):
             await future
-        assert writer.budget._value == 4 and writer.uncommitted == 1, "not committed: a resume calls it again"
+        assert writer.budget.free == 4 and writer.uncommitted == 1, "not committed: a resume calls it again"
         await writer.aclose()
 
     asyncio.run(run())
@@ -106,3 +109,39 @@ def test_an_answer_is_recorded_as_json_that_reads_back_as_the_same_value(value: 
         assert math.isnan(back["nan"]) and back["inf"] == [float("inf")]
     else:
         assert back == value and json.dumps(back, sort_keys=True) == json.dumps(value, sort_keys=True)
+
+
+def test_the_budget_hands_units_over_in_order_and_a_cancelled_waiter_loses_none() -> None:
+    from sleipnir.runtime.engine.answers import Budget
+
+    async def run() -> None:
+        hurried: list[int] = []
+        budget = Budget(2, short=lambda: hurried.append(1))
+        await budget.take()
+        await budget.take()
+        assert budget.free == 0 and not hurried
+        order: list[str] = []
+
+        async def waiter(name: str) -> None:
+            await budget.take()
+            order.append(name)
+
+        first, second, third = (asyncio.create_task(waiter(n)) for n in "abc")
+        await asyncio.sleep(0)
+        assert len(hurried) == 3, "each call that waits asks the writer to commit now"
+        second.cancel()  # cancelled while waiting: it holds no unit
+        budget.give(1)
+        third_handed = asyncio.get_running_loop().create_future()
+        third.add_done_callback(lambda _: third_handed.set_result(None))
+        await first
+        assert order == ["a"] and budget.free == 0
+        budget.give(1)  # handed to `c`, which is cancelled before it runs: the unit is not lost
+        third.cancel()
+        await third_handed
+        assert third.cancelled() and budget.free == 1
+        budget.give(2)
+        assert budget.free == 3
+        await budget.take()
+        assert budget.free == 2
+
+    asyncio.run(run())

@@ -21,6 +21,8 @@ import asyncio
 import contextlib
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 
 from .ledger import Answer, Ledger
 
@@ -35,7 +37,7 @@ class AnswerWriter:
     def __init__(self, ledger: Ledger, scope: str, *, bound: int) -> None:
         self.ledger = ledger
         self.scope = scope
-        self.budget = asyncio.Semaphore(bound)
+        self.budget = Budget(bound, short=self._hurry)
         """Units for calls in flight and answers not yet committed (see the module)."""
         self.uncommitted = 0
         """Answers submitted and not yet committed: what a kill now would make the next run call again."""
@@ -44,6 +46,8 @@ class AnswerWriter:
         self._ready = threading.Condition(self._guard)
         """Notified by the first answer of a group, and by the one that makes it full."""
         self._group = max(1, bound // 4)
+        self._hurrying = False
+        """A call waits for a unit: the group is committed without waiting to fill."""
         self._pending: list[Answer] = []
         self._units = 0
         """Budget units held by the pending answers' calls."""
@@ -79,12 +83,13 @@ class AnswerWriter:
                 while not self._pending and not self._closing:
                     ready.wait()
                 deadline = time.monotonic() + GROUP_SECONDS
-                while len(self._pending) < self._group and not self._closing:
+                while len(self._pending) < self._group and not self._closing and not self._hurrying:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
                     ready.wait(left)
                 group, self._pending = self._pending, []
+                self._hurrying = False
                 units, self._units = self._units, 0
                 committed, self._committed = self._committed, None
                 closing = self._closing
@@ -104,8 +109,7 @@ class AnswerWriter:
     def _done(self, committed: asyncio.Future[None], count: int, units: int, error: BaseException | None) -> None:
         """In the loop: the group is committed (or failed); its units go back to the budget."""
         self.uncommitted -= count if error is None else 0
-        for _ in range(units):
-            self.budget.release()
+        self.budget.give(units)
         if committed.done():
             return
         if error is None:
@@ -113,6 +117,12 @@ class AnswerWriter:
         else:
             committed.set_exception(error)
             committed.exception()  # retrieved here too, so an unawaited failure is not logged twice
+
+    def _hurry(self) -> None:
+        with self._guard:
+            if not self._hurrying:
+                self._hurrying = True
+                self._ready.notify()
 
     async def aclose(self) -> None:
         """Commit what is left and end the thread."""
@@ -123,3 +133,42 @@ class AnswerWriter:
             self._closing = True
             self._ready.notify()
         await asyncio.to_thread(thread.join)  # resumes after the last group's `_done`, scheduled before it
+
+
+class Budget:
+    """Units handed out first come, first served: `take()` waits for one, `give(n)` gives n back. Cheaper than
+    `asyncio.Semaphore` on this path (its `acquire` scans its waiters), and it tells the writer (`short`) when a
+    call has to wait, so that the answers waiting are committed at once rather than when their group fills."""
+
+    __slots__ = ("_short", "_waiters", "free")
+
+    def __init__(self, units: int, *, short: Callable[[], None]) -> None:
+        self.free = units
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._short = short
+
+    async def take(self) -> None:
+        if self.free > 0 and not self._waiters:
+            self.free -= 1
+            return
+        self._short()
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.give(1)  # handed a unit, then cancelled before it ran: the unit goes on
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(future)
+            raise
+
+    def give(self, count: int = 1) -> None:
+        waiters = self._waiters
+        while count and waiters:
+            future = waiters.popleft()
+            if not future.done():
+                future.set_result(None)  # handed over: `free` is unchanged
+                count -= 1
+        self.free += count

@@ -228,7 +228,7 @@ class ItemWorker:
                 if item is not None:  # the call's budget unit comes back when the answer is committed
                     item.commits.append(answers.submit(Answer(key=item.key, call=node.id, fingerprint=fingerprint, output=output), unit=attempts > 0))
                 elif attempts:  # a call made for no item (a gather) records nothing
-                    answers.budget.release()
+                    answers.budget.give()
         (into if into is not None else earlier)[node.output] = output
         return attempts
 
@@ -272,7 +272,7 @@ class ItemWorker:
                     raise CallsStopped from None
             async with semaphore:
                 if budget is not None:
-                    await budget.acquire()
+                    await budget.take()
                 try:
                     sent = time.monotonic()
                     progress.calls += 1
@@ -284,7 +284,7 @@ class ItemWorker:
                     limiter.reply(sent)
                 except BaseException:
                     if budget is not None:
-                        budget.release()
+                        budget.give()
                     raise
             try:
                 if response.notice is not None:
@@ -299,7 +299,7 @@ class ItemWorker:
                     await asyncio.to_thread(cache.put, key, response)  # only answers that parsed and validated
             except BaseException:
                 if budget is not None:
-                    budget.release()
+                    budget.give()
                 raise
             return parsed  # with the budget's unit, given back at the answer's commit (see `step`)
 
