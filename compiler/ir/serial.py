@@ -8,10 +8,13 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
+import math
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import fields
 from typing import Any
+
+import orjson
 
 from ..span import Span
 from .common import mask_passwords
@@ -93,10 +96,10 @@ def _json_pieces(plan: Plan, indent: int | None) -> Iterator[str]:
     identity = _digest(memo.compact(_plan_data(plan, True, memo)))
     head = _plan_data(plan, False, _Memo(splice=False, ids=memo.ids))
     if plan.kind != "pipeline":
-        yield json.dumps({"id": identity, **head}, indent=indent, sort_keys=True, ensure_ascii=False) + "\n"
+        yield _dumps({"id": identity, **head}, indent) + "\n"
         return
     marker = f"plans-{identity}"
-    text = json.dumps({"id": identity, **head, "plans": marker}, indent=indent, sort_keys=True, ensure_ascii=False)
+    text = _dumps({"id": identity, **head, "plans": marker}, indent)
     before, after = text.split(json.dumps(marker))
     yield before + "{"
     pad = "\n" + " " * (2 * indent) if indent else ""
@@ -161,7 +164,30 @@ class _Memo:
 
 
 def _compact(data: Any) -> str:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _dumps(data, None)
+
+
+def _dumps(data: Any, indent: int | None) -> str:
+    """`json.dumps(data, indent=indent, sort_keys=True, ensure_ascii=False)`, compact without `indent`, byte for
+    byte; through orjson, about five times faster on a plan, where it writes the same bytes (`_data` wraps the
+    floats it would write otherwise, and integers beyond 64 bits, keys that are not text and lone surrogates
+    make it refuse): anything it refuses goes to `json`."""
+    if indent in (None, 2):
+        try:
+            return orjson.dumps(data, option=_INDENTED if indent else orjson.OPT_SORT_KEYS).decode()
+        except TypeError:  # orjson.JSONEncodeError
+            pass
+    if indent is None:
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(data, indent=indent, sort_keys=True, ensure_ascii=False)
+
+
+_INDENTED = orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2
+
+
+class _Float(float):
+    """A float orjson would write otherwise than `json` (NaN, infinities, `1e-05`): orjson refuses the subclass,
+    `json` writes it as the float it is."""
 
 
 def _job_plans(plan: Plan, memo: _Memo) -> dict[str, Plan]:
@@ -210,7 +236,8 @@ def _node_data(node: Node, for_hash: bool, memo: _Memo) -> dict[str, Any]:
     return data
 
 
-_PLAIN = frozenset({str, int, float, bool, type(None)})
+_PLAIN = frozenset({str, int, bool, type(None)})
+"""Values written as they are. Floats are not: `_data` looks at each (a plan has few)."""
 
 
 _FIELD_NAMES: dict[tuple[type, bool], tuple[str, ...]] = {}
@@ -232,6 +259,8 @@ def _data(value: Any, for_hash: bool) -> Any:
     kind = type(value)
     if kind in _PLAIN:
         return value
+    if kind is float:
+        return value if math.isfinite(value) and "e" not in repr(value) else _Float(value)
     if kind is Frozen:
         return {k: v if type(v) in _PLAIN else _data(v, for_hash) for k, v in value._items.items()}
     if kind is tuple or kind is list:
