@@ -238,7 +238,7 @@ class _Converter:
         try:
             if kind is yaml.MappingNode:
                 return self.mapping(node)
-            if node.tag != _TAG + "seq":
+            if node.tag != _SEQUENCE:
                 self.unsupported_tag(node)
             return [self.value(item) for item in node.value]
         finally:
@@ -279,8 +279,10 @@ class _Converter:
         )
 
     def mapping(self, node: yaml.Node) -> dict[str, Any]:
-        if node.tag != _TAG + "map":
+        if node.tag != _MAPPING:
             self.unsupported_tag(node)
+        # Without aliases, a text value is taken here: `value` would count nothing and return the same.
+        text_at_once = not self.aliased
         result: dict[str, Any] = {}
         key_nodes: dict[str, yaml.Node] = {}
         merges: list[yaml.Node] = []
@@ -309,7 +311,10 @@ class _Converter:
                 )
                 continue
             key_nodes[key] = key_node
-            result[key] = self.value(value_node)
+            if text_at_once and value_node.tag == _STR and type(value_node) is yaml.ScalarNode:
+                result[key] = value_node.value
+            else:
+                result[key] = self.value(value_node)
         for merge in merges:
             for source in merge.value if type(merge) is yaml.SequenceNode else [merge]:
                 if type(source) is not yaml.MappingNode:
