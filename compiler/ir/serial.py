@@ -262,6 +262,8 @@ def _data(value: Any, for_hash: bool) -> Any:
     if kind in _PLAIN:
         return value
     if kind is float:
+        if 1e-4 <= abs(value) < 1e16:  # repr writes no exponent here: no need to ask it
+            return value
         return value if math.isfinite(value) and "e" not in repr(value) else _Float(value)
     if kind is Frozen:
         return {k: v if type(v) in _PLAIN else _data(v, for_hash) for k, v in value._items.items()}
