@@ -208,7 +208,7 @@ def check_files(index: WorkspaceIndex, files: Sequence[FileIndex], *, strict: bo
         for schema in file.schema:
             found.extend(schema)
         found.extend(named.get(file.shown, ()))
-        records = []
+        findings: list[tuple[tuple[Diagnostic, ...], ...]] = []
         for position, entry in enumerate(file.documents):
             record = file.records[position]
             if strict or record is None or not answers.hold(record):
@@ -216,10 +216,12 @@ def check_files(index: WorkspaceIndex, files: Sequence[FileIndex], *, strict: bo
                 if not strict:
                     file.records[position] = record
                     file.changed = True
-            records.append(record)
+            stages = record.stages
+            if any(stages):  # most documents have no findings: skipped once, not once per check
+                findings.append(stages)
         for stage in range(len(SEMANTIC_CHECKS)):
-            for record in records:
-                found.extend(record.stages[stage])
+            for stages in findings:
+                found.extend(stages[stage])
     return found
 
 
@@ -272,7 +274,15 @@ class _Answers:
 
     def hold(self, record: Record) -> bool:
         """Whether every answer `record` was given is still the answer."""
-        return all(self(tuple(query)) == answer for query, answer in record.queries)
+        known = self.known  # `__call__` inlined: a warm check of 2,000 jobs asks this 7,000 times
+        for query, answer in record.queries:
+            key = tuple(query)
+            found = known.get(key, _UNKNOWN)
+            if found is _UNKNOWN:
+                found = known[key] = self._answer(key)
+            if found != answer:
+                return False
+        return True
 
 
 _UNKNOWN = object()

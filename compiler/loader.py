@@ -21,7 +21,8 @@ try:
 except ImportError:  # pragma: no cover - libyaml is present on every supported platform wheel
     from yaml import SafeLoader as _BaseLoader  # type: ignore[assignment]
 
-_RESOLVED: dict[tuple[str, bool, bool], str] = {}
+_RESOLVED: dict[tuple[bool, bool], dict[str, str]] = {}
+"""Each scalar's tag by its `implicit` flags, then by its text: two lookups, and no key tuple made per node."""
 _RESOLVED_LIMIT = 100_000
 
 
@@ -31,7 +32,9 @@ class _Loader(_BaseLoader):
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
-        if not self.yaml_path_resolvers:
+        self.plain = not self.yaml_path_resolvers
+        """No path resolvers (none are registered): a collection's tag is the default one."""
+        if self.plain:
             # The composer calls these around every node, to match path resolvers; there are none, so builtins
             # that accept the same arguments and do nothing stand in for PyYAML's Python methods (9% of a parse).
             self.descend_resolver = {}.get  # type: ignore[method-assign,assignment]
@@ -39,13 +42,17 @@ class _Loader(_BaseLoader):
 
     def resolve(self, kind: type, value: str, implicit: tuple[bool, bool]) -> str:
         if kind is not yaml.ScalarNode:
+            if self.plain:  # what PyYAML's resolver answers, without its Python call (a tenth of the calls)
+                return _SEQUENCE if kind is yaml.SequenceNode else _MAPPING
             return str(super().resolve(kind, value, implicit))  # type: ignore[no-untyped-call]
-        key = (value, *implicit)
-        tag = _RESOLVED.get(key)
+        table = _RESOLVED.get(implicit)
+        if table is None:
+            table = _RESOLVED[implicit] = {}
+        tag = table.get(value)
         if tag is None:
             tag = str(super().resolve(kind, value, implicit))  # type: ignore[no-untyped-call]
-            if len(_RESOLVED) < _RESOLVED_LIMIT:
-                _RESOLVED[key] = tag
+            if len(table) < _RESOLVED_LIMIT:
+                table[value] = tag
         return tag
 
 ALIAS_EXPANSION_LIMIT = 100_000
@@ -55,6 +62,7 @@ MAX_DEPTH = 200
 
 _TAG = "tag:yaml.org,2002:"
 _STR, _MERGE = _TAG + "str", _TAG + "merge"
+_SEQUENCE, _MAPPING = _TAG + "seq", _TAG + "map"
 _KEEP_AS_TEXT = {_TAG + "timestamp", _TAG + "binary", _TAG + "value"}
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()
 _SCALARS = {
@@ -230,7 +238,7 @@ class _Converter:
         try:
             if kind is yaml.MappingNode:
                 return self.mapping(node)
-            if node.tag != _TAG + "seq":
+            if node.tag != _SEQUENCE:
                 self.unsupported_tag(node)
             return [self.value(item) for item in node.value]
         finally:
@@ -271,8 +279,10 @@ class _Converter:
         )
 
     def mapping(self, node: yaml.Node) -> dict[str, Any]:
-        if node.tag != _TAG + "map":
+        if node.tag != _MAPPING:
             self.unsupported_tag(node)
+        # Without aliases, a text value is taken here: `value` would count nothing and return the same.
+        text_at_once = not self.aliased
         result: dict[str, Any] = {}
         key_nodes: dict[str, yaml.Node] = {}
         merges: list[yaml.Node] = []
@@ -301,7 +311,10 @@ class _Converter:
                 )
                 continue
             key_nodes[key] = key_node
-            result[key] = self.value(value_node)
+            if text_at_once and value_node.tag == _STR and type(value_node) is yaml.ScalarNode:
+                result[key] = value_node.value
+            else:
+                result[key] = self.value(value_node)
         for merge in merges:
             for source in merge.value if type(merge) is yaml.SequenceNode else [merge]:
                 if type(source) is not yaml.MappingNode:

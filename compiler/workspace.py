@@ -160,18 +160,21 @@ def discover(paths: Sequence[str], sink: Diagnostics) -> Layout:
         if not found:
             sink.emit("no-yaml-files", "no YAML files here", None, file=display_path(target))
         files.extend(found)
-    files = _unique(files)
+    real: dict[Path, Path] = {}
+    files = _unique(files, real)
     root = find_root(targets[0]) if targets[0].exists() else None
     folder = root or workspace_folder(targets[0])
-    checked = {f.resolve() for f in files}
+    checked = {real[f] for f in files}
     context_files: list[Path] = []
     if folder.is_dir():
-        context_files.extend(f for f in yaml_files(folder) if f.resolve() not in checked)
+        # `sleipnir check` in the workspace's folder walks it once, not twice.
+        around = found if len(targets) == 1 and folder == targets[0] else yaml_files(folder)
+        context_files.extend(f for f in around if _resolved(f, real) not in checked)
     return Layout(
         root=root,
         folder=folder,
         checked=tuple(files),
-        context=tuple(_unique(context_files)),
+        context=tuple(_unique(context_files, real)),
         stdlib=tuple(f for f in stdlib_files() if f.resolve() not in checked),
     )
 
@@ -205,11 +208,20 @@ def _in(root: Path | None, document: Document) -> bool:
     return root is not None and Path(document.file).absolute().parent == root.absolute()
 
 
-def _unique(files: Iterable[Path]) -> list[Path]:
+def _resolved(path: Path, real: dict[Path, Path]) -> Path:
+    """`path.resolve()`, once per path in `real` (each is a system call per folder in the path)."""
+    found = real.get(path)
+    if found is None:
+        found = real[path] = path.resolve()
+    return found
+
+
+def _unique(files: Iterable[Path], real: dict[Path, Path] | None = None) -> list[Path]:
     seen: set[Path] = set()
     unique = []
+    real = {} if real is None else real
     for path in files:
-        key = path.resolve()
+        key = _resolved(path, real)
         if key not in seen:
             seen.add(key)
             unique.append(path)

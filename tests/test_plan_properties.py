@@ -20,6 +20,7 @@ import contextlib
 import copy
 import hashlib
 import itertools
+import json
 import re
 import tempfile
 import textwrap
@@ -961,3 +962,27 @@ def test_a_plan_with_list_params_survives_its_json_round_trip(here: Folder) -> N
     job = planned("listy")
     assert from_json(to_json(job)) == job
     assert hash(job) == hash(from_json(to_json(job)))
+
+
+_JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(value=_JSON_VALUES, indent=st.sampled_from([None, 2, 4]))
+def test_the_plan_json_writer_writes_what_json_writes(value: Any, indent: int | None) -> None:
+    """The plan's JSON goes through orjson where orjson writes the same bytes, and through `json` otherwise
+    (floats such as `1e-05`, NaN, integers beyond 64 bits, lone surrogates): either way, `json`'s bytes."""
+    from sleipnir.compiler.ir import serial
+
+    written = serial._dumps(serial._data(value, False), indent)
+    if indent is None:
+        assert written == json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    else:
+        assert written == json.dumps(value, indent=indent, sort_keys=True, ensure_ascii=False)

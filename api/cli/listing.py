@@ -6,19 +6,22 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import click
-from click.shell_completion import CompletionItem
 
 from ..compiler.index import WorkspaceIndex
 from ..compiler.selection import KINDS, TAG, Entry, entries, select, workspace_index
+
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
+
 from .common import EXIT_OK, EXIT_PROBLEMS, F, color_option, echo, guarded, use_color
 
 RUNNABLE = ("job", "pipeline")
 
 
-Completer = Callable[[click.Context, click.Parameter, str], list[CompletionItem]]
+Completer: TypeAlias = "Callable[[click.Context, click.Parameter, str], list[CompletionItem]]"
 
 
 def complete_names(kinds: Sequence[str], *, tags: bool = False) -> Completer:
@@ -35,6 +38,8 @@ def complete_names(kinds: Sequence[str], *, tags: bool = False) -> Completer:
                 found = {e.name for e in entries(index, kinds, tags=False)}
         except Exception:  # completion must never print a traceback into the user's prompt
             return []
+        from click.shell_completion import CompletionItem  # only when completing: not on every command
+
         return [CompletionItem(name) for name in sorted(found) if name.startswith(incomplete)]
 
     return complete

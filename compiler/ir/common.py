@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import functools
 import math
@@ -124,6 +123,8 @@ def suffix_format(path: str) -> str:
 
 def did_you_mean(name: str, candidates: Iterable[str], *, cutoff: float = 0.6) -> str | None:
     """The closest candidate to `name`, for a "did you mean" help line; None when nothing is close."""
+    import difflib  # only when a name is unknown: a check that finds nothing wrong does not import it
+
     matches = difflib.get_close_matches(name, list(candidates), n=1, cutoff=cutoff)
     return matches[0] if matches else None
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
+import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import fields
 from typing import Any
+
+import orjson
 
 from ..span import Span
 from .common import mask_passwords
@@ -93,10 +96,10 @@ def _json_pieces(plan: Plan, indent: int | None) -> Iterator[str]:
     identity = _digest(memo.compact(_plan_data(plan, True, memo)))
     head = _plan_data(plan, False, _Memo(splice=False, ids=memo.ids))
     if plan.kind != "pipeline":
-        yield json.dumps({"id": identity, **head}, indent=indent, sort_keys=True, ensure_ascii=False) + "\n"
+        yield _dumps({"id": identity, **head}, indent) + "\n"
         return
     marker = f"plans-{identity}"
-    text = json.dumps({"id": identity, **head, "plans": marker}, indent=indent, sort_keys=True, ensure_ascii=False)
+    text = _dumps({"id": identity, **head, "plans": marker}, indent)
     before, after = text.split(json.dumps(marker))
     yield before + "{"
     pad = "\n" + " " * (2 * indent) if indent else ""
@@ -161,7 +164,30 @@ class _Memo:
 
 
 def _compact(data: Any) -> str:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _dumps(data, None)
+
+
+def _dumps(data: Any, indent: int | None) -> str:
+    """`json.dumps(data, indent=indent, sort_keys=True, ensure_ascii=False)`, compact without `indent`, byte for
+    byte; through orjson, about five times faster on a plan, where it writes the same bytes (`_data` wraps the
+    floats it would write otherwise, and integers beyond 64 bits, keys that are not text and lone surrogates
+    make it refuse): anything it refuses goes to `json`."""
+    if indent in (None, 2):
+        try:
+            return orjson.dumps(data, option=_INDENTED if indent else orjson.OPT_SORT_KEYS).decode()
+        except TypeError:  # orjson.JSONEncodeError
+            pass
+    if indent is None:
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(data, indent=indent, sort_keys=True, ensure_ascii=False)
+
+
+_INDENTED = orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2
+
+
+class _Float(float):
+    """A float orjson would write otherwise than `json` (NaN, infinities, `1e-05`): orjson refuses the subclass,
+    `json` writes it as the float it is."""
 
 
 def _job_plans(plan: Plan, memo: _Memo) -> dict[str, Plan]:
@@ -204,13 +230,16 @@ def _plan_data(plan: Plan, for_hash: bool, memo: _Memo) -> dict[str, Any]:
 
 def _node_data(node: Node, for_hash: bool, memo: _Memo) -> dict[str, Any]:
     data: dict[str, Any] = {"kind": node.kind}
+    plain = _PLAIN
     for name in _field_names(type(node), for_hash):
         value = getattr(node, name)
-        data[name] = _job_id(value, memo) if type(value) is Plan else _data(value, for_hash)
+        kind = type(value)
+        data[name] = value if kind in plain else _job_id(value, memo) if kind is Plan else _data(value, for_hash)
     return data
 
 
-_PLAIN = frozenset({str, int, float, bool, type(None)})
+_PLAIN = frozenset({str, int, bool, type(None)})
+"""Values written as they are. Floats are not: `_data` looks at each (a plan has few)."""
 
 
 _FIELD_NAMES: dict[tuple[type, bool], tuple[str, ...]] = {}
@@ -232,6 +261,10 @@ def _data(value: Any, for_hash: bool) -> Any:
     kind = type(value)
     if kind in _PLAIN:
         return value
+    if kind is float:
+        if 1e-4 <= abs(value) < 1e16:  # repr writes no exponent here: no need to ask it
+            return value
+        return value if math.isfinite(value) and "e" not in repr(value) else _Float(value)
     if kind is Frozen:
         return {k: v if type(v) in _PLAIN else _data(v, for_hash) for k, v in value._items.items()}
     if kind is tuple or kind is list:
@@ -240,20 +273,66 @@ def _data(value: Any, for_hash: bool) -> Any:
 
 
 def _other_data(value: Any, for_hash: bool) -> Any:
-    if isinstance(value, Secret):
-        if for_hash:
-            # A rotated key must not change the plan id that resume state is keyed by.
-            return {SECRET_KEY: "", "ref": value.ref, "names": list(value.names)}
-        return {SECRET_KEY: str(value), "ref": value.ref, "names": list(value.names), "digest": value.digest}
-    if isinstance(value, Span):
-        return {f: getattr(value, f) for f in ("file", "line", "column", "end_line", "end_column")}
-    if isinstance(value, Mapping):
-        return {str(k): _data(v, for_hash) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_data(v, for_hash) for v in value]
-    if hasattr(value, "__dataclass_fields__"):
-        return {name: _data(getattr(value, name), for_hash) for name in _field_names(type(value), for_hash)}
+    convert = _CONVERTERS.get(type(value))
+    if convert is None:
+        convert = _CONVERTERS[type(value)] = _converter(type(value))
+    return convert(value, for_hash)
+
+
+def _secret_data(value: Secret, for_hash: bool) -> dict[str, Any]:
+    if for_hash:
+        # A rotated key must not change the plan id that resume state is keyed by.
+        return {SECRET_KEY: "", "ref": value.ref, "names": list(value.names)}
+    return {SECRET_KEY: str(value), "ref": value.ref, "names": list(value.names), "digest": value.digest}
+
+
+def _span_data(value: Span, for_hash: bool) -> dict[str, Any]:
+    return {
+        "file": value.file,
+        "line": value.line,
+        "column": value.column,
+        "end_line": value.end_line,
+        "end_column": value.end_column,
+    }
+
+
+def _mapping_data(value: Mapping[Any, Any], for_hash: bool) -> dict[str, Any]:
+    return {str(k): _data(v, for_hash) for k, v in value.items()}
+
+
+def _sequence_data(value: list[Any] | tuple[Any, ...], for_hash: bool) -> list[Any]:
+    return [_data(v, for_hash) for v in value]
+
+
+def _dataclass_data(value: Any, for_hash: bool) -> dict[str, Any]:
+    data = {}
+    for name in _field_names(type(value), for_hash):
+        item = getattr(value, name)
+        data[name] = item if type(item) in _PLAIN else _data(item, for_hash)
+    return data
+
+
+def _as_is(value: Any, for_hash: bool) -> Any:
     return value
+
+
+def _converter(kind: type) -> Callable[[Any, bool], Any]:
+    """How values of type `kind` become JSON data: decided once per type (the isinstance checks against ABCs
+    were a tenth of writing a 2,000-job pipeline's JSON)."""
+    if issubclass(kind, Secret):
+        return _secret_data
+    if issubclass(kind, Span):
+        return _span_data
+    if issubclass(kind, Mapping):
+        return _mapping_data
+    if issubclass(kind, list | tuple):
+        return _sequence_data
+    if hasattr(kind, "__dataclass_fields__"):
+        return _dataclass_data
+    return _as_is
+
+
+_CONVERTERS: dict[type, Callable[[Any, bool], Any]] = {}
 
 
 def from_json(text: str) -> Plan:
