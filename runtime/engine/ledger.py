@@ -113,7 +113,6 @@ class Ledger:
     def __init__(self, url: str, root: str = ".") -> None:
         self.url = url
         self._lock = threading.Lock()
-        self._answer_statements: dict[int, str] = {}
         # Connections are made as the sources and sinks make them: one reading of a URL, passwords masked.
         database = parse_database_url(url, root=root)
         self._postgres = database.kind == "postgresql"
@@ -288,28 +287,14 @@ class Ledger:
         if not answers:
             return
         now = time.time()
-        # The newest answer of a call in the group: one multi-row statement may not upsert a row twice.
-        latest = {(a.key, a.call): a for a in answers}
-        values: list[Any] = []
-        for a in latest.values():
-            values += (plan_id, a.key, a.call, a.fingerprint, answer_json(a.output), now)
-        # One statement for the group, not one per answer: each statement is a round trip between the event loop
-        # and this thread for the interpreter lock (and, on PostgreSQL, to the server).
+        rows = [(plan_id, a.key, a.call, a.fingerprint, answer_json(a.output), now) for a in answers]
+        sql = self._sql(
+            "INSERT INTO sleipnir_answers (plan_id, item_key, call_id, fingerprint, output, recorded_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (plan_id, item_key, call_id) DO UPDATE SET "
+            "fingerprint = excluded.fingerprint, output = excluded.output, recorded_at = excluded.recorded_at"
+        )
         with self._transaction() as cursor:
-            for start in range(0, len(values), _ANSWER_ROWS * 6):
-                chunk = values[start : start + _ANSWER_ROWS * 6]
-                cursor.execute(self._answers_sql(len(chunk) // 6), chunk)
-
-    def _answers_sql(self, rows: int) -> str:
-        sql = self._answer_statements.get(rows)
-        if sql is None:
-            sql = self._answer_statements[rows] = self._sql(
-                "INSERT INTO sleipnir_answers (plan_id, item_key, call_id, fingerprint, output, recorded_at) VALUES "
-                + ", ".join(["(?, ?, ?, ?, ?, ?)"] * rows)
-                + " ON CONFLICT (plan_id, item_key, call_id) DO UPDATE SET fingerprint = excluded.fingerprint, "
-                "output = excluded.output, recorded_at = excluded.recorded_at"
-            )
-        return sql
+            cursor.executemany(sql, rows)
 
     def answers(self, plan_id: str, keys: Sequence[str]) -> dict[str, dict[str, tuple[str, Any]]]:
         """The recorded answers of `keys`: item key -> call id -> (request fingerprint, output)."""
@@ -368,10 +353,6 @@ class Ledger:
             )
             rows = cursor.fetchall()
         return [run_record(r) for r in rows]
-
-
-_ANSWER_ROWS = 500
-"""Answers a statement records at most (6 parameters each: SQLite allows 32,766 since 3.32, PostgreSQL 65,535)."""
 
 
 def answer_json(value: Any) -> str:
