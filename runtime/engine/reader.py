@@ -35,6 +35,10 @@ class Reader:
         self.ledger_has_items = resume
         """A run with nothing recorded before has nothing to look up: every key it reads is new to the ledger."""
         self.ledger_has_answers = answers
+        concurrency, size = run.shape.concurrency, max(1, run.shape.source.batch_size)
+        self.open_limit = -(-4 * concurrency // size) + 2
+        """Batches read and not yet written, at most: the workers (2 x concurrency) and the queue (as many) hold
+        at most 4 x concurrency items, so the slots stay full."""
 
     async def read(self, source: Any, queue: asyncio.Queue[Any]) -> None:
         run = self.run
@@ -68,6 +72,8 @@ class Reader:
                 if limit is not None and index >= limit:
                     break
                 continue
+            # Read no further ahead than the items the workers and the queue can hold, in batches, and two more.
+            await self.writer.room(self.open_limit)
             self.writer.open.append(batch)
             for entry in todo:
                 if isinstance(entry, RowError):

@@ -68,6 +68,10 @@ class Writer:
         """Keys read in this run and not yet recorded: a repeated key is not processed twice."""
         self.in_order = run.shape.source.batch_strategy == "sequential"
         self._lock = asyncio.Lock()
+        self._flushing = False
+        """A worker is writing the complete batches at the head of `open` (`finished`)."""
+        self._room = asyncio.Event()
+        run.on_stop.append(self._room.set)  # a stopped run's open batches are never all done: the reader goes on
         self._acknowledging: dict[asyncio.Future[None], int] = {}
         """Items waiting for each commit of answers, to be counted when it is done."""
 
@@ -146,12 +150,29 @@ class Writer:
             await self.flush(batch)
             with contextlib.suppress(ValueError):
                 self.open.remove(batch)
+            self._room.set()
             return
-        while self.open and self.open[0].pending <= 0:
-            head = self.open[0]
-            await self.flush(head)
-            with contextlib.suppress(ValueError):
-                self.open.remove(head)
+        # One worker at a time writes the complete batches at the head; the others go back to their items (the
+        # one writing checks the head again after each write, so it sees a batch another completes meanwhile).
+        if self._flushing:
+            return
+        self._flushing = True
+        try:
+            while self.open and self.open[0].pending <= 0:
+                head = self.open[0]
+                await self.flush(head)
+                with contextlib.suppress(ValueError):
+                    self.open.remove(head)
+                self._room.set()
+        finally:
+            self._flushing = False
+
+    async def room(self, limit: int) -> None:
+        """Wait until fewer than `limit` batches are open, or the run stops: the reader reads no further ahead of
+        the writes."""
+        while len(self.open) >= limit and self.run.stopping is None:
+            self._room.clear()
+            await self._room.wait()
 
     # -- writing ------------------------------------------------------------------------------------------
 
