@@ -57,10 +57,11 @@ def test_300_rows_through_429s_500s_and_dropped_connections_are_each_written_onc
     limit = metrics["rate_limits"]["openai"]
     assert limit["rate_limited"] == seen["statuses"]["429"]
     # A fixed share of 429s does not collapse the rate (the old limiter halved it for every 429 in flight, down
-    # to 2 a minute). A decrease sets it to 0.9 of what a window served, so the floor is a share of the run's
+    # to 2 a minute). A decrease sets it to 0.9 of what a window served (a quiet window at the end serves less),
+    # so the floor is a fifth of the run's
     # own rate: on a loaded machine (a busy CI runner) that rate is lower, and so may the limiter's be.
     served = metrics["calls"] / max(metrics["execution_time"], 0.001) * 60
-    assert limit["requests_per_minute"] is None or limit["requests_per_minute"] >= min(600, 0.5 * served), (
+    assert limit["requests_per_minute"] is None or limit["requests_per_minute"] >= min(600, 0.2 * served), (
         f"the rate collapsed: {limit['requests_per_minute']}/min while the run served {served:.0f}/min"
     )
 

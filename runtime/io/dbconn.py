@@ -24,6 +24,7 @@ import decimal
 import json
 import re
 import sqlite3
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -176,13 +177,26 @@ def connect_sqlite(path: Path, *, read_only: bool = False) -> sqlite3.Connection
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-            # Switching to WAL takes a lock that another writer (a second job of a pipeline, a dask worker) may
-            # hold; a store already in WAL mode needs no switch.
-            if str(connection.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
-                connection.execute("PRAGMA journal_mode=WAL")
+            _switch_to_wal(connection)
     except (sqlite3.Error, OSError) as exc:
         raise DatabaseError(f"cannot open SQLite database {path}: {exc}") from exc
     return connection
+
+
+def _switch_to_wal(connection: sqlite3.Connection) -> None:
+    """Switch a new database to WAL. The switch takes a lock that another process opening the same new file (a
+    second job of a pipeline, a dask worker) may hold, and SQLite reports it as locked without waiting: try again
+    for up to 30 s, reading the mode each time (the other process may have switched it meanwhile)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if str(connection.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def connect_postgresql(url: str, *, autocommit: bool = False, read_only: bool = False) -> psycopg.Connection[Any]:
