@@ -35,6 +35,7 @@ import orjson
 
 from ...compiler.ir.common import mask_passwords
 from ..io.dbconn import connect_postgresql, connect_sqlite, parse_database_url
+from ..providers.base import any_float
 
 DONE = "succeeded"
 FAILED = "failed"
@@ -360,7 +361,7 @@ def answer_json(value: Any) -> str:
     `json.dumps` on a structured answer, and the state store records every answer), except for what orjson
     refuses (integers beyond 64 bits, keys that are not strings, other types: `json.dumps` with `str`) or writes
     otherwise (a NaN or an infinity, which it writes as null)."""
-    if not _non_finite(value):
+    if not any_float(value, lambda number: not math.isfinite(number)):
         try:
             return orjson.dumps(value).decode()
         except orjson.JSONEncodeError:
@@ -368,18 +369,6 @@ def answer_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-def _non_finite(value: Any) -> bool:
-    kind = type(value)
-    if kind is float:
-        return not math.isfinite(value)
-    if kind is dict:
-        return any(_non_finite(v) for v in value.values() if type(v) in _NESTED)
-    if kind is list:
-        return any(_non_finite(v) for v in value if type(v) in _NESTED)
-    return False
-
-
-_NESTED = (dict, list, float)
 
 
 class _Transaction:

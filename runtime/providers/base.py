@@ -7,7 +7,7 @@ retrying is the provider's call (it knows its protocol); the runtime's retry pol
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,15 +32,20 @@ def loads_answer(text: str) -> Any:
     return json.loads(text) if _huge(value) else value
 
 
-def _huge(value: Any) -> bool:
+def any_float(value: Any, test: Callable[[float], bool]) -> bool:
+    """Whether a float somewhere in `value` (dicts and lists, at any depth) passes `test`."""
     kind = type(value)
     if kind is float:
-        return bool(abs(value) >= 9.2e18)
+        return test(value)
     if kind is dict:
-        return any(_huge(v) for v in value.values() if type(v) in _NESTED)
+        return any(any_float(v, test) for v in value.values() if type(v) in _NESTED)
     if kind is list:
-        return any(_huge(v) for v in value if type(v) in _NESTED)
+        return any(any_float(v, test) for v in value if type(v) in _NESTED)
     return False
+
+
+def _huge(value: Any) -> bool:
+    return any_float(value, lambda number: abs(number) >= 9.2e18)
 
 
 _NESTED = (dict, list, float)
