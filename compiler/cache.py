@@ -15,32 +15,32 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from .workspace import package_folder
 
 CACHE_FOLDER = Path(".sleipnir") / "cache"
 """Where the cache lives, under the workspace root."""
-FORMAT = 1
+FORMAT = 2
 """The entry format; part of the compiler key."""
+RACY_NS = 2_000_000_000
+"""A file modified this close before its entry was written may have changed again within the same clock tick:
+its size and time are not trusted, its digest is compared."""
 
 
 @cache
 def compiler_key() -> str:
     """A digest of everything that decides a check's answer besides the files: the compiler's own source
-    files and grammars (which a new version changes) and the schemas it validates with. Hashing the source
-    rather than reading the version number also keeps an edited development install from trusting old entries."""
+    files and grammars (which a new version changes) and the schemas it validates with, each by its name, size
+    and modification time. Those rather than the version number keep an edited development install from
+    trusting old entries; rather than their text, since reading 1 MB of source was 1.5 ms of every check."""
     digest = hashlib.sha1(f"{FORMAT}".encode())
     for package in ("sleipnir.compiler", "sleipnir.schema"):
         folder = str(package_folder(package))
-        found: list[str] = []
         for here, subfolders, files in os.walk(folder):
-            subfolders[:] = [s for s in subfolders if s != "__pycache__"]  # not listed: a third of the time
-            found.extend(os.path.join(here, name) for name in files if name.endswith((".py", ".lark", ".json")))
-        for path in sorted(found):
-            digest.update(os.path.relpath(path, folder).encode())
-            with open(path, "rb") as source:
-                digest.update(source.read())
+            subfolders[:] = sorted(s for s in subfolders if s != "__pycache__")  # not listed: a third of the time
+            for name in sorted(files):
+                if name.endswith((".py", ".lark", ".json")):
+                    stat = os.stat(os.path.join(here, name))
+                    digest.update(f"{here[len(folder):]}/{name}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:20]
 
 
@@ -67,6 +67,8 @@ class Cache:
         entry = self.memory.get(source)
         if entry is not None:
             return entry
+        import orjson  # imported when an entry is read: a replayed check (`snapshot`) reads none
+
         try:
             data = orjson.loads(self._file(source).read_bytes())  # half json's time; its errors are ValueErrors
         except (OSError, ValueError):
@@ -80,6 +82,12 @@ class Cache:
         """Store `entry` for `source`, atomically. A cache that cannot be written is no error: it stays cold."""
         entry["source"] = source
         self.memory[source] = entry
+        # orjson: a tenth of json.dumps's time on an entry (and json.dump's pure-Python encoder was a fifth of a
+        # cold check of 2,000 jobs). What it refuses (a lone surrogate) goes to json.
+        self.write(self._file(source), _encoded(entry))
+
+    def write(self, target: Path, data: bytes) -> None:
+        """Write `data` to `target` in the cache's folder, atomically; a folder that cannot be written is no error."""
         try:
             if not self.made:
                 self.folder.mkdir(parents=True, exist_ok=True)
@@ -87,20 +95,19 @@ class Cache:
             # A name no other writer uses (tempfile would cost 20 ms of imports on every check).
             temporary = self.folder / f".entry-{os.getpid()}-{os.urandom(6).hex()}.tmp"
             try:
-                # orjson: a tenth of json.dumps's time on an entry (and json.dump's pure-Python encoder was a
-                # fifth of a cold check of 2,000 jobs). What it refuses (a lone surrogate) goes to json.
                 with open(temporary, "xb") as out:
-                    out.write(_encoded(entry))
-                os.replace(temporary, self._file(source))
+                    out.write(data)
+                os.replace(temporary, target)
             except BaseException:
                 temporary.unlink(missing_ok=True)
                 raise
         except OSError:
             self.made = False  # the folder may have been removed meanwhile (a long-lived language server)
-            return
 
 
 def _encoded(entry: dict[str, Any]) -> bytes:
+    import orjson
+
     try:
         return orjson.dumps(entry)
     except TypeError:  # orjson.JSONEncodeError

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 from .diagnostics import Diagnostics
-from .ir.common import suggestion_help
 from .loader import YamlDocument, locate, node_span
 from .span import Span
 
@@ -99,6 +99,45 @@ def classify(documents: Iterable[YamlDocument], sink: Diagnostics) -> list[Docum
     return result
 
 
+def document_key(text: str, document: Document) -> str:
+    """A digest of the whole lines `document` spans in its file's `text`, of where it starts and of its kind: a
+    document whose key is unchanged after an edit elsewhere in the file is the same document, with the same
+    verdicts (`index.FileIndex.keys`, `snapshot`)."""
+    start, end = document.root.start_mark, document.root.end_mark
+    first = text.rfind("\n", 0, start.index) + 1
+    last = text.find("\n", end.index)
+    lines = text[first : len(text) if last < 0 else last]
+    return hashlib.sha1(f"{start.line}:{start.column}:{document.kind}\n{lines}".encode()).hexdigest()
+
+
+def stream_shape(text: str, documents: Sequence[Document]) -> str | None:
+    """A digest of what a file's `documents` are, the comments after each aside: each one's kind, place in the
+    stream, start, and text from its first line to the end of its last value. Two texts of a file with the same
+    shape hold the same documents, whose nodes start where they did (`snapshot` replays a check's answer across
+    such an edit). None when a `%` directive could change what a tag means."""
+    if text.startswith("%") or "\n%" in text:
+        return None
+    digest = hashlib.sha1()
+    for document in documents:
+        root = document.root
+        start, end = root.start_mark, root.end_mark.index
+        if text.find("&", start.index, end) < 0:  # without an anchor, no value is an earlier node's alias
+            end = _last_value_end(root)
+        first = text.rfind("\n", 0, start.index) + 1
+        digest.update(f"{document.index}:{start.line}:{start.column}:{document.kind}:{end - first}\n".encode())
+        digest.update(text[first:end].encode())
+    return digest.hexdigest()
+
+
+def _last_value_end(node: yaml.Node) -> int:
+    """Where the last value below `node` ends. A block collection's own end is the next token's start, past the
+    comments after it; its last value (an empty one: the next token's start too) ends where its text does."""
+    while not getattr(node, "flow_style", True) and node.value:
+        last = node.value[-1]
+        node = last[1] if isinstance(last, tuple) else last
+    return int(node.end_mark.index)
+
+
 def _document(kind: str, document: YamlDocument) -> Document:
     return Document(kind=kind, file=document.file, index=document.index, value=document.value, root=document.root)
 
@@ -127,6 +166,8 @@ def _kind_of(document: YamlDocument, sink: Diagnostics) -> str | None:
             help="put each job, template, pipeline, stack or prompt in its own document (separate them with `---`)",
         )
         return None
+    from .ir.common import suggestion_help  # only for this message: a replayed check never needs it
+
     first = next(iter(value))
     key_node, _ = locate(document.root, (first,))
     sink.emit(

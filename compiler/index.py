@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cache import Cache
+from .cache import RACY_NS, Cache
 from .codes import Severity
 from .diagnostics import Diagnostic, Diagnostics, Label
-from .documents import WORKSPACE, Document, classify
+from .documents import WORKSPACE, Document, classify, document_key, stream_shape
 from .loader import SourceFile, decode, load
 from .registry import Named, Registry
 from .schemas import fast_validator
@@ -98,6 +98,8 @@ class FileIndex:
     keys: tuple[str, ...] = ()
     """Each document's text (its whole lines) and place, digested: an edit elsewhere in the file leaves a
     document's key, and so its record, as it was."""
+    shape: str | None = None
+    """`documents.stream_shape` of its text, when reading it found no problem (for `snapshot`)."""
     parsed: list[Document] | None = None
     text: str | None = None
     changed: bool = True
@@ -109,6 +111,7 @@ class FileIndex:
             "digest": self.digest,
             "size": self.size,
             "mtime": self.mtime,
+            "shape": self.shape,
             "written": time.time_ns(),
             "load": [_diagnostic_data(d) for d in self.load],
             "documents": [
@@ -162,6 +165,7 @@ def _from_entry(path: Path, shown: str, entry: Mapping[str, Any]) -> FileIndex:
         schema=tuple(schemas),
         records=records,
         keys=tuple(str(data.get("key", "")) for data in entry["documents"]),
+        shape=_optional_text(entry.get("shape")),
         changed=False,
     )
 
@@ -188,7 +192,7 @@ def parse(
     are compared before a record is used)."""
     sink = Diagnostics()
     text, documents = _documents(shown, data, sink)
-    keys = tuple(_key(text or "", document) for document in documents)
+    keys = tuple(document_key(text or "", document) for document in documents)
     kept = _kept_records(previous, shown, keys)
     entries = []
     schemas = []
@@ -210,18 +214,10 @@ def parse(
         schema=tuple(schemas),
         records=[kept.get(key) for key in keys],
         keys=keys,
+        shape=None if sink.items or text is None else stream_shape(text, documents),
         parsed=documents,
         text=text,
     )
-
-
-def _key(text: str, document: Document) -> str:
-    """A digest of the whole lines `document` spans and of where it starts."""
-    start, end = document.root.start_mark, document.root.end_mark
-    first = text.rfind("\n", 0, start.index) + 1
-    last = text.find("\n", end.index)
-    lines = text[first : len(text) if last < 0 else last]
-    return hashlib.sha1(f"{start.line}:{start.column}:{document.kind}\n{lines}".encode()).hexdigest()
 
 
 def _kept_records(previous: Mapping[str, Any] | None, shown: str, keys: Sequence[str]) -> dict[str, Record]:
@@ -246,11 +242,6 @@ def _documents(shown: str, data: bytes, sink: Diagnostics) -> tuple[str | None, 
     return text, classify(load(text, shown, sink), sink) if text is not None else []
 
 
-_RACY_NS = 2_000_000_000
-"""A file modified this close before its entry was written may have changed again within the same clock tick:
-its size and time are not trusted, its digest is compared."""
-
-
 def read(path: Path, cache: Cache | None, overlay: Mapping[Path, str]) -> FileIndex:
     """The index of the file at `path` (absolute): from the cache when its size and time, or else its digest,
     match the entry; parsed otherwise. Raises `OSError` when it cannot be read."""
@@ -266,7 +257,7 @@ def read(path: Path, cache: Cache | None, overlay: Mapping[Path, str]) -> FileIn
         and entry.get("size") == stat.st_size
         and entry.get("mtime") == stat.st_mtime_ns
         and isinstance(entry.get("written"), int)
-        and stat.st_mtime_ns < entry["written"] - _RACY_NS
+        and stat.st_mtime_ns < entry["written"] - RACY_NS
     ):
         found = _trusted(path, shown, entry)
         if found is not None:

@@ -160,22 +160,22 @@ def discover(paths: Sequence[str], sink: Diagnostics) -> Layout:
         if not found:
             sink.emit("no-yaml-files", "no YAML files here", None, file=display_path(target))
         files.extend(found)
-    real: dict[Path, Path] = {}
+    real = _Real()
     files = _unique(files, real)
     root = find_root(targets[0]) if targets[0].exists() else None
     folder = root or workspace_folder(targets[0])
-    checked = {real[f] for f in files}
+    checked = {real(f) for f in files}
     context_files: list[Path] = []
     if folder.is_dir():
         # `sleipnir check` in the workspace's folder walks it once, not twice.
         around = found if len(targets) == 1 and folder == targets[0] else yaml_files(folder)
-        context_files.extend(f for f in around if _resolved(f, real) not in checked)
+        context_files.extend(f for f in around if real(f) not in checked)
     return Layout(
         root=root,
         folder=folder,
         checked=tuple(files),
         context=tuple(_unique(context_files, real)),
-        stdlib=tuple(f for f in stdlib_files() if f.resolve() not in checked),
+        stdlib=tuple(f for f in stdlib_files() if real(f) not in checked),
     )
 
 
@@ -208,20 +208,32 @@ def _in(root: Path | None, document: Document) -> bool:
     return root is not None and Path(document.file).absolute().parent == root.absolute()
 
 
-def _resolved(path: Path, real: dict[Path, Path]) -> Path:
-    """`path.resolve()`, once per path in `real` (each is a system call per folder in the path)."""
-    found = real.get(path)
-    if found is None:
-        found = real[path] = path.resolve()
-    return found
+class _Real:
+    """The real path (`Path.resolve()`) of each file a discovery finds, once, as text: each folder is resolved
+    once for all the files in it (a resolve is a system call per folder in the path), and a file itself costs
+    one `lstat`, followed only when it is a link."""
+
+    def __init__(self) -> None:
+        self.files: dict[Path, str] = {}
+        self.folders: dict[str, str] = {}
+
+    def __call__(self, path: Path) -> str:
+        found = self.files.get(path)
+        if found is None:
+            folder, name = os.path.split(path)  # a file's name: the folder part alone may hold `..` or links
+            real = self.folders.get(folder)
+            if real is None:
+                real = self.folders[folder] = os.path.realpath(folder)
+            full = os.path.join(real, name)
+            found = self.files[path] = os.path.realpath(full) if os.path.islink(full) else full
+        return found
 
 
-def _unique(files: Iterable[Path], real: dict[Path, Path] | None = None) -> list[Path]:
-    seen: set[Path] = set()
+def _unique(files: Iterable[Path], real: _Real) -> list[Path]:
+    seen: set[str] = set()
     unique = []
-    real = {} if real is None else real
     for path in files:
-        key = _resolved(path, real)
+        key = real(path)
         if key not in seen:
             seen.add(key)
             unique.append(path)

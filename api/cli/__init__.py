@@ -5,14 +5,17 @@ imported only when its command runs (as pip's `commands/__init__.py` does), so `
 `sleipnir check` never import the runtime, an HTTP stack or a database driver. One module per family:
 `check.py` (check, schema), `plan.py` (plan, create-job-from-template), `run.py` (run-job, run; the run itself
 in `running.py`), `serve.py` (serve, trigger), `runs.py` (runs), `view.py` (view), `init.py` (init), `listing.py` (list).
+The group itself, and click, are in `root.py`: `entry` first lets `quick.py` answer a repeated `check` from its
+snapshot, which imports neither.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import NamedTuple
+import sys
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import click
+if TYPE_CHECKING:
+    from .root import main
 
 __all__ = ["COMMANDS", "entry", "main"]
 
@@ -41,50 +44,21 @@ COMMANDS = {
 }
 
 
-class LazyGroup(click.Group):
-    """A group whose commands are imported when they are invoked (or their own help is asked for)."""
+def __getattr__(name: str) -> Any:
+    if name != "main":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from .root import main
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        found = COMMANDS.get(name)
-        if found is None:
-            return None
-        module = importlib.import_module(f"{__name__}.{found.module}")
-        command = getattr(module, found.attribute)
-        assert isinstance(command, click.Command)
-        return command
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, command.summary) for name, command in sorted(COMMANDS.items())]
-        with formatter.section("Commands"):
-            formatter.write_dl(rows)
-
-
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="sleipnir", prog_name="sleipnir")
-@click.option("--debug", is_flag=True, help="Show tracebacks for internal errors.")
-@click.option(
-    "--color",
-    type=click.Choice(["auto", "always", "never"]),
-    default="auto",
-    show_default=True,
-    help="Colour every command's output: always, never, or auto (a terminal; FORCE_COLOR and NO_COLOR decide otherwise).",
-)
-def main(debug: bool, color: str) -> None:
-    """Sleipnir: jobs of LLM prompts, described as code, compiled and run.
-
-    Shell completion (commands, options, job names): `eval "$(_SLEIPNIR_COMPLETE=bash_source sleipnir)"` in
-    ~/.bashrc (zsh_source, fish_source for the others); see spec/cli.md.
-    """
-    del debug, color
+    return main
 
 
 def entry() -> None:
     """The `sleipnir` console script and `python -m sleipnir`."""
+    from .quick import replay_check
+
+    replay_check(sys.argv[1:])  # ends the process when the check's snapshot answers it
     from .common import run
+    from .root import main
 
     # One name however it is started (`python -m sleipnir` too): usage lines and `_SLEIPNIR_COMPLETE` use it.
     run(lambda: main(prog_name="sleipnir"))
-

@@ -10,13 +10,15 @@ from pathlib import Path
 import click
 
 from ..compiler import schemas
-from ..compiler.checker import CheckResult
+from ..compiler.checker import CheckResult, check_some, gc_paused, index_workspace
 from ..compiler.checker import check as run_check
 from ..compiler.diagnostics import Diagnostic, Diagnostics
 from ..compiler.render import RENDERERS
 from ..compiler.selection import KINDS
+from ..compiler.snapshot import remember
 from .common import EXIT_OK, EXIT_PROBLEMS, color_option, echo, guarded, skip_teardown, use_color
 from .listing import select_option
+from .quick import check_command
 
 PLAN_SCHEMA = "plan"
 """`compiler.plan_schema.NAME`, written out so that `check` never imports the plan's schema builder."""
@@ -69,16 +71,27 @@ def check(
                 paths, strict=strict, cache=not no_cache, color=colored, echo=lambda text: echo(text, color=colored)
             )
         )
+    index = None
     if selectors:
         result = _check_selected(paths, selectors, strict, not no_cache)
+    elif no_cache:
+        result = run_check(paths, strict=strict)
     else:
-        result = run_check(paths, strict=strict, cache=not no_cache)
+        sink = Diagnostics()
+        with gc_paused():
+            index = index_workspace(paths, sink, cache=True)
+            result = check_some(index, index.checked, sink.items, strict=strict)
     if output_format == "human":  # for the person reading; CI's annotations and SARIF results stay as they were
         result = without_manifest_noted(result)
     skip_teardown()
     colored = use_color(color) and output_format == "human"
-    echo(RENDERERS[output_format](result, colored), color=colored)
-    sys.exit(EXIT_OK if result.ok else EXIT_PROBLEMS)
+    text = RENDERERS[output_format](result, colored)
+    echo(text, color=colored)
+    code = EXIT_OK if result.ok else EXIT_PROBLEMS
+    if index is not None and not strict:  # the next plain check of the same files prints this again (quick.py)
+        output = text if colored else click.unstyle(text)  # what `echo` wrote
+        remember(index, result, check_command(paths, output_format, colored), output, code)
+    sys.exit(code)
 
 
 def without_manifest_noted(result: CheckResult) -> CheckResult:
@@ -100,7 +113,6 @@ def without_manifest_noted(result: CheckResult) -> CheckResult:
 
 
 def _check_selected(paths: tuple[str, ...], selectors: tuple[str, ...], strict: bool, cache: bool) -> CheckResult:
-    from ..compiler.checker import gc_paused, index_workspace
     from ..compiler.selection import check_chosen
     from .listing import selected
 

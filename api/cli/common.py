@@ -11,6 +11,8 @@ from typing import Any, TextIO, TypeVar
 
 import click
 
+from .quick import COLOR_CHOICES, color_wanted
+
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 QUIET, NORMAL, VERBOSE = "quiet", "normal", "verbose"
 """How much a run shows on stderr (spec/cli.md#output): `-q` the summary line and errors; by default also the
@@ -46,9 +48,6 @@ def guarded(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-COLOR_CHOICES = ("auto", "always", "never")
-
-
 def color_option(function: F) -> F:
     """`--color auto|always|never`, the same on every command (and on `sleipnir` itself, for all of them)."""
     return click.option(
@@ -69,17 +68,7 @@ def use_color(choice: str = "auto", stream: TextIO | None = None) -> bool:
     if choice == "auto":
         context = click.get_current_context(silent=True)
         choice = str(context.find_root().params.get("color") or "auto") if context is not None else "auto"
-    if choice != "auto":
-        return choice == "always"
-    if os.environ.get("NO_COLOR"):
-        return False
-    if os.environ.get("FORCE_COLOR", "") not in ("", "0"):
-        return True
-    stream = sys.stdout if stream is None else stream
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
+    return color_wanted(choice, stream)
 
 
 def echo(text: str, *, color: bool, err: bool = False, nl: bool = True) -> None:
