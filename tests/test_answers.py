@@ -8,9 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_sources import postgres_url
 
 from sleipnir.runtime.engine.answers import AnswerWriter
 from sleipnir.runtime.engine.ledger import Answer, Ledger
+
+__all__ = ["postgres_url"]
 
 
 def answer(n: int) -> Answer:
@@ -109,6 +112,42 @@ def test_an_answer_is_recorded_as_json_that_reads_back_as_the_same_value(value: 
         assert math.isnan(back["nan"]) and back["inf"] == [float("inf")]
     else:
         assert back == value and json.dumps(back, sort_keys=True) == json.dumps(value, sort_keys=True)
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_groups_of_every_size_record_every_answer_and_the_newest_of_a_call_wins(
+    tmp_path: Path, store: str, request: pytest.FixtureRequest
+) -> None:
+    """SQLite takes a group in statements of several rows (16, 4 and 1): sizes across their edges, and a call
+    answered twice in one group, keep every answer, each under its own key and call."""
+    import uuid
+
+    url = request.getfixturevalue("postgres_url") if store == "postgresql" else str(tmp_path / "state.db")
+    ledger = Ledger(url, root=str(tmp_path))
+    scope = f"groups-{uuid.uuid4().hex}"
+    try:
+        sent: dict[tuple[str, str], Answer] = {}
+        for size in (1, 3, 4, 5, 15, 16, 17, 21, 50, 85):
+            group = [
+                Answer(key=f"k{size}-{n // 2}", call=f"c{n % 2}", fingerprint=f"f{size}.{n}", output={"n": n, "size": size})
+                for n in range(size)
+            ]
+            ledger.record_answers(scope, group)
+            sent.update({(a.key, a.call): a for a in group})
+        again = Answer(key="k5-0", call="c0", fingerprint="newer", output=[None, 1.5])
+        ledger.record_answers(scope, [again])
+        sent[again.key, again.call] = again
+        got = ledger.answers(scope, sorted({key for key, _ in sent}))
+        assert {(key, call) for key, calls in got.items() for call in calls} == set(sent)
+        for (key, call), a in sent.items():
+            assert got[key][call] == (a.fingerprint, a.output)
+        # One group, one call answered twice (9 times over): the later answer is the one kept.
+        twice = [answer(1), Answer(key="k1", call="score", fingerprint="later", output={"label": "bad"})]
+        ledger.record_answers(scope, twice * 9)
+        assert ledger.answers(scope, ["k1"])["k1"]["score"] == ("later", {"label": "bad"})
+    finally:
+        ledger.reset(scope)
+        ledger.close()
 
 
 def test_the_budget_hands_units_over_in_order_and_a_cancelled_waiter_loses_none() -> None:
