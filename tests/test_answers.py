@@ -25,9 +25,9 @@ def test_answers_are_committed_in_groups_before_their_futures_are_done(tmp_path:
     groups: list[int] = []
     record = ledger.record_answers
 
-    def counted(scope: str, group: Any) -> None:
+    def counted(scope: str, group: Any, *, rows: int) -> None:
         groups.append(len(group))
-        record(scope, group)
+        record(scope, group, rows=rows)
 
     ledger.record_answers = counted  # type: ignore[method-assign]
 
@@ -56,7 +56,7 @@ def test_answers_are_committed_in_groups_before_their_futures_are_done(tmp_path:
 def test_a_failed_commit_fails_its_future_and_gives_the_units_back(tmp_path: Path) -> None:
     ledger = Ledger(str(tmp_path / "state.db"))
 
-    def broken(scope: str, group: Any) -> None:
+    def broken(scope: str, group: Any, *, rows: int) -> None:
         raise OSError("disk full")
 
     ledger.record_answers = broken  # type: ignore[method-assign]
@@ -118,8 +118,9 @@ def test_an_answer_is_recorded_as_json_that_reads_back_as_the_same_value(value: 
 def test_groups_of_every_size_record_every_answer_and_the_newest_of_a_call_wins(
     tmp_path: Path, store: str, request: pytest.FixtureRequest
 ) -> None:
-    """SQLite takes a group in statements of several rows (16, 4 and 1): sizes across their edges, and a call
-    answered twice in one group, keep every answer, each under its own key and call."""
+    """SQLite takes a group in statements of several rows (the writer's group size, then 16, 4 and 1; a group of
+    exactly the writer's size is one statement): sizes across their edges, and a call answered twice in one
+    group, keep every answer, each under its own key and call."""
     import uuid
 
     url = request.getfixturevalue("postgres_url") if store == "postgresql" else str(tmp_path / "state.db")
@@ -127,12 +128,12 @@ def test_groups_of_every_size_record_every_answer_and_the_newest_of_a_call_wins(
     scope = f"groups-{uuid.uuid4().hex}"
     try:
         sent: dict[tuple[str, str], Answer] = {}
-        for size in (1, 3, 4, 5, 15, 16, 17, 21, 50, 85):
+        for size in (1, 3, 4, 5, 15, 16, 17, 21, 50, 85, 100, 117):
             group = [
                 Answer(key=f"k{size}-{n // 2}", call=f"c{n % 2}", fingerprint=f"f{size}.{n}", output={"n": n, "size": size})
                 for n in range(size)
             ]
-            ledger.record_answers(scope, group)
+            ledger.record_answers(scope, group, rows=50)
             sent.update({(a.key, a.call): a for a in group})
         again = Answer(key="k5-0", call="c0", fingerprint="newer", output=[None, 1.5])
         ledger.record_answers(scope, [again])

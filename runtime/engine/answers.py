@@ -96,7 +96,7 @@ class AnswerWriter:
             if committed is not None:
                 error: BaseException | None = None
                 try:
-                    self.ledger.record_answers(self.scope, group)
+                    self.ledger.record_answers(self.scope, group, rows=self._group)
                 except BaseException as failure:  # handed to the loop: the run stops on it (`Writer._committed`)
                     error = failure
                 with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits for the group

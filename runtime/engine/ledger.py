@@ -284,32 +284,40 @@ class Ledger:
 
     # -- answers and work ---------------------------------------------------------------------------------
 
-    def record_answers(self, plan_id: str, answers: Sequence[Answer]) -> None:
-        """Record answers in one transaction (the newest answer of a call wins).
+    def record_answers(self, plan_id: str, answers: Sequence[Answer], *, rows: int = 16) -> None:
+        """Record answers atomically (the newest answer of a call wins).
 
-        SQLite gets them in statements of `_ANSWER_ROWS` rows each (the largest that fit, so a group of 50 takes
-        5 statements). Each `sqlite3_step` lets go of the GIL and must win it back from the busy event loop,
-        which can take a switch interval (5 ms): row by row (`executemany`), a group of 50 waited for it up to
-        50 times and the budget ran short (`answers.py`); a statement of many rows also costs about a fifth less
-        CPU a row. Three fixed statements keep SQLite's statement cache small (one for each group size made
-        peak RSS grow, 747d816). PostgreSQL gets one `executemany`, which psycopg pipelines."""
+        SQLite gets them in statements of `rows` rows (the answer writer's group), then of 16, 4 and 1: a group
+        of the writer's size is one statement, which SQLite makes its own transaction. Each `sqlite3_step` lets
+        go of the GIL and must win it back from the busy event loop, which can take a switch interval (5 ms):
+        row by row (`executemany`), a group of 50 asked for it about 55 times, the writer fell behind and the
+        budget ran short (`answers.py`); a statement of many rows also costs about a fifth less CPU a row. A few
+        fixed statements keep SQLite's statement cache small (one for each group size made peak RSS grow,
+        747d816). PostgreSQL gets one `executemany`, which psycopg pipelines."""
         if not answers:
             return
         now = time.time()
         if self._postgres:
-            rows = [(plan_id, a.key, a.call, a.fingerprint, answer_json(a.output), now) for a in answers]
+            table = [(plan_id, a.key, a.call, a.fingerprint, answer_json(a.output), now) for a in answers]
             with self._transaction() as cursor:
-                cursor.executemany(_answers_statement(0).replace("?", "%s"), rows)
+                cursor.executemany(_answers_statement(0).replace("?", "%s"), table)
             return
         values: list[Any] = []
         for a in answers:
             values += (a.key, a.call, a.fingerprint, answer_json(a.output))
+        statements: list[tuple[str, list[Any]]] = []
+        start = 0
+        for size in sorted({rows, *_ANSWER_ROWS}, reverse=True):
+            while len(answers) - start // 4 >= size:
+                statements.append((_answers_statement(size), [plan_id, now, *values[start : start + 4 * size]]))
+                start += 4 * size
+        if len(statements) == 1:  # one statement is one transaction
+            with self._lock:
+                self._sqlite.execute(*statements[0])
+            return
         with self._transaction() as cursor:
-            start = 0
-            for size in _ANSWER_ROWS:
-                while len(answers) - start // 4 >= size:
-                    cursor.execute(_answers_statement(size), [plan_id, now, *values[start : start + 4 * size]])
-                    start += 4 * size
+            for statement in statements:
+                cursor.execute(*statement)
 
     def answers(self, plan_id: str, keys: Sequence[str]) -> dict[str, dict[str, tuple[str, Any]]]:
         """The recorded answers of `keys`: item key -> call id -> (request fingerprint, output)."""
@@ -371,7 +379,7 @@ class Ledger:
 
 
 _ANSWER_ROWS = (16, 4, 1)
-"""The rows of SQLite's answer statements, largest first (`Ledger.record_answers`)."""
+"""The rows of SQLite's answer statements, besides the writer's group (`Ledger.record_answers`)."""
 
 
 @functools.cache
