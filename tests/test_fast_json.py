@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from sleipnir.runtime.engine.calls import ItemWorker
 from sleipnir.runtime.engine.ledger import _json, _output_json
-from sleipnir.runtime.io.dbconn import fast_json, json_text, plain_value
+from sleipnir.runtime.io.dbconn import fast_json, json_text, plain_value, read_json
 
 
 class Colour(enum.Enum):
@@ -149,3 +149,21 @@ def test_a_request_fingerprint_is_the_hash_of_the_work_and_every_message(
         for message in messages:
             expected.update(b"\x00" + message["role"].encode() + b"\x00" + message["content"].encode())
         assert worker._request_fingerprint(call, messages) == expected.hexdigest()[:32]
+
+
+def _outcome(loads: Any, data: bytes) -> Any:
+    """What `loads` reads from `data`: the value, or the type and text of its error."""
+    try:
+        return loads(data)
+    except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return (type(error), str(error))
+
+
+@given(_VALUES.map(lambda value: json.dumps(value, ensure_ascii=False, default=str).encode("utf-8", "surrogatepass")))
+def test_a_row_is_read_as_json_loads_reads_it(data: bytes) -> None:
+    assert _same(_outcome(read_json, data), _outcome(json.loads, data))
+
+
+@given(st.binary(max_size=12) | st.sampled_from([b'{"a": 1, "a": 2}', b"[1e400, -0]", b'"\\ud800"', b"\xff{}"]))
+def test_a_broken_row_fails_as_json_loads_fails(data: bytes) -> None:
+    assert repr(_outcome(read_json, data)) == repr(_outcome(json.loads, data))

@@ -49,6 +49,7 @@ __all__ = [
     "postgresql_query",
     "quote_identifier",
     "quote_table",
+    "read_json",
 ]
 
 MASK = "***"
@@ -339,6 +340,35 @@ def fast_json(value: Any, *, sort_keys: bool = False, floats: bool = True) -> by
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS) if sort_keys else orjson.dumps(value)
     except (orjson.JSONEncodeError, RecursionError):  # a lone surrogate, a depth orjson refuses
         return None
+
+
+def read_json(data: bytes) -> Any:
+    """`json.loads(data)`: the same value, or the same error. By orjson (about a seventh of the time on a row),
+    except what it refuses (a NaN, a lone surrogate, text that is not UTF-8, a number beyond a double) and a
+    value with a float of 2**63 or more, which may have been an integer beyond 64 bits that orjson reads as a
+    float; `json.loads` reads those."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+    return json.loads(data) if _huge(value) else value
+
+
+def _huge(value: Any) -> bool:
+    kind = type(value)
+    if kind is float:
+        return bool(abs(value) >= 9.2e18)
+    if kind is dict:
+        value = value.values()
+    elif kind is not list:
+        return False
+    for item in value:  # noqa: SIM110 (a loop: `any()` over a generator costs twice the time here)
+        if type(item) in _CONTAINERS and _huge(item):
+            return True
+    return False
+
+
+_CONTAINERS = (dict, list, float)
 
 
 def _orjson_plain(value: Any, floats: bool) -> bool:
