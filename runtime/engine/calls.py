@@ -22,6 +22,7 @@ from typing import Any
 from ...compiler.ir import PromptCall, Provider, thaw, to_data
 from ..conditions import holds
 from ..io import Row
+from ..io.dbconn import fast_json
 from ..providers.base import ChatRequest, ProviderConfig, ProviderError
 from ..providers.registry import DEFAULT_BASE_URL, ProviderPool, resolve_api_key, resolve_endpoint
 from ..secrets import reveal
@@ -82,6 +83,8 @@ class ItemWorker:
         """Each call's work fingerprint: what it sends, less the item (see `prepare`)."""
         self._work_digest = b""
         self._call_digests: dict[str, bytes] = {}
+        self._leading: dict[str, tuple[str, str, hashlib._Hash]] = {}
+        """Each call's last first message (role, content) and the hash state of its request fingerprint after it."""
 
     # -- set-up -------------------------------------------------------------------------------------------
 
@@ -116,8 +119,10 @@ class ItemWorker:
         """The fingerprint of an item's work: its row and every call it goes through (model, prompt version and
         text, parameters, options, output schema, the model that serves it). A rerun redoes an item whose
         fingerprint changed."""
-        text = json.dumps(row, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":"))
-        return hashlib.sha256(self._work_digest + text.encode()).hexdigest()[:32]
+        text = fast_json(row, sort_keys=True, floats=False)
+        if text is None:
+            text = json.dumps(row, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":")).encode()
+        return hashlib.sha256(self._work_digest + text).hexdigest()[:32]
 
     def _provider_config(self, node: PromptCall, spec: Provider) -> ProviderConfig:
         environ = self.run.environ
@@ -235,8 +240,22 @@ class ItemWorker:
     def _request_fingerprint(self, call: str, messages: tuple[dict[str, str], ...]) -> str:
         """What the call sends for this item: its work (model, settings, output schema, the model that serves
         it) and the rendered messages."""
-        digest = hashlib.sha256(self._call_digests[call])
-        for message in messages:
+        rest = messages
+        if len(messages) > 1:
+            # The first message (the system message) is most often the same for every item: the hash state after
+            # it is kept, and only the messages after it are hashed for an item.
+            role, content = messages[0]["role"], messages[0]["content"]
+            known = self._leading.get(call)
+            if known is not None and known[1] == content and known[0] == role:
+                digest = known[2].copy()
+            else:
+                digest = hashlib.sha256(self._call_digests[call])
+                digest.update(b"\x00" + role.encode() + b"\x00" + content.encode())
+                self._leading[call] = (role, content, digest.copy())
+            rest = messages[1:]
+        else:
+            digest = hashlib.sha256(self._call_digests[call])
+        for message in rest:
             digest.update(b"\x00" + message["role"].encode() + b"\x00" + message["content"].encode())
         return digest.hexdigest()[:32]
 

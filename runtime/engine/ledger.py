@@ -35,7 +35,7 @@ from typing import Any
 import orjson
 
 from ...compiler.ir.common import mask_passwords
-from ..io.dbconn import connect_postgresql, connect_sqlite, parse_database_url
+from ..io.dbconn import connect_postgresql, connect_sqlite, fast_json, parse_database_url
 from ..providers.base import any_float
 
 DONE = "succeeded"
@@ -221,7 +221,7 @@ class Ledger:
                 o.status,
                 o.attempts,
                 None if o.error is None else mask_passwords(o.error),
-                None if o.output is None else json.dumps(o.output, ensure_ascii=False, default=str),
+                None if o.output is None else _output_json(o.output),
                 run_id,
                 now,
                 o.fingerprint,
@@ -463,7 +463,22 @@ def run_record(r: Sequence[Any]) -> RunRecord:
 
 
 def _json(value: Any) -> str | None:
-    return None if value is None else mask_passwords(json.dumps(value, ensure_ascii=False, default=str))
+    """A value kept with the run's results, as JSON text with any URL's password masked. orjson's text when
+    `json.loads` reads it back the same and it holds no URL (masking is a search of the text, which must see what
+    `json.dumps` writes); else `json.dumps`'s."""
+    if value is None:
+        return None
+    fast = fast_json(value)
+    if fast is not None and b"://" not in fast:
+        return fast.decode()
+    return mask_passwords(json.dumps(value, ensure_ascii=False, default=str))
+
+
+def _output_json(value: Any) -> str:
+    """An item's output kept for a later `reduce` or `fan_in`: orjson's text when `json.loads` reads it back the
+    same, else `json.dumps`'s."""
+    fast = fast_json(value)
+    return fast.decode() if fast is not None else json.dumps(value, ensure_ascii=False, default=str)
 
 
 def process_alive(host: str, pid: int, here: str) -> bool:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import orjson
 import psycopg
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "DatabaseURL",
     "connect_postgresql",
     "connect_sqlite",
+    "fast_json",
     "json_text",
     "mask_secrets",
     "mask_url",
@@ -47,6 +49,7 @@ __all__ = [
     "postgresql_query",
     "quote_identifier",
     "quote_table",
+    "read_json",
 ]
 
 MASK = "***"
@@ -314,6 +317,76 @@ def plain_value(value: Any) -> Any:
     return str(value)
 
 
+_TEXT = json.JSONEncoder(ensure_ascii=False, default=plain_value)
+"""`json.dumps(value, ensure_ascii=False, default=plain_value)`, made once: `json.dumps` with any argument builds a
+new encoder for every call."""
+
+
 def json_text(value: Any) -> str:
     """`value` as compact-enough JSON text, non-JSON types converted by `plain_value`."""
-    return json.dumps(value, ensure_ascii=False, default=plain_value)
+    return _TEXT.encode(value)
+
+
+def fast_json(value: Any, *, sort_keys: bool = False, floats: bool = True) -> bytes | None:
+    """orjson's text of `value` (a fifth of the time of `json.dumps` or less), when `value` holds only what both
+    write alike: dicts with string keys, lists, tuples, strings, booleans, None, integers of 64 bits and finite
+    floats, each of exactly that type. Else None: `json.dumps` with `default=str` writes a datetime, an Enum or
+    a NaN otherwise. The text is compact, and `json.loads` reads it back as it reads `json.dumps(value)`; with
+    `floats=False` (None when a float is in `value`) it is byte for byte `json.dumps(value, separators=(",", ":"),
+    ensure_ascii=False, sort_keys=sort_keys)`, since orjson writes `1e-7` where `json` writes `1e-07`."""
+    try:
+        if not _orjson_plain(value, floats):
+            return None
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS) if sort_keys else orjson.dumps(value)
+    except (orjson.JSONEncodeError, RecursionError):  # a lone surrogate, a depth orjson refuses
+        return None
+
+
+def read_json(data: bytes) -> Any:
+    """`json.loads(data)`: the same value, or the same error. By orjson (about a seventh of the time on a row),
+    except what it refuses (a NaN, a lone surrogate, text that is not UTF-8, a number beyond a double) and a
+    value with a float of 2**63 or more, which may have been an integer beyond 64 bits that orjson reads as a
+    float; `json.loads` reads those."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+    return json.loads(data) if _huge(value) else value
+
+
+def _huge(value: Any) -> bool:
+    kind = type(value)
+    if kind is float:
+        return bool(abs(value) >= 9.2e18)
+    if kind is dict:
+        value = value.values()
+    elif kind is not list:
+        return False
+    for item in value:  # noqa: SIM110 (a loop: `any()` over a generator costs twice the time here)
+        if type(item) in _CONTAINERS and _huge(item):
+            return True
+    return False
+
+
+_CONTAINERS = (dict, list, float)
+
+
+def _orjson_plain(value: Any, floats: bool) -> bool:
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        return bool(-(2**63) <= value < 2**64)
+    if kind is float:
+        return floats and bool(value - value == 0.0)  # finite: inf - inf and nan - nan are nan
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or not _orjson_plain(item, floats):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        for item in value:  # noqa: SIM110 (a loop: `all()` over a generator costs twice the time here)
+            if not _orjson_plain(item, floats):
+                return False
+        return True
+    return False

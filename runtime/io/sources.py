@@ -44,6 +44,7 @@ from .dbconn import (
     parse_database_url,
     plain_value,
     postgresql_query,
+    read_json,
 )
 
 __all__ = [
@@ -126,7 +127,7 @@ def _jsonl_rows(path: Path, shown: str, start: Start) -> Iterator[Entry]:
             if not data.strip():
                 continue
             try:
-                value = json.loads(data)
+                value = read_json(data)
             except UnicodeDecodeError as exc:
                 yield _row_error(index, data.decode("utf-8", "replace"), f"{shown}:{number}: not UTF-8: {exc.reason}")
             except json.JSONDecodeError as exc:
