@@ -4,6 +4,7 @@ budget's units given back at the commit (the bound on what a kill can lose)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,47 @@ def test_groups_of_every_size_record_every_answer_and_the_newest_of_a_call_wins(
         ledger.record_answers(scope, twice * 9)
         assert ledger.answers(scope, ["k1"])["k1"]["score"] == ("later", {"label": "bad"})
     finally:
+        ledger.reset(scope)
+        ledger.close()
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_batches_of_every_size_record_every_outcome_and_result(tmp_path: Path, store: str, request: pytest.FixtureRequest) -> None:
+    """A batch's outcomes go in statements of 64, 16, 4 and 1 rows (SQLite): sizes across their edges record
+    every item, with its status, error and output, and every result of the run, with its input."""
+    import uuid
+
+    from sleipnir.runtime.engine.ledger import DONE, FAILED, Outcome
+
+    url = request.getfixturevalue("postgres_url") if store == "postgresql" else str(tmp_path / "state.db")
+    ledger = Ledger(url, root=str(tmp_path))
+    scope, run_id = f"batches-{uuid.uuid4().hex}", uuid.uuid4().hex
+    try:
+        keys: list[str] = []
+        for size in (1, 3, 4, 17, 64, 100, 133):
+            outcomes = [
+                Outcome(
+                    key=f"{size}-{n}", status=FAILED if n % 7 == 3 else DONE, attempts=1 + n % 3,
+                    error="boom" if n % 7 == 3 else None, output={"n": n} if n % 2 else None,
+                    fingerprint=f"f{n}", input={"id": n, "size": size}, result={"label": n},
+                )
+                for n in range(size)
+            ]
+            ledger.record(scope, run_id, outcomes)
+            keys += [o.key for o in outcomes]
+        statuses = ledger.statuses(scope, keys)
+        assert len(statuses) == len(keys) == 322
+        assert all(statuses[k][0] == (FAILED if int(k.split("-")[1]) % 7 == 3 else DONE) for k in keys)
+        outputs = dict(ledger.outputs(scope))
+        assert outputs == {k: {"n": int(k.split("-")[1])} for k in keys if int(k.split("-")[1]) % 2 and int(k.split("-")[1]) % 7 != 3}
+        with ledger._transaction() as cursor:
+            mark = "%s" if store == "postgresql" else "?"
+            cursor.execute(f"SELECT item_key, input, output FROM sleipnir_results WHERE run_id = {mark}", [run_id])
+            results = {str(k): (json.loads(i), json.loads(o)) for k, i, o in cursor.fetchall()}
+        assert results == {k: ({"id": int(k.split("-")[1]), "size": int(k.split("-")[0])}, {"label": int(k.split("-")[1])}) for k in keys}
+    finally:
+        with ledger._transaction() as cursor:
+            cursor.execute("DELETE FROM sleipnir_results WHERE run_id = " + ("%s" if store == "postgresql" else "?"), [run_id])
         ledger.reset(scope)
         ledger.close()
 

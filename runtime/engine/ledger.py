@@ -230,25 +230,18 @@ class Ledger:
         ]
         if not rows:
             return
-        sql = self._sql(
-            "INSERT INTO sleipnir_items (plan_id, item_key, status, attempts, error, output, run_id, updated_at, "
-            "fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (plan_id, item_key) DO UPDATE SET "
-            "status = excluded.status, attempts = excluded.attempts, error = excluded.error, output = excluded.output, "
-            "run_id = excluded.run_id, updated_at = excluded.updated_at, fingerprint = excluded.fingerprint"
-        )
         results = [
             (run_id, o.key, o.status, o.attempts, row[4], _json(o.input), _json(o.result), now)
             for o, row in zip(outcomes, rows, strict=True)
         ]
-        kept = self._sql(
-            "INSERT INTO sleipnir_results (run_id, item_key, status, attempts, error, input, output, recorded_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, item_key) DO UPDATE SET status = excluded.status, "
-            "attempts = excluded.attempts, error = excluded.error, input = excluded.input, output = excluded.output, "
-            "recorded_at = excluded.recorded_at"
-        )
+        if self._postgres:
+            with self._transaction() as cursor:
+                cursor.executemany(_ITEMS.statement(0).replace("?", "%s"), rows)
+                cursor.executemany(_RESULTS.statement(0).replace("?", "%s"), results)
+            return
         with self._transaction() as cursor:
-            cursor.executemany(sql, rows)
-            cursor.executemany(kept, results)
+            for statement in (*_ITEMS.statements(rows), *_RESULTS.statements(results)):
+                cursor.execute(*statement)
 
     def has_items(self, plan_id: str) -> bool:
         with self._transaction() as cursor:
@@ -285,32 +278,18 @@ class Ledger:
     # -- answers and work ---------------------------------------------------------------------------------
 
     def record_answers(self, plan_id: str, answers: Sequence[Answer], *, rows: int = 16) -> None:
-        """Record answers atomically (the newest answer of a call wins).
-
-        SQLite gets them in statements of `rows` rows (the answer writer's group), then of 16, 4 and 1: a group
-        of the writer's size is one statement, which SQLite makes its own transaction. Each `sqlite3_step` lets
-        go of the GIL and must win it back from the busy event loop, which can take a switch interval (5 ms):
-        row by row (`executemany`), a group of 50 asked for it about 55 times, the writer fell behind and the
-        budget ran short (`answers.py`); a statement of many rows also costs about a fifth less CPU a row. A few
-        fixed statements keep SQLite's statement cache small (one for each group size made peak RSS grow,
-        747d816). PostgreSQL gets one `executemany`, which psycopg pipelines."""
+        """Record answers atomically (the newest answer of a call wins). In SQLite a group of `rows` answers (the
+        answer writer's group size) is one statement of that many rows, which SQLite makes its own transaction;
+        other sizes are statements of the sizes `_Upsert` uses, in one transaction."""
         if not answers:
             return
         now = time.time()
+        table = [(plan_id, a.key, a.call, a.fingerprint, answer_json(a.output), now) for a in answers]
         if self._postgres:
-            table = [(plan_id, a.key, a.call, a.fingerprint, answer_json(a.output), now) for a in answers]
             with self._transaction() as cursor:
-                cursor.executemany(_answers_statement(0).replace("?", "%s"), table)
+                cursor.executemany(_ANSWERS.statement(0).replace("?", "%s"), table)
             return
-        values: list[Any] = []
-        for a in answers:
-            values += (a.key, a.call, a.fingerprint, answer_json(a.output))
-        statements: list[tuple[str, list[Any]]] = []
-        start = 0
-        for size in sorted({rows, *_ANSWER_ROWS}, reverse=True):
-            while len(answers) - start // 4 >= size:
-                statements.append((_answers_statement(size), [plan_id, now, *values[start : start + 4 * size]]))
-                start += 4 * size
+        statements = _ANSWERS.statements(table, first=rows)
         if len(statements) == 1:  # one statement is one transaction
             with self._lock:
                 self._sqlite.execute(*statements[0])
@@ -378,24 +357,87 @@ class Ledger:
         return [run_record(r) for r in rows]
 
 
-_ANSWER_ROWS = (16, 4, 1)
-"""The rows of SQLite's answer statements, besides the writer's group (`Ledger.record_answers`)."""
+@dataclass(frozen=True)
+class _Upsert:
+    """An upsert into `table` of rows of `columns` (a row's values in that order), replacing by `key`.
+
+    SQLite gets rows in statements of several rows each (`statements`): the largest of `ROWS` (or of the
+    caller's `first`) that fit, then smaller ones, so a batch of 100 is 4 statements. Each `sqlite3_step` lets
+    go of the GIL and must win it back from the busy event loop, which can take a switch interval (5 ms): row
+    by row (`executemany`), a batch asked for it once a row, and a thread writing to the store fell behind the
+    loop (the answer writer's budget ran short); a statement of many rows also costs about a fifth less CPU a
+    row. A few fixed sizes keep SQLite's statement cache small (one statement for each group size made peak
+    RSS grow, 747d816). PostgreSQL gets the one-row statement (`statement(0)`) through `executemany`, which
+    psycopg pipelines."""
+
+    table: str
+    columns: tuple[str, ...]
+    key: tuple[str, ...]
+    shared: tuple[str, ...]
+    """Columns whose value is the same in every row of a call (bound once a statement: `?1`, `?2`, ...)."""
+
+    ROWS = (64, 16, 4, 1)
+
+    @functools.cache  # noqa: B019 (a few module-level instances, each with a few sizes)
+    def statement(self, rows: int) -> str:
+        """The upsert of `rows` rows, bound as the shared values, then the other values of each row; 0 rows:
+        the plain one-row statement with every column bound, for `executemany`."""
+        updates = ", ".join(f"{c} = excluded.{c}" for c in self.columns if c not in self.key)
+        upsert = f"ON CONFLICT ({', '.join(self.key)}) DO UPDATE SET {updates}"
+        insert = f"INSERT INTO {self.table} ({', '.join(self.columns)}) "
+        if not rows:
+            return insert + f"VALUES ({', '.join('?' * len(self.columns))}) " + upsert
+        # SQLite numbers each plain ? after the largest number before it: the shared values are ?1, ?2, ...
+        each = [c for c in self.columns if c not in self.shared]
+        picked, column = [], 0
+        for name in self.columns:
+            if name in self.shared:
+                picked.append(f"?{self.shared.index(name) + 1}")
+            else:
+                column += 1
+                picked.append(f"column{column}")
+        values = ", ".join([f"({', '.join('?' * len(each))})"] * rows)
+        return insert + f"SELECT {', '.join(picked)} FROM (VALUES {values}) WHERE true " + upsert
+
+    def statements(self, rows: Sequence[Sequence[Any]], *, first: int = 0) -> list[tuple[str, list[Any]]]:
+        """(statement, parameters) for `rows`, full tuples of `columns` whose shared values are those of the
+        first row: statements of `first` rows, then of each of `ROWS`, the largest that fit."""
+        if not rows:
+            return []
+        places = [i for i, c in enumerate(self.columns) if c in self.shared]
+        shared = [rows[0][i] for i in places]
+        others = [i for i, c in enumerate(self.columns) if c not in self.shared]
+        flat: list[Any] = []
+        for row in rows:
+            flat += [row[i] for i in others]
+        width = len(others)
+        made: list[tuple[str, list[Any]]] = []
+        start = 0
+        for size in sorted({first, *self.ROWS} - {0}, reverse=True):
+            while len(rows) - start // width >= size:
+                made.append((self.statement(size), [*shared, *flat[start : start + width * size]]))
+                start += width * size
+        return made
 
 
-@functools.cache
-def _answers_statement(rows: int) -> str:
-    """An upsert of `rows` answers, bound as (plan id, time, then key, call, fingerprint, output of each row);
-    0 rows: the one-row statement with all six bound, for `executemany`."""
-    upsert = (
-        "ON CONFLICT (plan_id, item_key, call_id) DO UPDATE SET "
-        "fingerprint = excluded.fingerprint, output = excluded.output, recorded_at = excluded.recorded_at"
-    )
-    columns = "INSERT INTO sleipnir_answers (plan_id, item_key, call_id, fingerprint, output, recorded_at) "
-    if not rows:
-        return columns + "VALUES (?, ?, ?, ?, ?, ?) " + upsert
-    # ?1 and ?2 are the plan id and the time; SQLite numbers each plain ? after the largest number before it.
-    tuples = ", ".join(["(?, ?, ?, ?)"] * rows)
-    return columns + f"SELECT ?1, column1, column2, column3, column4, ?2 FROM (VALUES {tuples}) WHERE true " + upsert
+_ITEMS = _Upsert(
+    "sleipnir_items",
+    ("plan_id", "item_key", "status", "attempts", "error", "output", "run_id", "updated_at", "fingerprint"),
+    key=("plan_id", "item_key"),
+    shared=("plan_id", "run_id", "updated_at"),
+)
+_RESULTS = _Upsert(
+    "sleipnir_results",
+    ("run_id", "item_key", "status", "attempts", "error", "input", "output", "recorded_at"),
+    key=("run_id", "item_key"),
+    shared=("run_id", "recorded_at"),
+)
+_ANSWERS = _Upsert(
+    "sleipnir_answers",
+    ("plan_id", "item_key", "call_id", "fingerprint", "output", "recorded_at"),
+    key=("plan_id", "item_key", "call_id"),
+    shared=("plan_id", "recorded_at"),
+)
 
 
 def answer_json(value: Any) -> str:
