@@ -116,7 +116,7 @@ class RunRecord:
 
 
 class Ledger:
-    """The state store. Thread-safe: one connection, guarded by a lock."""
+    """The state store. Thread-safe: one connection, guarded by a lock (on PostgreSQL, answers have one more)."""
 
     def __init__(self, url: str, root: str = ".") -> None:
         self.url = url
@@ -138,10 +138,10 @@ class Ledger:
         self._root = root
         self._database = database
         self._locks: list[str] = []
+        """Scopes this ledger holds the SQLite run lock of."""
         self._answers_pg: Any = None
         """PostgreSQL: the connection answers are recorded through (`record_answers`), made when first needed."""
         self._answering = threading.Lock()
-        """Scopes this ledger holds the SQLite run lock of."""
         with self._transaction() as cursor:
             for statement in _SCHEMA:
                 cursor.execute(statement)

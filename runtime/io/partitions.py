@@ -101,11 +101,11 @@ def split_input(
                 return _split_rows(((None, key) for key in source.keys(key_field)), size)
         if isinstance(source, FileSource) and source.format in ("jsonl", "csv") and source.path.is_file():
             return _split_rows(_row_starts(source.path, source.format, key_field), size)
-        if node.source == "api":
-            from .api import ApiSource
+        if node.source == "api" and input_path is None:
+            from .api import ApiSource  # imported by `make_source` already
 
-            assert isinstance(source, ApiSource)
-            return _split_pages(source, size, key_field, spread)
+            if isinstance(source, ApiSource):
+                return _split_pages(source, size, key_field, spread)
     finally:
         source.close()
     if total is None:
