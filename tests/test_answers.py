@@ -1,5 +1,6 @@
 """The answer writer: answers committed in groups by its own thread, futures done only once committed, and the
-budget's units given back at the commit (the bound on what a kill can lose)."""
+budget's units given back at the commit (the bound on what a kill can lose); a group recorded in SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -227,3 +228,31 @@ def test_the_budget_hands_units_over_in_order_and_a_cancelled_waiter_loses_none(
         assert budget.free == 2
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_a_group_records_the_newest_answer_of_a_call_and_postgresql_commits_it_without_waiting_for_the_disk(
+    tmp_path: Path, store: str, postgres_url: str
+) -> None:
+    """PostgreSQL records a group in one statement, on a connection of its own with `synchronous_commit` off; a
+    call answered twice in one group keeps its newest answer there as in SQLite."""
+    import uuid
+
+    ledger = Ledger(postgres_url if store == "postgresql" else str(tmp_path / "state.db"))
+    scope = f"answers:{uuid.uuid4().hex[:10]}"
+    try:
+        again = Answer(key="k1", call="score", fingerprint="newer", output={"label": "bad"})
+        ledger.record_answers(scope, [answer(n) for n in range(3)] + [again])
+        ledger.record_answers(scope, [answer(2)])
+        found = ledger.answers(scope, ["k0", "k1", "k2", "k9"])
+        assert found == {
+            "k0": {"score": ("f0", {"label": "good", "n": 0})},
+            "k1": {"score": ("newer", {"label": "bad"})},
+            "k2": {"score": ("f2", {"label": "good", "n": 2})},
+        }
+        if store == "postgresql":
+            setting = ledger._answers_pg.execute("SHOW synchronous_commit").fetchone()
+            assert setting == ("off",) and ledger._answers_pg.autocommit
+    finally:
+        ledger.reset(scope)
+        ledger.close()

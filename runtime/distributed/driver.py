@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from ..engine.state import ClusterOptions, ItemFailure, RunStopped
 from ..io import IOContext, SinkError
 from ..io.dbconn import parse_database_url
-from ..io.partitions import Partition, split_input
+from ..io.partitions import UNKNOWN_ROWS, Partition, split_input
 from . import dask
 from .worker import add_counts, run_partition
 
@@ -64,6 +64,8 @@ async def distribute(job: JobRun, context: IOContext, sink: Any, *, resume: bool
         for stale in await asyncio.to_thread(spools):
             stale.unlink(missing_ok=True)
     partitions = await asyncio.to_thread(_partitions, job, context, cluster)
+    if run.progress.total is None and partitions and partitions[-1].stop < UNKNOWN_ROWS:
+        run.progress.total = partitions[-1].stop  # an API's rows, which the driver counted as it listed the pages
     settings: dict[str, Any] = {
         "input_path": options.input_path,
         "retry_failed": options.retry_failed,
@@ -126,7 +128,10 @@ def _partitions(job: JobRun, context: IOContext, cluster: ClusterOptions) -> lis
     options = job.options
     total = run.progress.total
     size = cluster.partition_size or max(SMALLEST_PARTITION, math.ceil((total or 0) / (cluster.workers * PARTITIONS_PER_WORKER)))
-    found = split_input(run.shape.source, context, input_path=options.input_path, total=total, size=size, key_field=run.key_field)
+    spread = 0 if cluster.partition_size or total is not None else cluster.workers * PARTITIONS_PER_WORKER
+    found = split_input(
+        run.shape.source, context, input_path=options.input_path, total=total, size=size, key_field=run.key_field, spread=spread
+    )
     limit = options.limit
     chosen = [p for p in found if limit is None or p.first < limit]
     if limit is not None:

@@ -66,6 +66,15 @@ __all__ = [
 ]
 
 DEFAULT_STATE = ".sleipnir/state.db"
+BOUND = 2
+"""What a kill can lose, the calls in flight plus the answers not yet committed (`AnswerWriter.budget`), is at
+most this many times `execution.concurrency` in a local run: the workers never wait for their own commits, so
+grouped commits cost no throughput."""
+LEASE_SECONDS = 0.5
+"""How often a run of a partition that another run holds tries its lease again (`JobRun._lease`)."""
+PARTITION_BOUND = 1
+"""The same bound in a `dask` worker's run of a partition: a worker killed costs at most its concurrency in
+calls. A call that waits for a unit has the answers waiting committed at once (`Budget`'s `short`)."""
 
 
 class JobRun:
@@ -102,7 +111,8 @@ class JobRun:
         started = time.monotonic()
         hooks = self.options.hooks
         part = self.options.partition
-        """A `dask` worker runs one partition; the driver holds the lock, records the run and publishes."""
+        """A `dask` worker runs one partition, under its lease; the driver holds the lock, records the run and
+        publishes."""
         distributed = part is None and not run.no_input and (self.options.engine or run.shape.engine) == "dask"
         worker = self.item_worker = ItemWorker(run)
         ledger: Ledger | None = None
@@ -114,6 +124,8 @@ class JobRun:
             if self.options.cache:
                 worker.cache = ResponseCache(Path(self.plan.root) / ".sleipnir" / "cache.db")
             ledger = await asyncio.to_thread(self._open_ledger, context)
+            if part is not None:
+                await self._lease(ledger, part.number)
             if part is None and not await asyncio.to_thread(ledger.lock, run.scope):
                 raise RunStopped(
                     "failed",
@@ -136,7 +148,8 @@ class JobRun:
             resume = not self.options.fresh and await asyncio.to_thread(ledger.has_items, run.scope)
             answers = not self.options.fresh and await asyncio.to_thread(ledger.has_answers, run.scope)
             if self.options.record_answers:
-                worker.answers = AnswerWriter(ledger, run.scope, bound=2 * run.shape.concurrency)
+                bound = PARTITION_BOUND if part is not None else BOUND
+                worker.answers = AnswerWriter(ledger, run.scope, bound=bound * run.shape.concurrency)
             writer = Writer(run, sink, deadletter, ledger)
             await writer.start(resume)
             if resume and part is None:
@@ -265,6 +278,21 @@ class JobRun:
             )
         ledger.set_work(scope, worker.work)
 
+    async def _lease(self, ledger: Ledger, number: int) -> None:
+        """Take the partition's lease in the state store (`Ledger.lock`), waiting while another run of the
+        partition holds it: Dask may run one partition twice at once (a worker presumed dead that still runs it, a
+        task retried), and two runs must not call the same items. The second runs once the first lets go (it
+        ends, or its process or its connection does), and finds its items done (a stop ends the wait)."""
+        run = self.context
+        waited = time.monotonic()
+        while not await asyncio.to_thread(ledger.lock, f"{run.scope}:partition:{number}"):
+            if run.stopping is not None:
+                raise run.stopping
+            await asyncio.sleep(LEASE_SECONDS)
+        waited = time.monotonic() - waited
+        if waited >= LEASE_SECONDS:
+            run.notice(f"partition {number} ran elsewhere at the same time: it ran here after that run ended ({waited:.1f} s later)")
+
     def _open_ledger(self, context: IOContext) -> Ledger:
         url = context.connection(self.options.state or DEFAULT_STATE)
         ledger = Ledger(url, self.plan.root)
@@ -343,8 +371,8 @@ class JobRun:
         run = self.context
         concurrency = run.shape.concurrency
         queue: asyncio.Queue[tuple[Batch, Item] | None] = asyncio.Queue(maxsize=concurrency * 2)
-        # What a kill can lose, the calls in flight plus the answers not yet committed, is at most 2 x concurrency
-        # (`AnswerWriter.budget`). Workers never wait for their own commit, so grouped commits cost no throughput.
+        # What a kill can lose is bounded by the answer writer's budget (`BOUND`, `PARTITION_BOUND`); workers never
+        # wait for their own commit.
         workers = [asyncio.create_task(self._work(queue, worker, writer)) for _ in range(2 * concurrency)]
         reporter = asyncio.create_task(self._report())
         try:

@@ -2,7 +2,8 @@
 
 API source. Rows from an HTTP API: a GET of the endpoint, then of each next page, a page at a time. A page is
 a JSON array of objects, or an object holding them under `data`, `items` or `results`; an element that is not
-an object becomes a `RowError` in its place.
+an object becomes a `RowError` in its place. For the `dask` engine, the driver lists the pages (`pages`) and a
+partition reads its own alone (`listing`).
 
 API sink. Each batch is one request (`POST` unless `method` says) with a JSON array of rows. A retried request
 may arrive twice if the first reply was lost: a receiver should upsert by key.
@@ -150,36 +151,83 @@ def _retry_after(response: httpx.Response) -> float | None:
 class ApiSource(_Streaming):
     """Rows from an HTTP API: a GET of the endpoint, then of each next page. A page is a JSON array of
     objects, or an object holding them under `data`, `items` or `results`. The next page is the body's `next`
-    URL, else the `Link: <...>; rel="next"` header; relative URLs are resolved against the page's."""
+    URL, else the `Link: <...>; rel="next"` header; relative URLs are resolved against the page's.
 
-    def __init__(self, *, endpoint: str, headers: Mapping[str, str], auth: httpx.Auth | None, timeout: float = 30.0):
+    With `listed` (a partition's pages, `partitions.py`): those pages alone, each URL once, its next page not
+    followed; `index` is the number of the first page's first row. A page that no longer has the rows it had
+    when the pages were listed fails the source: the API's pages changed during the run."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        headers: Mapping[str, str],
+        auth: httpx.Auth | None,
+        timeout: float = 30.0,
+        listed: tuple[tuple[str, int], ...] = (),
+        index: int = 0,
+    ):
         self.endpoint = endpoint
         self.headers = dict(headers)
         self.auth = auth
         self.timeout = timeout
+        self.listed = listed
+        self.index = index
+
+    def listing(self, listed: tuple[tuple[str, int], ...], *, index: int) -> ApiSource:
+        """The same API, read from the pages `listed` (URL, rows) alone; `index`: their first row's number."""
+        return ApiSource(endpoint=self.endpoint, headers=self.headers, auth=self.auth, timeout=self.timeout, listed=listed, index=index)
+
+    def pages(self) -> Iterator[tuple[str, list[Any]]]:
+        """Each page's URL and its elements, in order (the `dask` driver lists them, `partitions.py`)."""
+        with self._client() as client:
+            yield from self._pages(client)
+
+    def _client(self) -> httpx.Client:
+        return httpx.Client(headers=self.headers, auth=self.auth, timeout=self.timeout, follow_redirects=True)
 
     def _batches(self, batch_size: int) -> Generator[list[Entry], None, None]:
-        with httpx.Client(headers=self.headers, auth=self.auth, timeout=self.timeout, follow_redirects=True) as client:
+        with self._client() as client:
             yield from _chunked(self._rows(client), batch_size)
 
     def _rows(self, client: httpx.Client) -> Iterator[Entry]:
-        url: str | None = self.endpoint
-        seen: set[str] = set()
-        index = 0
-        while url is not None:
-            seen.add(url)
-            response = send(client, "GET", url, error=SourceError, headers={"Accept": "application/json"})
-            try:
-                body = response.json()
-            except ValueError as exc:
-                raise SourceError(f"GET {mask_url(url)}: the reply is not JSON") from exc
-            items, following = _page(body, response, mask_url(url))
+        index = self.index
+        for url, items in self._pages(client):
             for item in items:
                 yield item if type(item) is dict else _not_an_object(index, item, f"{mask_url(url)}: item {index}")
                 index += 1
-            url = urljoin(str(response.url), following) if following else None
-            if url is not None and url in seen:
-                raise SourceError(f"GET {mask_url(url)}: the pages loop back to an earlier page")
+
+    def _pages(self, client: httpx.Client) -> Iterator[tuple[str, list[Any]]]:
+        if self.listed:
+            for listed, rows in self.listed:
+                items, _ = _get(client, listed)
+                if len(items) != rows:
+                    raise SourceError(
+                        f"GET {mask_url(listed)}: the page has {len(items)} rows, {rows} when the run began: the "
+                        "API's pages changed during the run (run again)"
+                    )
+                yield listed, items
+            return
+        url: str | None = self.endpoint
+        seen: set[str] = set()
+        while url is not None:
+            seen.add(url)
+            items, following = _get(client, url)
+            yield url, items
+            if following is not None and following in seen:
+                raise SourceError(f"GET {mask_url(following)}: the pages loop back to an earlier page")
+            url = following
+
+
+def _get(client: httpx.Client, url: str) -> tuple[list[Any], str | None]:
+    """A page's elements and the URL of the next page (None: the last)."""
+    response = send(client, "GET", url, error=SourceError, headers={"Accept": "application/json"})
+    try:
+        body = response.json()
+    except ValueError as exc:
+        raise SourceError(f"GET {mask_url(url)}: the reply is not JSON") from exc
+    items, following = _page(body, response, mask_url(url))
+    return items, urljoin(str(response.url), following) if following else None
 
 
 def _page(body: Any, response: httpx.Response, shown: str) -> tuple[list[Any], str | None]:

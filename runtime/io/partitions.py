@@ -8,7 +8,13 @@ worker reads itself, so no item travels through the driver.
   finds the boundary keys in one window query, and each worker reads `WHERE key > a AND key <= b ORDER BY key`
   over the query, which an index on the key makes cheap. Rows come in key order, and a row's number is its
   place in that order; a repeated key's rows stay in one range.
-- Any other source (a json array, an API, a query with rows lacking the key) is split by row number: a worker
+- An API is split into runs of pages. Its pages are found by following each page's next link (a cursor the
+  previous page gives), so the driver reads them once, in order, noting each page's URL, its row count and its
+  rows' keys; a partition carries the URLs of the pages that hold its rows (`pages`) and how many rows of the
+  first belong to the partition before it (`skip`), and its worker GETs those pages alone. A page whose row
+  count changed since the driver read it fails the partition (the rows' numbers would no longer be the
+  driver's): the API must serve the same pages at the same URLs while the run lasts, as a resume needs anyway.
+- Any other source (a json array, a query with rows lacking the key) is split by row number: a worker
   reads the source from its start and passes over the rows before its range without doing anything with them.
   The rows must come in a stable order, as they must for a resume: give a database query an `ORDER BY`.
 
@@ -24,17 +30,26 @@ passing over a row before it would shift: a partition with repeats ends before s
 
 from __future__ import annotations
 
+import bisect
 import csv
+import dataclasses
 import itertools
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...compiler import ir
 from . import IOContext, Source
 from .sources import DatabaseSource, FileSource, Start, make_source
+
+if TYPE_CHECKING:
+    from .api import ApiSource
+
+
+UNKNOWN_ROWS = 2**62
+"""The end of the one partition of a source whose rows were not counted."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,6 +66,10 @@ class Partition:
     """A database source's key range (above the first, at most the second; None: open that side)."""
     repeats: tuple[int, ...] = ()
     """Rows (their numbers) whose key an earlier partition has: passed over, counted as already done."""
+    pages: tuple[tuple[str, int], ...] = ()
+    """An API source's pages that hold the partition's rows: each one's URL and row count."""
+    skip: int = 0
+    """Rows of the first of `pages` before the partition's first (an earlier partition's)."""
 
     @property
     def size(self) -> int:
@@ -58,11 +77,20 @@ class Partition:
 
 
 def split_input(
-    node: ir.Source, context: IOContext, *, input_path: str | None, total: int | None, size: int, key_field: str = ""
+    node: ir.Source,
+    context: IOContext,
+    *,
+    input_path: str | None,
+    total: int | None,
+    size: int,
+    key_field: str = "",
+    spread: int = 0,
 ) -> list[Partition]:
     """The partitions of the job's input, `size` rows each (the last may have fewer). A file found to have rows
-    is split where they start, a database query by `key_field` ranges when every row has one; otherwise the
-    source's `total` rows are split by row number (one partition when it is not known)."""
+    is split where they start, a database query by `key_field` ranges when every row has one, an API into runs
+    of pages (its rows counted as its pages are listed: with `spread`, in about that many partitions of at least
+    `size` rows); otherwise the source's `total` rows are split by row number (one partition when it is not
+    known)."""
     source = make_source(node, context=context, input_path=input_path)
     try:
         if isinstance(source, DatabaseSource) and key_field not in ("", "row"):
@@ -73,10 +101,15 @@ def split_input(
                 return _split_rows(((None, key) for key in source.keys(key_field)), size)
         if isinstance(source, FileSource) and source.format in ("jsonl", "csv") and source.path.is_file():
             return _split_rows(_row_starts(source.path, source.format, key_field), size)
+        if node.source == "api" and input_path is None:
+            from .api import ApiSource  # imported by `make_source` already
+
+            if isinstance(source, ApiSource):
+                return _split_pages(source, size, key_field, spread)
     finally:
         source.close()
     if total is None:
-        return [Partition(number=0, first=0, stop=2**62)]
+        return [Partition(number=0, first=0, stop=UNKNOWN_ROWS)]
     return [Partition(number=n, first=f, stop=min(total, f + size)) for n, f in enumerate(range(0, total, size))] or [
         Partition(number=0, first=0, stop=0)
     ]
@@ -112,6 +145,31 @@ def _split_rows(rows: Iterable[tuple[Start | None, str | None]], size: int) -> l
     if index >= 0:
         parts.append(Partition(number=len(parts), first=first, stop=index + 1, start=begun, repeats=tuple(repeats)))
     return parts
+
+
+def _split_pages(source: ApiSource, size: int, key_field: str, spread: int) -> list[Partition]:
+    """Partitions of an API source's rows (`_split_rows`), each with the pages that hold its rows, found by
+    reading every page once (`ApiSource.pages`)."""
+    keyed = key_field not in ("", "row")
+    listing: list[tuple[str, list[str | None]]] = []
+    """Each page's URL and its rows' keys."""
+    for url, items in source.pages():
+        values = (item.get(key_field) if keyed and type(item) is dict else None for item in items)
+        listing.append((url, [None if value is None else str(value) for value in values]))
+    pages = [(url, len(keys)) for url, keys in listing]
+    rows = ((None, key) for _, keys in listing for key in keys)
+    if spread:
+        size = max(size, -(-sum(count for _, count in pages) // spread))
+    parts = _split_rows(rows, size)
+    ends = list(itertools.accumulate(count for _, count in pages))
+    """The number of the row after each page's last."""
+    placed = []
+    for part in parts:
+        first = bisect.bisect_right(ends, part.first)
+        last = bisect.bisect_left(ends, part.stop)
+        skip = part.first - (ends[first - 1] if first else 0)
+        placed.append(dataclasses.replace(part, pages=tuple(pages[first : last + 1]), skip=skip))
+    return placed
 
 
 def _row_starts(path: Path, fmt: str, key_field: str) -> Iterator[tuple[Start, str | None]]:
@@ -172,11 +230,17 @@ def _csv_starts(path: Path, key_field: str) -> Iterator[tuple[Start, str | None]
 
 
 def partition_source(node: ir.Source, context: IOContext, *, input_path: str | None, partition: Partition) -> Source:
-    """The source of one partition: a file read from its start, a database query's key range, or any source read
-    past the rows before it; in each, the rows that repeat an earlier partition's keys passed over."""
+    """The source of one partition: a file read from its start, a database query's key range, an API's pages, or
+    any source read past the rows before it; in each, the rows that repeat an earlier partition's keys passed over."""
     source = make_source(node, context=context, input_path=input_path)
     if isinstance(source, DatabaseSource) and partition.keys is not None:
         return source.keyed(partition.key_field, *partition.keys)
+    if partition.pages:
+        from .api import ApiSource  # httpx: only when a job reads an API
+
+        assert isinstance(source, ApiSource)
+        source = source.listing(partition.pages, index=partition.first - partition.skip)
+        return _Range(source, partition.skip, partition.size, first=partition.first, repeats=partition.repeats)
     if isinstance(source, FileSource) and partition.start is not None:
         source = FileSource(path=source.path, format=source.format, shown=source.shown, start=partition.start)
         return _Range(source, 0, partition.size, first=partition.first, repeats=partition.repeats)
