@@ -80,6 +80,9 @@ class WorkspaceSettings:
     """`engine:`, the engine of jobs whose `execution.engine` says nothing."""
     modules: dict[tuple[str, str], PromptModule] = field(default_factory=dict)
     """Prompt modules already made ready for a plan, shared by every job of one compile."""
+    made_providers: dict[str, Provider] = field(default_factory=dict)
+    """Providers by name, made once and shared by every job of one compile (a pipeline's JSON writes a shared
+    resource's text once)."""
 
 
 class _JobLowering:
@@ -505,6 +508,12 @@ class _JobLowering:
     # -- resources and settings ---------------------------------------------------------------------------
 
     def _provider(self, name: str) -> Provider:
+        made = self.workspace.made_providers.get(name)
+        if made is None:
+            made = self.workspace.made_providers[name] = self._new_provider(name)
+        return made
+
+    def _new_provider(self, name: str) -> Provider:
         configured = self.workspace.providers.get(name) or {}
         env = configured.get("api_key_env") or ("OPENAI_API_KEY" if name != "mock" else None)
         api_key = None
