@@ -18,6 +18,7 @@ from typing import Any
 from .diagnostics import Diagnostics
 from .documents import Document
 from .ir import (
+    EMPTY,
     Connection,
     Edge,
     Frozen,
@@ -111,7 +112,8 @@ class _JobLowering:
 
     def _add(self, node: Node, *after: str, carries: str = "items") -> str:
         self.nodes.append(node)
-        self.edges.extend(Edge(source=before, target=node.id, carries=carries) for before in after)
+        for before in after:
+            self.edges.append(Edge(source=before, target=node.id, carries=carries))
         return node.id
 
     def _unique(self, wanted: str) -> str:
@@ -126,11 +128,12 @@ class _JobLowering:
     def _provenance(self, entries: Mapping[str, Place | str | None]) -> Frozen:
         """Config key -> origin: a place in the job body is looked up, a string is the origin itself."""
         found: dict[str, str] = {}
+        origin_of = self.job.origin
         for key, where in entries.items():
-            origin = self.job.origin(where) if isinstance(where, tuple) else where
+            origin = origin_of(where) if isinstance(where, tuple) else where
             if origin:
                 found[key] = origin
-        return frozen(found)
+        return Frozen.of_text(found) if found else EMPTY
 
     # -- the job ------------------------------------------------------------------------------------------
 
@@ -545,20 +548,19 @@ class _JobLowering:
         execution.setdefault("call_timeout", None)
         execution.setdefault("timeout", None)
         handling = body.get("error_handling") or {}
-        failure_defaults = {"strategy": "fail", "log": True, "alert": False}
         settings: dict[str, Any] = {
             "execution": execution,
             "error_handling": {
                 "on_prompt_failure": {
-                    **failure_defaults,
+                    **_FAILURE_DEFAULTS,
                     **{k: v for k, v in (handling.get("on_prompt_failure") or {}).items() if k in ("log", "alert")},
                     "strategy": "retry" if self.retry.max_retries else self.on_failure,
                 },
-                "on_input_error": {**failure_defaults, **(handling.get("on_input_error") or {})},
-                "on_output_error": {**failure_defaults, **(handling.get("on_output_error") or {})},
+                "on_input_error": _overlaid(_FAILURE_DEFAULTS, handling.get("on_input_error")),
+                "on_output_error": _overlaid(_FAILURE_DEFAULTS, handling.get("on_output_error")),
             },
-            "monitoring": {"metrics": list(MONITORED), "export_to": "none", **(body.get("monitoring") or {})},
-            "logging": {**DEFAULT_LOGGING, **(body.get("logging") or {})},
+            "monitoring": _overlaid(_MONITORING_DEFAULTS, body.get("monitoring")),
+            "logging": _overlaid(_LOGGING_DEFAULTS, body.get("logging")),
             "triggers": list(body.get("triggers") or []),
             "conditions": list(body.get("conditions") or []),
             "alerts": [{"cooldown": "15m", **alert} for alert in body.get("alerts") or []],
@@ -568,6 +570,16 @@ class _JobLowering:
         if self.workspace.allowed_paths:
             settings["paths"] = {"allow": list(self.workspace.allowed_paths)}
         return frozen(settings)
+
+
+_FAILURE_DEFAULTS = frozen({"strategy": "fail", "log": True, "alert": False})
+_MONITORING_DEFAULTS = frozen({"metrics": list(MONITORED), "export_to": "none"})
+_LOGGING_DEFAULTS = frozen(DEFAULT_LOGGING)
+
+
+def _overlaid(defaults: Frozen, given: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """`defaults` with what a job gives over them; the shared defaults themselves when it gives nothing."""
+    return {**defaults, **given} if given else defaults
 
 
 def lower_job(
