@@ -81,6 +81,8 @@ class WorkspaceSettings:
     """`engine:`, the engine of jobs whose `execution.engine` says nothing."""
     modules: dict[tuple[str, str], PromptModule] = field(default_factory=dict)
     """Prompt modules already made ready for a plan, shared by every job of one compile."""
+    called: dict[tuple[str, str | None], tuple[Document, PromptModule]] = field(default_factory=dict)
+    """Each prompt a call names (name, version as written): its document and module, looked up once a compile."""
     made_providers: dict[str, Provider] = field(default_factory=dict)
     """Providers by name, made once and shared by every job of one compile (a pipeline's JSON writes a shared
     resource's text once)."""
@@ -353,14 +355,20 @@ class _JobLowering:
         return found
 
     def _module(self, name: str, version: str | None) -> tuple[Document, PromptModule]:
-        module = self.registry.get("prompt", name, version)
-        assert module is not None, "references are checked before lowering"
-        made = self.workspace.modules.get((name, module.version or ""))
-        if made is None:
-            key = (module.name or name, module.version or "")
-            made = self.workspace.modules.get(key) or self._prompt_module(module, key)
-        self.modules[(made.name, made.version)] = made
-        return module, made
+        asked = (name, version) if version is None or type(version) is str else None
+        found = self.workspace.called.get(asked) if asked else None
+        if found is None:
+            module = self.registry.get("prompt", name, version)
+            assert module is not None, "references are checked before lowering"
+            made = self.workspace.modules.get((name, module.version or ""))
+            if made is None:
+                key = (module.name or name, module.version or "")
+                made = self.workspace.modules.get(key) or self._prompt_module(module, key)
+            found = (module, made)
+            if asked:
+                self.workspace.called[asked] = found
+        self.modules[(found[1].name, found[1].version)] = found[1]
+        return found
 
     def _prompt_module(self, module: Document, key: tuple[str, str]) -> PromptModule:
         template = module.body.get("template") or {}
