@@ -39,23 +39,18 @@ from .ir import (
     frozen,
     ordered,
 )
-from .ir.common import DEFAULT_DATABASE, suffix_format
+from .ir.common import DEFAULT_DATABASE, MONITORED, suffix_format
 from .loader import Nodes, node_map
-from .model import MONITORED
 from .overlay import Place
 from .registry import Registry
 from .resolve import QUERY, Effective
 from .sqlquery import BoundQuery, dialect_of
 from .strict_schema import strict_form
 
-DEFAULT_LOGGING = {
-    "level": "INFO",
-    "format": "text",
-    "destination": "stderr",
-    "rotate": "none",
-    "max_bytes": 10485760,
-    "retention": 7,
-}
+DEFAULT_LOGGING = frozen(
+    {"level": "INFO", "format": "text", "destination": "stderr", "rotate": "none", "max_bytes": 10485760,
+     "retention": 7}
+)
 """The `logging` settings of a job that has no `logging:` (spec/job.md)."""
 DEFAULT_PROVIDER = "openai"
 DEFAULT_CALL_TIMEOUT = 120.0
@@ -84,8 +79,7 @@ class WorkspaceSettings:
     called: dict[tuple[str, str | None], tuple[Document, PromptModule]] = field(default_factory=dict)
     """Each prompt a call names (name, version as written): its document and module, looked up once a compile."""
     made_providers: dict[str, Provider] = field(default_factory=dict)
-    """Providers by name, made once and shared by every job of one compile (a pipeline's JSON writes a shared
-    resource's text once)."""
+    """Providers by name, made once a compile and shared, as modules are (the plan's JSON writes each once)."""
 
 
 class _JobLowering:
@@ -519,19 +513,15 @@ class _JobLowering:
     # -- resources and settings ---------------------------------------------------------------------------
 
     def _provider(self, name: str) -> Provider:
-        made = self.workspace.made_providers.get(name)
-        if made is None:
-            made = self.workspace.made_providers[name] = self._new_provider(name)
-        return made
-
-    def _new_provider(self, name: str) -> Provider:
+        if name in self.workspace.made_providers:
+            return self.workspace.made_providers[name]
         configured = self.workspace.providers.get(name) or {}
         env = configured.get("api_key_env") or ("OPENAI_API_KEY" if name != "mock" else None)
         api_key = None
         if env:
             value = self.workspace.environ.get(env)
             api_key = Secret(ref=f"${{{env}}}", names=(env,), digest=digest(value) if value else None)
-        return Provider(
+        made = self.workspace.made_providers[name] = Provider(
             name=name,
             protocol="mock" if name == "mock" else "openai",
             base_url=configured.get("base_url"),
@@ -542,6 +532,7 @@ class _JobLowering:
             structured_output=configured.get("structured_output", "json_schema"),
             timeout=float(configured["timeout"]) if configured.get("timeout") else None,
         )
+        return made
 
     def _connection(self, name: str) -> Connection:
         if name == "default":
@@ -568,7 +559,7 @@ class _JobLowering:
                 "on_output_error": _overlaid(_FAILURE_DEFAULTS, handling.get("on_output_error")),
             },
             "monitoring": _overlaid(_MONITORING_DEFAULTS, body.get("monitoring")),
-            "logging": _overlaid(_LOGGING_DEFAULTS, body.get("logging")),
+            "logging": _overlaid(DEFAULT_LOGGING, body.get("logging")),
             "triggers": list(body.get("triggers") or []),
             "conditions": list(body.get("conditions") or []),
             "alerts": [{"cooldown": "15m", **alert} for alert in body.get("alerts") or []],
@@ -582,7 +573,6 @@ class _JobLowering:
 
 _FAILURE_DEFAULTS = frozen({"strategy": "fail", "log": True, "alert": False})
 _MONITORING_DEFAULTS = frozen({"metrics": list(MONITORED), "export_to": "none"})
-_LOGGING_DEFAULTS = frozen(DEFAULT_LOGGING)
 
 
 def _overlaid(defaults: Frozen, given: Mapping[str, Any] | None) -> Mapping[str, Any]:
