@@ -261,7 +261,9 @@ class _Planner:
         if job is None:
             return None
         errors = len(self.sink.errors)
-        check_resolved(document, job.body, self.registry, self.sink)
+        if not job.as_written:  # else `check` found its references, against this registry, as they are here
+            check_resolved(document, job.body, self.registry, self.sink)
+        # Paths are judged again either way: a link may have changed since a cached check judged them.
         rule = rule_in_run(self.result.workspace, document, self.manifests)
         check_job_paths(document, job.body, document.base, rule, self.sink, job.origins, resolve=resolve_in_run)
         return job if len(self.sink.errors) == errors else None

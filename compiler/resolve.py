@@ -69,6 +69,8 @@ class Effective:
     _nodes: Nodes | None = None
     sealed: bool = False
     """Whether any value was sealed as a `Secret`, or a query's substitutions bound (a `BoundQuery`)."""
+    as_written: bool = False
+    """Whether the body is the document's own, which `check` validated: nothing merged, filled in or sealed."""
     prompt_overrides: list[Override] = field(default_factory=list)
     """Shorthand overrides (`model`, `temperature`, `max_tokens`), which also apply to a stack's steps."""
 
@@ -159,6 +161,7 @@ def effective(
     ]
     if not layers and not _may_resolve(document, spans):
         # Nothing to merge, fill in or seal: the body is the one `check` validated.
+        result.as_written = True
         return result
     _Resolver(result, params, param_origins, environ, sink, spans).run()
     if len(sink.errors) > errors:
