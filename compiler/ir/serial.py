@@ -118,7 +118,8 @@ def iter_json_bytes(plan: Plan, *, indent: int | None = 2) -> Iterator[bytes]:
     pad = "\n" + " " * (2 * indent) if indent else ""
     for number, job_id in enumerate(sorted(lines)):
         start, end = lines[job_id]
-        yield f"{',' if number else ''}{pad}{json.dumps(job_id)}: ".encode() + memo.spliced(kept[start:end], hashed=False)
+        key = f"{',' if number else ''}{pad}{json.dumps(job_id)}: ".encode()
+        yield memo.spliced(kept[start:end], hashed=False, lead=key)
     yield mask_passwords(("\n" + " " * indent if indent else "") + "}" + after + "\n").encode()
 
 
@@ -172,14 +173,15 @@ class _Memo:
         marker = f"{self.prefix}{number}"
         return marker, marker
 
-    def spliced(self, text: bytes | bytearray, *, hashed: bool) -> bytes:
+    def spliced(self, text: bytes | bytearray, *, hashed: bool, lead: bytes = b"") -> bytes:
         """Compact JSON `text` with each marker replaced by its resource's text (for the id, or not), passwords
-        masked. A URL cannot span a marker's edges (`[` or `,` before it, `{` after), so `text` and the resources
-        say whether the whole may hold one: then, and only then, is it searched for passwords."""
+        masked, after the text `lead` (which holds no URL). A URL cannot span a marker's edges (`[` or `,`
+        before it, `{` after), so `text` and the resources say whether the whole may hold one: then, and only
+        then, is it searched for passwords."""
         texts = self.hash_texts if hashed else self.texts
         parts = text.split(self.opening)
         url = b"://" in text
-        pieces = [parts[0]]
+        pieces = [lead, parts[0]]
         for part in parts[1:]:
             end = part.index(b'"')
             number = int(part[:end])
