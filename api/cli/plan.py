@@ -65,7 +65,7 @@ def plan(
         result = _plan_each(selectors, profile=profile, params=params, param_files=param_files, cache=not no_cache)
     else:
         result = compile_plan(target, profile=profile, params=params, param_files=param_files, cache=not no_cache)
-    skip_teardown()
+    skip_teardown(result)
     if result.diagnostics:
         colored = use_color(color, sys.stderr)
         echo(RENDERERS["human"](result.report, colored), err=True, color=colored)
