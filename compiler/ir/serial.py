@@ -43,6 +43,12 @@ def ordered(nodes: tuple[Node, ...], edges: tuple[Edge, ...]) -> tuple[tuple[Nod
     Kahn's algorithm with a heap, as networkx's `lexicographical_topological_sort` does, without building a graph
     for each of the thousands of small job plans a pipeline has. Raises `ValueError` on a cycle.
     """
+    canonical = tuple(sorted(edges, key=lambda e: (e.source, e.target, e.carries)))
+    chain = len(edges) == len(nodes) - 1 and all(
+        e.source == a.id and e.target == b.id for e, a, b in zip(edges, nodes, nodes[1:], strict=False)
+    )
+    if chain and len({node.id for node in nodes}) == len(nodes):
+        return nodes, canonical  # each node after the one before (most jobs): the only order there is
     by_id = {node.id: node for node in nodes}
     waiting = dict.fromkeys(by_id, 0)
     after: dict[str, list[str]] = {node_id: [] for node_id in by_id}
@@ -61,7 +67,7 @@ def ordered(nodes: tuple[Node, ...], edges: tuple[Edge, ...]) -> tuple[tuple[Nod
                 heapq.heappush(ready, target)
     if len(order) != len(by_id):
         raise ValueError("the plan's edges form a cycle")
-    return tuple(by_id[i] for i in order), tuple(sorted(edges, key=lambda e: (e.source, e.target, e.carries)))
+    return tuple(by_id[i] for i in order), canonical
 
 
 def to_data(plan: Plan, *, for_hash: bool = False) -> dict[str, Any]:
