@@ -18,6 +18,7 @@ from typing import Any
 from .diagnostics import Diagnostics
 from .documents import Document
 from .ir import (
+    EMPTY,
     Connection,
     Edge,
     Frozen,
@@ -38,23 +39,18 @@ from .ir import (
     frozen,
     ordered,
 )
-from .ir.common import DEFAULT_DATABASE, suffix_format
+from .ir.common import DEFAULT_DATABASE, MONITORED, suffix_format
 from .loader import Nodes, node_map
-from .model import MONITORED
 from .overlay import Place
 from .registry import Registry
 from .resolve import QUERY, Effective
 from .sqlquery import BoundQuery, dialect_of
 from .strict_schema import strict_form
 
-DEFAULT_LOGGING = {
-    "level": "INFO",
-    "format": "text",
-    "destination": "stderr",
-    "rotate": "none",
-    "max_bytes": 10485760,
-    "retention": 7,
-}
+DEFAULT_LOGGING = frozen(
+    {"level": "INFO", "format": "text", "destination": "stderr", "rotate": "none", "max_bytes": 10485760,
+     "retention": 7}
+)
 """The `logging` settings of a job that has no `logging:` (spec/job.md)."""
 DEFAULT_PROVIDER = "openai"
 DEFAULT_CALL_TIMEOUT = 120.0
@@ -80,6 +76,10 @@ class WorkspaceSettings:
     """`engine:`, the engine of jobs whose `execution.engine` says nothing."""
     modules: dict[tuple[str, str], PromptModule] = field(default_factory=dict)
     """Prompt modules already made ready for a plan, shared by every job of one compile."""
+    called: dict[tuple[str, str | None], tuple[Document, PromptModule]] = field(default_factory=dict)
+    """Each prompt a call names (name, version as written): its document and module, looked up once a compile."""
+    made_providers: dict[str, Provider] = field(default_factory=dict)
+    """Providers by name, made once a compile and shared, as modules are (the plan's JSON writes each once)."""
 
 
 class _JobLowering:
@@ -108,7 +108,8 @@ class _JobLowering:
 
     def _add(self, node: Node, *after: str, carries: str = "items") -> str:
         self.nodes.append(node)
-        self.edges.extend(Edge(source=before, target=node.id, carries=carries) for before in after)
+        for before in after:
+            self.edges.append(Edge(source=before, target=node.id, carries=carries))
         return node.id
 
     def _unique(self, wanted: str) -> str:
@@ -123,11 +124,12 @@ class _JobLowering:
     def _provenance(self, entries: Mapping[str, Place | str | None]) -> Frozen:
         """Config key -> origin: a place in the job body is looked up, a string is the origin itself."""
         found: dict[str, str] = {}
+        origin_of = self.job.origin
         for key, where in entries.items():
-            origin = self.job.origin(where) if isinstance(where, tuple) else where
+            origin = origin_of(where) if isinstance(where, tuple) else where
             if origin:
                 found[key] = origin
-        return frozen(found)
+        return Frozen.of_text(found) if found else EMPTY
 
     # -- the job ------------------------------------------------------------------------------------------
 
@@ -347,14 +349,20 @@ class _JobLowering:
         return found
 
     def _module(self, name: str, version: str | None) -> tuple[Document, PromptModule]:
-        module = self.registry.get("prompt", name, version)
-        assert module is not None, "references are checked before lowering"
-        made = self.workspace.modules.get((name, module.version or ""))
-        if made is None:
-            key = (module.name or name, module.version or "")
-            made = self.workspace.modules.get(key) or self._prompt_module(module, key)
-        self.modules[(made.name, made.version)] = made
-        return module, made
+        asked = (name, version) if version is None or type(version) is str else None
+        found = self.workspace.called.get(asked) if asked else None
+        if found is None:
+            module = self.registry.get("prompt", name, version)
+            assert module is not None, "references are checked before lowering"
+            made = self.workspace.modules.get((name, module.version or ""))
+            if made is None:
+                key = (module.name or name, module.version or "")
+                made = self.workspace.modules.get(key) or self._prompt_module(module, key)
+            found = (module, made)
+            if asked:
+                self.workspace.called[asked] = found
+        self.modules[(found[1].name, found[1].version)] = found[1]
+        return found
 
     def _prompt_module(self, module: Document, key: tuple[str, str]) -> PromptModule:
         template = module.body.get("template") or {}
@@ -505,13 +513,15 @@ class _JobLowering:
     # -- resources and settings ---------------------------------------------------------------------------
 
     def _provider(self, name: str) -> Provider:
+        if name in self.workspace.made_providers:
+            return self.workspace.made_providers[name]
         configured = self.workspace.providers.get(name) or {}
         env = configured.get("api_key_env") or ("OPENAI_API_KEY" if name != "mock" else None)
         api_key = None
         if env:
             value = self.workspace.environ.get(env)
             api_key = Secret(ref=f"${{{env}}}", names=(env,), digest=digest(value) if value else None)
-        return Provider(
+        made = self.workspace.made_providers[name] = Provider(
             name=name,
             protocol="mock" if name == "mock" else "openai",
             base_url=configured.get("base_url"),
@@ -522,6 +532,7 @@ class _JobLowering:
             structured_output=configured.get("structured_output", "json_schema"),
             timeout=float(configured["timeout"]) if configured.get("timeout") else None,
         )
+        return made
 
     def _connection(self, name: str) -> Connection:
         if name == "default":
@@ -536,20 +547,19 @@ class _JobLowering:
         execution.setdefault("call_timeout", None)
         execution.setdefault("timeout", None)
         handling = body.get("error_handling") or {}
-        failure_defaults = {"strategy": "fail", "log": True, "alert": False}
         settings: dict[str, Any] = {
             "execution": execution,
             "error_handling": {
                 "on_prompt_failure": {
-                    **failure_defaults,
+                    **_FAILURE_DEFAULTS,
                     **{k: v for k, v in (handling.get("on_prompt_failure") or {}).items() if k in ("log", "alert")},
                     "strategy": "retry" if self.retry.max_retries else self.on_failure,
                 },
-                "on_input_error": {**failure_defaults, **(handling.get("on_input_error") or {})},
-                "on_output_error": {**failure_defaults, **(handling.get("on_output_error") or {})},
+                "on_input_error": _overlaid(_FAILURE_DEFAULTS, handling.get("on_input_error")),
+                "on_output_error": _overlaid(_FAILURE_DEFAULTS, handling.get("on_output_error")),
             },
-            "monitoring": {"metrics": list(MONITORED), "export_to": "none", **(body.get("monitoring") or {})},
-            "logging": {**DEFAULT_LOGGING, **(body.get("logging") or {})},
+            "monitoring": _overlaid(_MONITORING_DEFAULTS, body.get("monitoring")),
+            "logging": _overlaid(DEFAULT_LOGGING, body.get("logging")),
             "triggers": list(body.get("triggers") or []),
             "conditions": list(body.get("conditions") or []),
             "alerts": [{"cooldown": "15m", **alert} for alert in body.get("alerts") or []],
@@ -559,6 +569,15 @@ class _JobLowering:
         if self.workspace.allowed_paths:
             settings["paths"] = {"allow": list(self.workspace.allowed_paths)}
         return frozen(settings)
+
+
+_FAILURE_DEFAULTS = frozen({"strategy": "fail", "log": True, "alert": False})
+_MONITORING_DEFAULTS = frozen({"metrics": list(MONITORED), "export_to": "none"})
+
+
+def _overlaid(defaults: Frozen, given: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """`defaults` with what a job gives over them; the shared defaults themselves when it gives nothing."""
+    return {**defaults, **given} if given else defaults
 
 
 def lower_job(

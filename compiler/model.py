@@ -11,7 +11,7 @@ kind into a draft-07 document.
 
 from __future__ import annotations
 
-from .ir.common import DURATION_PATTERN
+from .ir.common import DURATION_PATTERN, MONITORED
 from .shapes import (
     DOCS_BASE,
     DRAFT_07,
@@ -75,8 +75,6 @@ SECONDS = Number(exclusive_minimum=0)
 VALUE_TYPE = Choice("string|integer|number|boolean|list|object")
 FREE = MapOf(Anything(), keys=NAME)
 FIELD_NAMES = ListOf(Text())
-MONITORED = ("execution_time", "token_usage", "success_rate", "error_rate", "items_processed", "retries", "cost")
-"""Every metric a run records; a job that names none records them all."""
 PHASE_NAMES = ("map", "reduce", "fan_out", "process", "fan_in")
 
 

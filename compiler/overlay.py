@@ -7,6 +7,7 @@ so a key means the same thing everywhere.
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 PROMPT_SHORTHAND = ("model", "temperature", "max_tokens")
@@ -16,6 +17,14 @@ Place = tuple[str | int, ...]
 
 INPUT_SHORTHAND = {"batch_size": ("input", "batch_size")}
 """Keys that stand for a longer path."""
+
+
+@functools.cache
+def job_keys() -> frozenset[str]:
+    """The keys a job body may have (the document model is imported when an override first asks)."""
+    from .model import JOB
+
+    return frozenset(key.name for key in JOB.children())
 
 
 class OverlayError(Exception):

@@ -151,8 +151,15 @@ def _unrelated_errors_as_warnings(result: CheckResult, name: str) -> CheckResult
     return replace(result, diagnostics=diagnostics)
 
 
-def documents_used(document: Document, registry: Any, seen: dict[int, Document]) -> list[Document]:
-    """`document` and every document it refers to: prompt modules, stacks, a pipeline's jobs."""
+def documents_used(
+    document: Document,
+    registry: Any,
+    seen: dict[int, Document],
+    asked: dict[tuple[str, str, str | None], Document | None] | None = None,
+) -> list[Document]:
+    """`document` and every document it refers to: prompt modules, stacks, a pipeline's jobs. `asked` keeps
+    each reference's answer, so that 2,000 jobs naming the same few prompts ask the registry once for each."""
+    asked = {} if asked is None else asked
     seen[id(document)] = document
     body = document.body if isinstance(document.body, dict) else {}
     references: list[tuple[str, Any, Any]] = []
@@ -173,9 +180,12 @@ def documents_used(document: Document, registry: Any, seen: dict[int, Document])
         job = entry if isinstance(entry, str) else entry.get("name") if isinstance(entry, dict) else None
         references.append(("job", job, None))
     for kind, name, version in references:
-        used = registry.get(kind, str(name), None if version is None else str(version)) if name else None
+        if not name:
+            continue
+        key = (kind, str(name), None if version is None else str(version))
+        used = asked[key] if key in asked else asked.setdefault(key, registry.get(*key))
         if used is not None and id(used) not in seen:
-            documents_used(used, registry, seen)
+            documents_used(used, registry, seen, asked)
     return list(seen.values())
 
 
@@ -251,7 +261,9 @@ class _Planner:
         if job is None:
             return None
         errors = len(self.sink.errors)
-        check_resolved(document, job.body, self.registry, self.sink)
+        if not job.as_written:  # else `check` found its references, against this registry, as they are here
+            check_resolved(document, job.body, self.registry, self.sink)
+        # Paths are judged again either way: a link may have changed since a cached check judged them.
         rule = rule_in_run(self.result.workspace, document, self.manifests)
         check_job_paths(document, job.body, document.base, rule, self.sink, job.origins, resolve=resolve_in_run)
         return job if len(self.sink.errors) == errors else None

@@ -36,8 +36,7 @@ from .ir.expressions import (
     resolve,
 )
 from .loader import Nodes, node_map, node_span
-from .model import JOB
-from .overlay import INPUT_SHORTHAND, PROMPT_SHORTHAND, OverlayError, Place, apply_tracked
+from .overlay import INPUT_SHORTHAND, PROMPT_SHORTHAND, OverlayError, Place, apply_tracked, job_keys
 from .overrides import Override, scalar
 from .schemas import fast_validator
 from .span import Span
@@ -47,7 +46,6 @@ from .validate import explain_value
 SECRET_KEYS = frozenset({"api_key", "password", "token", "secret", "auth"})
 """Keys whose values are secrets."""
 OUTPUT_PATH = ("output", "path")
-JOB_KEYS = frozenset(key.name for key in JOB.children())
 
 
 @functools.lru_cache(maxsize=4096)
@@ -71,6 +69,8 @@ class Effective:
     _nodes: Nodes | None = None
     sealed: bool = False
     """Whether any value was sealed as a `Secret`, or a query's substitutions bound (a `BoundQuery`)."""
+    as_written: bool = False
+    """Whether the body is the document's own, which `check` validated: nothing merged, filled in or sealed."""
     prompt_overrides: list[Override] = field(default_factory=list)
     """Shorthand overrides (`model`, `temperature`, `max_tokens`), which also apply to a stack's steps."""
 
@@ -161,6 +161,7 @@ def effective(
     ]
     if not layers and not _may_resolve(document, spans):
         # Nothing to merge, fill in or seal: the body is the one `check` validated.
+        result.as_written = True
         return result
     _Resolver(result, params, param_origins, environ, sink, spans).run()
     if len(sink.errors) > errors:
@@ -193,7 +194,7 @@ def _param_origin(result: Effective, name: str) -> str:
 
 
 def _is_parameter(key: str, params: Mapping[str, Any], used: set[str]) -> bool:
-    if key in PROMPT_SHORTHAND or key in INPUT_SHORTHAND or "." in key or key in JOB_KEYS:
+    if key in PROMPT_SHORTHAND or key in INPUT_SHORTHAND or "." in key or key in job_keys():
         return False
     return key in params or key in used
 
@@ -214,8 +215,8 @@ def _substituted_names(value: Any) -> set[str]:
 def _apply(result: Effective, override: Override, used: set[str], params: Mapping[str, Any], sink: Diagnostics) -> None:
     where = override.span
     shown = f"`{override.key}` ({override.origin})"
-    if "." not in override.key and override.key not in JOB_KEYS | set(PROMPT_SHORTHAND) | set(INPUT_SHORTHAND):
-        candidates = sorted(JOB_KEYS | set(PROMPT_SHORTHAND) | set(INPUT_SHORTHAND) | set(params) | used)
+    if "." not in override.key and override.key not in job_keys() | set(PROMPT_SHORTHAND) | set(INPUT_SHORTHAND):
+        candidates = sorted(job_keys() | set(PROMPT_SHORTHAND) | set(INPUT_SHORTHAND) | set(params) | used)
         sink.emit(
             "unknown-key",
             f"{shown} is not a key, shorthand or parameter of {result.document.label()}",

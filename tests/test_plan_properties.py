@@ -37,7 +37,8 @@ from test_plan_goldens import check_invariants
 from test_properties import paths
 from textpos import position
 
-from sleipnir.compiler.ir import JobStep, Plan, PromptCall, Secret, Sink, Source, from_json, to_json
+from sleipnir.compiler.ir import JobStep, Plan, PromptCall, Secret, Sink, Source, from_json, to_data, to_json
+from sleipnir.compiler.ir.common import mask_passwords
 from sleipnir.compiler.ir.expressions import ExpressionError, Substitution, Text, format, parse_substitutions
 from sleipnir.compiler.planner import PlanResult, plan
 
@@ -853,6 +854,32 @@ def test_the_plan_id_does_not_depend_on_a_secrets_value(here: Folder) -> None:
     assert before.id == after.id
 
 
+def test_a_pipelines_json_and_job_ids_are_plain_json_of_its_data_with_passwords_masked(here: Folder) -> None:
+    """The pipeline writer walks each job plan once for its line and its id, and splices the resources the jobs
+    share (prompt modules, providers) into both as bytes: the result is what plain `json` writes of `to_data`,
+    masked, and each id the SHA-256 of the masked canonical JSON, here with a password in a shared provider."""
+    here.files(
+        {
+            "sleipnir.yaml": "name: shared\nproviders:\n  openai:\n    base_url: https://user:PlantedPw@llm.example/v1\n",
+            "jobs/a.yaml": "job:\n  name: a\n  prompts:\n    - name: analyzer\n",
+            "jobs/b.yaml": "job:\n  name: b\n  prompts:\n    - name: analyzer\n    - name: classifier\n",
+            "pipelines/p.yaml": "pipeline:\n  name: p\n  jobs: [a, b]\n",
+        }
+    )
+    pipeline = planned("p")
+    text = to_json(pipeline)
+    assert "PlantedPw" not in text and text.count("user:***@") == 2
+    written = json.loads(text)
+    canonical = {"sort_keys": True, "separators": (",", ":"), "ensure_ascii": False}
+    steps = [n for n in pipeline.nodes if isinstance(n, JobStep)]
+    for step in steps:
+        hashed = mask_passwords(json.dumps(to_data(step.plan, for_hash=True), **canonical))
+        assert step.plan.id == hashlib.sha256(hashed.encode()).hexdigest()
+        assert written["plans"][step.plan.id] == json.loads(mask_passwords(json.dumps(to_data(step.plan), **canonical)))
+    assert sorted(written["plans"]) == sorted(s.plan.id for s in steps)
+    assert written["id"] == pipeline.id == from_json(text).id
+
+
 def test_an_escaped_string_keeps_its_file_provenance(here: Folder) -> None:
     # A string with escapes and no substitution once got the origin "", and lost its provenance.
     here.job("job:\n  name: escaped\n  output:\n    path: out/$${HOME}.jsonl\n")
@@ -981,7 +1008,7 @@ def test_the_plan_json_writer_writes_what_json_writes(value: Any, indent: int | 
     (floats such as `1e-05`, NaN, integers beyond 64 bits, lone surrogates): either way, `json`'s bytes."""
     from sleipnir.compiler.ir import serial
 
-    written = serial._dumps(serial._data(value, False), indent)
+    written = serial._dumps(serial._pair(value)[0], indent)
     if indent is None:
         assert written == json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     else:

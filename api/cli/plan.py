@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from ..compiler.diagnostics import Diagnostics
-from ..compiler.ir import Plan, iter_json, to_json
+from ..compiler.ir import Plan, iter_json_bytes, to_json
 from ..compiler.planner import PlanResult
 from ..compiler.planner import plan as compile_plan
 from ..compiler.render import RENDERERS
@@ -65,18 +65,19 @@ def plan(
         result = _plan_each(selectors, profile=profile, params=params, param_files=param_files, cache=not no_cache)
     else:
         result = compile_plan(target, profile=profile, params=params, param_files=param_files, cache=not no_cache)
-    skip_teardown()
+    skip_teardown(result)
     if result.diagnostics:
         colored = use_color(color, sys.stderr)
         echo(RENDERERS["human"](result.report, colored), err=True, color=colored)
     if not result.ok:
         sys.exit(EXIT_PROBLEMS)
     if output_format == "json" and out is None:
-        # Written as it is made: a 2,000-job pipeline's JSON is never held whole.
+        # Written as it is made, as bytes: a 2,000-job pipeline's JSON is never held whole, nor decoded to text.
         try:
-            for piece in _json_pieces(result.plans):
-                sys.stdout.write(piece)
             sys.stdout.flush()
+            for piece in _json_pieces(result.plans):
+                sys.stdout.buffer.write(piece)
+            sys.stdout.buffer.flush()
         except BrokenPipeError:
             # The reader stopped (`| head`): stop writing, quietly, as other tools do.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -104,20 +105,20 @@ def _plan_each(selectors: tuple[str, ...], **options: Any) -> PlanResult:
     return dataclasses.replace(results[0], plans=plans, diagnostics=diagnostics)
 
 
-def _json_pieces(plans: tuple[Plan, ...]) -> Iterator[str]:
-    """The JSON of one plan, or a JSON array of several, in pieces."""
+def _json_pieces(plans: tuple[Plan, ...]) -> Iterator[bytes]:
+    """The JSON of one plan, or a JSON array of several, in pieces of UTF-8."""
     if len(plans) == 1:
-        yield from iter_json(plans[0])
+        yield from iter_json_bytes(plans[0])
         return
-    yield "[\n"
+    yield b"[\n"
     for number, planned in enumerate(plans):
-        yield (",\n" if number else "") + to_json(planned).rstrip("\n")
-    yield "\n]\n"
+        yield ((",\n" if number else "") + to_json(planned).rstrip("\n")).encode()
+    yield b"\n]\n"
 
 
 def _plan_text(plans: tuple[Plan, ...], output_format: str, count_rows: bool, *, color: bool) -> str:
     if output_format == "json":
-        return "".join(_json_pieces(plans))
+        return b"".join(_json_pieces(plans)).decode()
     if output_format in ("dot", "mermaid"):
         from ..compiler.render.plan_graph import render_dot, render_mermaid
 

@@ -137,15 +137,19 @@ def rule_in_run(workspace: Any, document: Document, manifests: list[Document]) -
 
 
 def resolve_in_run(root: str, path: str) -> str | None:
-    """`os.path.realpath(root/path)`, with the folder part resolved once a run: the last part is looked at on
-    its own (one `lstat`), and followed when it is a link."""
-    folders: dict[str, str] = _RULES[2]
+    """`os.path.realpath(root/path)`, with the folder part resolved (and whether it is there) once a run: the
+    last part is looked at on its own (one `lstat`), and followed when it is a link."""
+    folders: dict[str, tuple[str, bool]] = _RULES[2]
     try:
         head, tail = os.path.split(os.path.join(root, os.path.expanduser(path)))
-        base = folders.get(head)
-        if base is None:
-            base = folders[head] = os.path.realpath(head)
+        found = folders.get(head)
+        if found is None:
+            real = os.path.realpath(head)
+            found = folders[head] = (real, os.path.isdir(real))
+        base, present = found
         full = os.path.join(base, tail)
-        return os.path.realpath(full) if os.path.islink(full) else os.path.normpath(full)
+        # Nothing in a folder that is not there is a link: no `lstat` (and no failed one) for each of 2,000 jobs'
+        # outputs before their first run.
+        return os.path.realpath(full) if present and os.path.islink(full) else os.path.normpath(full)
     except (OSError, ValueError):
         return None

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
         frozen,
         thaw,
     )
-    from .serial import from_data, from_json, iter_json, ordered, plan_id, to_data, to_json
+    from .serial import from_data, from_json, iter_json, iter_json_bytes, ordered, plan_id, to_data, to_json
 
 __all__ = [
     "EDGE_KINDS",
@@ -77,6 +77,7 @@ __all__ = [
     "from_json",
     "frozen",
     "iter_json",
+    "iter_json_bytes",
     "ordered",
     "plan_id",
     "thaw",
@@ -115,6 +116,7 @@ _HOMES = {
     "from_json": ".serial",
     "frozen": ".plan",
     "iter_json": ".serial",
+    "iter_json_bytes": ".serial",
     "ordered": ".serial",
     "plan_id": ".serial",
     "thaw": ".plan",

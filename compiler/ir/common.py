@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 DEFAULT_DATABASE = ".sleipnir/sleipnir.db"
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv"}
 """File formats by suffix; any other suffix reads as jsonl."""
+MONITORED = ("execution_time", "token_usage", "success_rate", "error_rate", "items_processed", "retries", "cost")
+"""Every metric a run records; a job that names none records them all (here, not in `compiler/model.py`, so that
+lowering a job does not import the document model)."""
 RUN_TIME_NAMES = frozenset({"run.id", "run.date", "trigger.file_stem"})
 """Names an output path may use that only the run knows: the run's id, its date (UTC, `YYYY-MM-DD`), and the stem
 of the file a `file_created` trigger (or `--input`) gave it. The compiler leaves them; the runtime fills them."""

@@ -47,6 +47,15 @@ class Frozen(Mapping[str, Any]):
         }
         self._hash: int | None = None
 
+    @classmethod
+    def of_text(cls, items: dict[str, str]) -> Frozen:
+        """`Frozen(items)` for a mapping of text to text, which needs no freezing: `items` itself, not a copy
+        (whoever made it lets it go). Lowering makes thousands of these, a provenance a node."""
+        made = cls.__new__(cls)
+        made._items = items
+        made._hash = None
+        return made
+
     def __getitem__(self, key: str) -> Any:
         return self._items[key]
 

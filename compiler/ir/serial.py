@@ -43,6 +43,12 @@ def ordered(nodes: tuple[Node, ...], edges: tuple[Edge, ...]) -> tuple[tuple[Nod
     Kahn's algorithm with a heap, as networkx's `lexicographical_topological_sort` does, without building a graph
     for each of the thousands of small job plans a pipeline has. Raises `ValueError` on a cycle.
     """
+    canonical = tuple(sorted(edges, key=lambda e: (e.source, e.target, e.carries)))
+    chain = len(edges) == len(nodes) - 1 and all(
+        e.source == a.id and e.target == b.id for e, a, b in zip(edges, nodes, nodes[1:], strict=False)
+    )
+    if chain and len({node.id for node in nodes}) == len(nodes):
+        return nodes, canonical  # each node after the one before (most jobs): the only order there is
     by_id = {node.id: node for node in nodes}
     waiting = dict.fromkeys(by_id, 0)
     after: dict[str, list[str]] = {node_id: [] for node_id in by_id}
@@ -61,7 +67,7 @@ def ordered(nodes: tuple[Node, ...], edges: tuple[Edge, ...]) -> tuple[tuple[Nod
                 heapq.heappush(ready, target)
     if len(order) != len(by_id):
         raise ValueError("the plan's edges form a cycle")
-    return tuple(by_id[i] for i in order), tuple(sorted(edges, key=lambda e: (e.source, e.target, e.carries)))
+    return tuple(by_id[i] for i in order), canonical
 
 
 def to_data(plan: Plan, *, for_hash: bool = False) -> dict[str, Any]:
@@ -70,9 +76,9 @@ def to_data(plan: Plan, *, for_hash: bool = False) -> dict[str, Any]:
     A pipeline's job steps hold their job plan's id; `plans` holds each job plan once, by id (it is not part of
     the hash: the ids in the steps already are)."""
     memo = _Memo(splice=False)
-    data = _plan_data(plan, for_hash, memo)
+    data: dict[str, Any] = _plan_pair(plan, memo)[for_hash]
     if plan.kind == "pipeline" and not for_hash:
-        data["plans"] = {job_id: _plan_data(job, False, memo) for job_id, job in sorted(_job_plans(plan, memo).items())}
+        data["plans"] = {job_id: _plan_pair(job, memo)[0] for job_id, job in sorted(_job_plans(plan, memo).items())}
     return data
 
 
@@ -87,89 +93,122 @@ def iter_json(plan: Plan, *, indent: int | None = 2) -> Iterator[str]:
     """`to_json` in pieces, for writing as it is made: a pipeline's job plans one at a time, each on one line
     (thousands of them would take seconds through json's indenting encoder, which is pure Python). Each piece is
     whole JSON text, so each has its URL passwords masked as `to_json` says."""
-    for piece in _json_pieces(plan, indent):
-        yield mask_passwords(piece)
+    for piece in iter_json_bytes(plan, indent=indent):
+        yield piece.decode()
 
 
-def _json_pieces(plan: Plan, indent: int | None) -> Iterator[str]:
+def iter_json_bytes(plan: Plan, *, indent: int | None = 2) -> Iterator[bytes]:
+    """`iter_json`, UTF-8: for a binary stream, which a 2,000-job pipeline's 16 MB then reach without being
+    decoded and encoded again."""
+    # Each job plan is walked once, for its id and its line together; the lines wait, compact and with markers
+    # for the shared resources, until the head (which needs every id) is written. They wait end to end in one
+    # buffer: 2,000 small blocks among the walks' freed ones kept twice their size in memory.
     memo = _Memo(splice=True)
-    identity = _digest(memo.compact(_plan_data(plan, True, memo)))
-    head = _plan_data(plan, False, _Memo(splice=False, ids=memo.ids))
+    kept = bytearray()
+    lines: dict[str, tuple[int, int]] = {}
+    for node in plan.nodes:
+        if type(node) is JobStep and id(node.plan) not in memo.ids:
+            job_id, data = _identity(node.plan, memo)
+            memo.ids[id(node.plan)] = job_id
+            start = len(kept)
+            kept += _compact(data)
+            lines[job_id] = (start, len(kept))  # two plans with one id: the last one's, as `to_data` keeps
+    identity, head = _identity(plan, _Memo(splice=False, ids=memo.ids))
     if plan.kind != "pipeline":
-        yield _dumps({"id": identity, **head}, indent) + "\n"
+        yield mask_passwords(_dumps({"id": identity, **head}, indent) + "\n").encode()
         return
     marker = f"plans-{identity}"
     text = _dumps({"id": identity, **head, "plans": marker}, indent)
     before, after = text.split(json.dumps(marker))
-    yield before + "{"
+    yield mask_passwords(before + "{").encode()
     pad = "\n" + " " * (2 * indent) if indent else ""
-    for number, (job_id, job) in enumerate(sorted(_job_plans(plan, memo).items())):
-        line = memo.compact(_plan_data(job, False, memo))
-        yield f"{',' if number else ''}{pad}{json.dumps(job_id)}: {line}"
-    yield ("\n" + " " * indent if indent else "") + "}" + after + "\n"
+    for number, job_id in enumerate(sorted(lines)):
+        start, end = lines[job_id]
+        key = f"{',' if number else ''}{pad}{json.dumps(job_id)}: ".encode()
+        yield memo.spliced(kept[start:end], hashed=False, lead=key)
+    yield mask_passwords(("\n" + " " * indent if indent else "") + "}" + after + "\n").encode()
 
 
 def plan_id(plan: Plan) -> str:
-    memo = _Memo(splice=True)
-    return _digest(memo.compact(_plan_data(plan, True, memo)))
+    return _identity(plan, _Memo(splice=True))[0]
 
 
-def _digest(canonical: str) -> str:
+def _identity(plan: Plan, memo: _Memo) -> tuple[str, dict[str, Any]]:
+    """The plan's id and its JSON data (with `memo.splice`, the shared resources in it stand as markers)."""
+    data, hashed = _plan_pair(plan, memo)
     # Masked as `to_json` masks, so the JSON of a plan with a literal password still carries its own id.
-    return hashlib.sha256(mask_passwords(canonical).encode()).hexdigest()
+    return hashlib.sha256(memo.spliced(_compact(hashed), hashed=True)).hexdigest(), data
 
 
 class _Memo:
     """What one serialisation computes once: each job plan's id, and (with `splice`, for compact JSON) the JSON
     of each shared resource. Lowering makes one `PromptModule` and `Provider` per workspace and shares it among
     the jobs that use it; in a 2,000-job pipeline their copies were 60% of the job plans' JSON. With `splice`,
-    a shared resource is encoded once, stands as a marker string in each plan's data, and `compact` puts its
+    a shared resource is encoded once, stands as a marker string in each plan's data, and `spliced` puts its
     text in place of the marker: the same bytes `json.dumps` would write there."""
 
-    __slots__ = ("ids", "kept", "markers", "numbers", "prefix", "splice", "texts", "used")
+    __slots__ = ("hash_texts", "ids", "kept", "numbers", "opening", "prefix", "splice", "texts", "urls")
 
     def __init__(self, *, splice: bool, ids: dict[int, str] | None = None) -> None:
         self.splice = splice
         self.ids: dict[int, str] = {} if ids is None else ids
-        self.numbers: dict[tuple[int, bool], int] = {}
-        self.texts: list[str] = []
-        self.markers: list[str] = []
-        """Each marker as JSON writes it (quoted, its control character escaped)."""
+        self.numbers: dict[int, int] = {}
+        self.texts: list[bytes] = []
+        self.hash_texts: list[bytes] = []
+        self.urls: list[bool] = []
+        """Whether each resource's text (or its text for the id) may hold a URL with a password."""
         self.kept: list[Any] = []
         """The resources encoded: alive as long as the memo, so that no other object takes their `id`."""
-        self.used: set[int] = set()
         # A control character and a random part: no string of a plan is written as this.
         self.prefix = f"\x00{os.urandom(8).hex()}:"
+        self.opening = json.dumps(self.prefix)[:-1].encode()
+        """How every marker begins as JSON writes it (quoted, its control character escaped); its number and
+        closing quote follow."""
 
-    def resource(self, item: Any, for_hash: bool) -> Any:
+    def resource(self, item: Any) -> _Pair:
         if not self.splice:
-            return _data(item, for_hash)
-        key = (id(item), for_hash)
-        number = self.numbers.get(key)
+            return _pair(item)
+        number = self.numbers.get(id(item))
         if number is None:
-            number = self.numbers[key] = len(self.texts)
-            self.texts.append(_compact(_data(item, for_hash)))
-            self.markers.append(json.dumps(f"{self.prefix}{number}"))
+            number = self.numbers[id(item)] = len(self.texts)
+            data, hashed = _pair(item)
+            self.texts.append(_compact(data))
+            self.hash_texts.append(_compact(hashed))
+            self.urls.append(b"://" in self.texts[-1] or b"://" in self.hash_texts[-1])
             self.kept.append(item)
-        self.used.add(number)
-        return f"{self.prefix}{number}"
+        marker = f"{self.prefix}{number}"
+        return marker, marker
 
-    def compact(self, data: Any) -> str:
-        """`data` as canonical compact JSON, each marker replaced by its resource's text."""
-        text = _compact(data)
-        for number in self.used:
-            text = text.replace(self.markers[number], self.texts[number])
-        self.used.clear()
-        return text
+    def spliced(self, text: bytes | bytearray, *, hashed: bool, lead: bytes = b"") -> bytes:
+        """Compact JSON `text` with each marker replaced by its resource's text (for the id, or not), passwords
+        masked, after the text `lead` (which holds no URL). A URL cannot span a marker's edges (`[` or `,`
+        before it, `{` after), so `text` and the resources say whether the whole may hold one: then, and only
+        then, is it searched for passwords."""
+        texts = self.hash_texts if hashed else self.texts
+        parts = text.split(self.opening)
+        url = b"://" in text
+        pieces = [lead, parts[0]]
+        for part in parts[1:]:
+            end = part.index(b'"')
+            number = int(part[:end])
+            pieces += (texts[number], part[end + 1 :])
+            url = url or self.urls[number]
+        whole = b"".join(pieces)
+        return mask_passwords(whole.decode()).encode() if url else whole
 
 
-def _compact(data: Any) -> str:
-    return _dumps(data, None)
+def _compact(data: Any) -> bytes:
+    """`_dumps(data, None)`, UTF-8 (a lone surrogate, which only `json` writes, cannot be: it raises, as writing or
+    hashing it always did)."""
+    try:
+        return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # orjson.JSONEncodeError
+        return _dumps(data, None).encode()
 
 
 def _dumps(data: Any, indent: int | None) -> str:
     """`json.dumps(data, indent=indent, sort_keys=True, ensure_ascii=False)`, compact without `indent`, byte for
-    byte; through orjson, about five times faster on a plan, where it writes the same bytes (`_data` wraps the
+    byte; through orjson, about five times faster on a plan, where it writes the same bytes (`_pair` wraps the
     floats it would write otherwise, and integers beyond 64 bits, keys that are not text and lone surrogates
     make it refuse): anything it refuses goes to `json`."""
     if indent in (None, 2):
@@ -199,10 +238,13 @@ def _job_id(plan: Plan, memo: _Memo) -> str:
     """A job plan's id, computed once per serialisation (the plan objects live as long as the memo does)."""
     found = memo.ids.get(id(plan))
     if found is None:
-        hashing = memo if memo.splice else _Memo(splice=True)
-        found = memo.ids[id(plan)] = _digest(hashing.compact(_plan_data(plan, True, hashing)))
+        found = memo.ids[id(plan)] = _identity(plan, memo)[0]
     return found
 
+
+# Each value is walked once for both of its forms: `_Pair` is (its JSON data, its data for the id). The two share
+# every part that the id does not leave out, so most of a plan is made once.
+_Pair = tuple[Any, Any]
 
 _SKIPPED_FOR_HASH = {"span", "provenance", "root", "origin", "file"}
 """Where things came from, not what runs: left out of the plan id, so that it is the same from any folder."""
@@ -210,129 +252,184 @@ _SHARED = ("prompts", "providers")
 """The resources lowering shares among plans (see `_Memo`)."""
 
 
-def _plan_data(plan: Plan, for_hash: bool, memo: _Memo) -> dict[str, Any]:
+def _plan_pair(value: Plan | Resources, memo: _Memo) -> _Pair:
+    """A plan, or its resources: its nodes, and the resources lowering shares, through `memo`."""
     data: dict[str, Any] = {}
-    for name in _field_names(Plan, for_hash):
-        value = getattr(plan, name)
+    hashed: dict[str, Any] = {}
+    for name, kept in _fields_of(type(value)):
+        item = getattr(value, name)
         if name == "nodes":
-            data["nodes"] = [_node_data(node, for_hash, memo) for node in value]
-        elif name == "resources" and type(value) is Resources:
-            data["resources"] = {
-                field: [memo.resource(item, for_hash) for item in getattr(value, field)]
-                if field in _SHARED
-                else _data(getattr(value, field), for_hash)
-                for field in _field_names(Resources, for_hash)
-            }
+            pair = _unzipped([_node_pair(node, memo) for node in item])
+        elif name in _SHARED:
+            pair = _unzipped([memo.resource(shared) for shared in item])
+        elif type(item) is Resources:
+            pair = _plan_pair(item, memo)
         else:
-            data[name] = _data(value, for_hash)
-    return data
+            pair = _pair(item)
+        data[name] = pair[0]
+        if kept:
+            hashed[name] = pair[1]
+    return data, hashed
 
 
-def _node_data(node: Node, for_hash: bool, memo: _Memo) -> dict[str, Any]:
+def _unzipped(pairs: list[_Pair]) -> _Pair:
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def _node_pair(node: Node, memo: _Memo) -> _Pair:
     data: dict[str, Any] = {"kind": node.kind}
+    hashed: dict[str, Any] = {"kind": node.kind}
     plain = _PLAIN
-    for name in _field_names(type(node), for_hash):
+    for name, kept in _fields_of(type(node)):
         value = getattr(node, name)
         kind = type(value)
-        data[name] = value if kind in plain else _job_id(value, memo) if kind is Plan else _data(value, for_hash)
-    return data
+        if kind in plain:
+            data[name] = value
+            if kept:
+                hashed[name] = value
+        elif kind is Plan:
+            data[name] = hashed[name] = _job_id(value, memo)
+        else:
+            data[name], other = _pair(value)
+            if kept:
+                hashed[name] = other
+    return data, hashed
 
 
 _PLAIN = frozenset({str, int, bool, type(None)})
-"""Values written as they are. Floats are not: `_data` looks at each (a plan has few)."""
+"""Values written as they are. Floats are not: `_pair` looks at each (a plan has few)."""
 
 
-_FIELD_NAMES: dict[tuple[type, bool], tuple[str, ...]] = {}
+_FIELDS: dict[type, tuple[tuple[str, bool], ...]] = {}
 
 
-def _field_names(cls: type, for_hash: bool) -> tuple[str, ...]:
-    """The fields of a plan class the JSON (or the hash) holds, looked up once per class."""
-    names = _FIELD_NAMES.get((cls, for_hash))
-    if names is None:
-        names = _FIELD_NAMES[(cls, for_hash)] = tuple(
-            f.name for f in fields(cls) if not (for_hash and f.name in _SKIPPED_FOR_HASH)
-        )
-    return names
+def _fields_of(cls: type) -> tuple[tuple[str, bool], ...]:
+    """The fields of a plan class, each with whether the id holds it; looked up once per class."""
+    found = _FIELDS.get(cls)
+    if found is None:
+        found = _FIELDS[cls] = tuple((f.name, f.name not in _SKIPPED_FOR_HASH) for f in fields(cls))
+    return found
 
 
-def _data(value: Any, for_hash: bool) -> Any:
+def _pair(value: Any) -> _Pair:
     # Exact types first: a 2,000-job pipeline has a million values, and ABC isinstance checks were half the
     # time of writing its JSON.
     kind = type(value)
     if kind in _PLAIN:
-        return value
+        return value, value
     if kind is float:
-        if 1e-4 <= abs(value) < 1e16:  # repr writes no exponent here: no need to ask it
-            return value
-        return value if math.isfinite(value) and "e" not in repr(value) else _Float(value)
+        if 1e-4 <= abs(value) < 1e16 or (math.isfinite(value) and "e" not in repr(value)):
+            return value, value  # repr writes no exponent in that range: no need to ask it
+        wrapped = _Float(value)
+        return wrapped, wrapped
     if kind is Frozen:
-        return {k: v if type(v) in _PLAIN else _data(v, for_hash) for k, v in value._items.items()}
+        return _mapping_pair(value._items)
     if kind is tuple or kind is list:
-        return [v if type(v) in _PLAIN else _data(v, for_hash) for v in value]
-    return _other_data(value, for_hash)
-
-
-def _other_data(value: Any, for_hash: bool) -> Any:
-    convert = _CONVERTERS.get(type(value))
+        return _sequence_pair(value)
+    convert = _CONVERTERS.get(kind)
     if convert is None:
-        convert = _CONVERTERS[type(value)] = _converter(type(value))
-    return convert(value, for_hash)
+        convert = _CONVERTERS[kind] = _converter(kind)
+    return convert(value)
 
 
-def _secret_data(value: Secret, for_hash: bool) -> dict[str, Any]:
-    if for_hash:
-        # A rotated key must not change the plan id that resume state is keyed by.
-        return {SECRET_KEY: "", "ref": value.ref, "names": list(value.names)}
-    return {SECRET_KEY: str(value), "ref": value.ref, "names": list(value.names), "digest": value.digest}
+def _mapping_pair(value: Mapping[Any, Any]) -> _Pair:
+    data: dict[str, Any] = {}
+    differs: dict[str, Any] | None = None
+    plain = _PLAIN
+    for key, item in value.items():
+        if type(key) is not str:
+            key = str(key)
+        if type(item) in plain:
+            data[key] = item
+            continue
+        data[key], other = _pair(item)
+        if other is not data[key]:
+            differs = {} if differs is None else differs
+            differs[key] = other
+    return (data, data) if differs is None else (data, {**data, **differs})
 
 
-def _span_data(value: Span, for_hash: bool) -> dict[str, Any]:
-    return {
+def _sequence_pair(value: list[Any] | tuple[Any, ...]) -> _Pair:
+    data: list[Any] = []
+    differs: dict[int, Any] | None = None
+    plain = _PLAIN
+    for position, item in enumerate(value):
+        if type(item) in plain:
+            data.append(item)
+            continue
+        mine, other = _pair(item)
+        data.append(mine)
+        if other is not mine:
+            differs = {} if differs is None else differs
+            differs[position] = other
+    if differs is None:
+        return data, data
+    hashed = list(data)
+    for position, other in differs.items():
+        hashed[position] = other
+    return data, hashed
+
+
+def _secret_pair(value: Secret) -> _Pair:
+    # A rotated key must not change the plan id that resume state is keyed by.
+    return (
+        {SECRET_KEY: str(value), "ref": value.ref, "names": list(value.names), "digest": value.digest},
+        {SECRET_KEY: "", "ref": value.ref, "names": list(value.names)},
+    )
+
+
+def _span_pair(value: Span) -> _Pair:
+    data = {
         "file": value.file,
         "line": value.line,
         "column": value.column,
         "end_line": value.end_line,
         "end_column": value.end_column,
     }
+    return data, data
 
 
-def _mapping_data(value: Mapping[Any, Any], for_hash: bool) -> dict[str, Any]:
-    return {str(k): _data(v, for_hash) for k, v in value.items()}
-
-
-def _sequence_data(value: list[Any] | tuple[Any, ...], for_hash: bool) -> list[Any]:
-    return [_data(v, for_hash) for v in value]
-
-
-def _dataclass_data(value: Any, for_hash: bool) -> dict[str, Any]:
-    data = {}
-    for name in _field_names(type(value), for_hash):
+def _dataclass_pair(value: Any) -> _Pair:
+    data: dict[str, Any] = {}
+    hashed: dict[str, Any] = {}
+    same = True
+    plain = _PLAIN
+    for name, kept in _fields_of(type(value)):
         item = getattr(value, name)
-        data[name] = item if type(item) in _PLAIN else _data(item, for_hash)
-    return data
+        if type(item) in plain:
+            mine = other = item
+        else:
+            mine, other = _pair(item)
+        data[name] = mine
+        if kept:
+            hashed[name] = other
+            same = same and other is mine
+        else:
+            same = False
+    return (data, data) if same else (data, hashed)
 
 
-def _as_is(value: Any, for_hash: bool) -> Any:
-    return value
+def _as_is(value: Any) -> _Pair:
+    return value, value
 
 
-def _converter(kind: type) -> Callable[[Any, bool], Any]:
+def _converter(kind: type) -> Callable[[Any], _Pair]:
     """How values of type `kind` become JSON data: decided once per type (the isinstance checks against ABCs
     were a tenth of writing a 2,000-job pipeline's JSON)."""
     if issubclass(kind, Secret):
-        return _secret_data
+        return _secret_pair
     if issubclass(kind, Span):
-        return _span_data
+        return _span_pair
     if issubclass(kind, Mapping):
-        return _mapping_data
+        return _mapping_pair
     if issubclass(kind, list | tuple):
-        return _sequence_data
+        return _sequence_pair
     if hasattr(kind, "__dataclass_fields__"):
-        return _dataclass_data
+        return _dataclass_pair
     return _as_is
 
 
-_CONVERTERS: dict[type, Callable[[Any, bool], Any]] = {}
+_CONVERTERS: dict[type, Callable[[Any], _Pair]] = {}
 
 
 def from_json(text: str) -> Plan:
