@@ -249,8 +249,8 @@ class Ledger:
         ]
         if self._postgres:
             with self._transaction() as cursor:
-                cursor.executemany(_ITEMS.statement(0).replace("?", "%s"), rows)
-                cursor.executemany(_RESULTS.statement(0).replace("?", "%s"), results)
+                cursor.executemany(self._sql(_ITEMS.statement(0)), rows)
+                cursor.executemany(self._sql(_RESULTS.statement(0)), results)
             return
         with self._transaction() as cursor:
             for statement in (*_ITEMS.statements(rows), *_RESULTS.statements(results)):
@@ -479,8 +479,6 @@ def answer_json(value: Any) -> str:
     if b"null" in text and any_float(value, lambda number: not math.isfinite(number)):
         return json.dumps(value, ensure_ascii=False, default=str)
     return text.decode()
-
-
 
 
 class _Transaction:
