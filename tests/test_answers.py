@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from test_sources import postgres_url
 
+from sleipnir.runtime.engine import answers
 from sleipnir.runtime.engine.answers import AnswerWriter
 from sleipnir.runtime.engine.ledger import Answer, Ledger
 
@@ -52,6 +53,46 @@ def test_answers_are_committed_in_groups_before_their_futures_are_done(tmp_path:
 
     asyncio.run(run())
     assert sum(groups) == 152 and len(groups) < 152, f"grouped commits, not one per answer: {groups}"
+    ledger.close()
+
+
+def test_a_group_is_sealed_when_full_when_its_time_is_up_or_when_a_call_waits_for_a_unit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = Ledger(str(tmp_path / "state.db"))
+    groups: list[int] = []
+    record = ledger.record_answers
+
+    def counted(scope: str, group: Any, *, rows: int) -> None:
+        groups.append(len(group))
+        record(scope, group, rows=rows)
+
+    ledger.record_answers = counted  # type: ignore[method-assign]
+
+    async def run() -> None:
+        writer = AnswerWriter(ledger, "plan", bound=8)  # groups of 2
+        monkeypatch.setattr(answers, "GROUP_SECONDS", 0.05)
+        lone = writer.submit(answer(0), unit=False)
+        await asyncio.sleep(0)
+        assert groups == [] and not lone.done(), "a group waits to fill"
+        await asyncio.wait_for(lone, 10)  # sealed by its timer, with no other answer
+        assert groups == [1]
+        monkeypatch.setattr(answers, "GROUP_SECONDS", 3600.0)  # from here on, no group is sealed by time
+        full = [writer.submit(answer(n), unit=False) for n in range(1, 3)]
+        await asyncio.wait_for(asyncio.gather(*full), 10)
+        assert groups[1:] == [2], "a full group is sealed at once"
+        for _ in range(8):
+            await writer.budget.take()
+        waiting = writer.submit(answer(3), unit=True)
+        await asyncio.sleep(0.05)
+        assert writer.budget.free == 0 and not waiting.done() and groups[2:] == []
+        # A call that has to wait for a unit seals the pending answer now, and gets the unit its commit frees.
+        await asyncio.wait_for(writer.budget.take(), 10)
+        assert waiting.done() and groups[2:] == [1]
+        writer.budget.give(8)
+        await writer.aclose()
+
+    asyncio.run(run())
     ledger.close()
 
 

@@ -2,13 +2,16 @@
 is acknowledged (counted, and given to its batch), so a run that was killed re-calls only the calls that were in
 flight.
 
-A thread of the writer's own commits them in groups: woken by the first answer of a group, it waits until a
-quarter of the budget's bound is waiting (50 answers at concurrency 100) or `GROUP_SECONDS` have passed, takes
-every answer waiting, records them in one transaction, and hands the group's future back to the event loop.
-Answers that arrive during a commit wait for the next one. So a run makes a few dozen transactions a second
-whatever its speed, not one per answer, and the event loop does no more for an answer than queue it. (A fixed
-wait of 2 ms made about 430 commits for 5,000 answers at 50 ms latency, and cost 27% more CPU an item than no
-durable answers; the runtime benchmark prints what this costs.)
+A thread of the writer's own commits them in groups. The event loop gathers a group: it seals it when a quarter
+of the budget's bound is waiting (50 answers at concurrency 100), when `GROUP_SECONDS` have passed since its first
+answer, or at once when a call has to wait for a budget unit, and hands it to the thread, which records it in one
+transaction (the groups sealed during a commit, together in the next) and hands the group's future back to the
+event loop. So a run makes a few dozen transactions a second whatever its speed, not one per answer, the event
+loop does no more for an answer than queue it, and the thread is woken once a group: each wake-up must win the
+GIL back from the busy loop (a switch interval, 5 ms, at worst), so a thread that woke for the group's first
+answer and again when it filled made a third more context switches in a 5,000-item run (1,877 against 1,507, the
+medians of 12 paired rounds). (A fixed wait of 2 ms made about 430 commits for 5,000 answers at 50 ms latency,
+and cost 27% more CPU an item than no durable answers; the runtime benchmark prints what this costs.)
 
 The writer also holds the run's `budget`: what a kill can lose, the calls in flight plus the answers not yet
 committed, is at most its `bound`. A call takes a unit once it holds a concurrency slot, and the unit comes back
@@ -20,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 
@@ -28,6 +30,9 @@ from .ledger import Answer, Ledger
 
 GROUP_SECONDS = 0.02
 """How long the first answer of a group waits for others, at most, before the group is committed."""
+
+_Sealed = tuple[list[Answer], int, "asyncio.Future[None]"]
+"""A group handed to the thread: its answers, the budget units their calls hold, and its future."""
 
 
 class AnswerWriter:
@@ -37,21 +42,24 @@ class AnswerWriter:
     def __init__(self, ledger: Ledger, scope: str, *, bound: int) -> None:
         self.ledger = ledger
         self.scope = scope
-        self.budget = Budget(bound, short=self._hurry)
+        self.budget = Budget(bound, short=self._seal)
         """Units for calls in flight and answers not yet committed (see the module)."""
         self.uncommitted = 0
         """Answers submitted and not yet committed: what a kill now would make the next run call again."""
         self._loop = asyncio.get_running_loop()
-        self._guard = threading.Lock()
-        self._ready = threading.Condition(self._guard)
-        """Notified by the first answer of a group, and by the one that makes it full."""
         self._group = max(1, bound // 4)
-        self._hurrying = False
-        """A call waits for a unit: the group is committed without waiting to fill."""
         self._pending: list[Answer] = []
+        """The group being gathered, in the loop: only the loop touches it."""
         self._units = 0
         """Budget units held by the pending answers' calls."""
         self._committed: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        """Seals the pending group `GROUP_SECONDS` after its first answer, if it has not filled by then."""
+        self._guard = threading.Lock()
+        self._ready = threading.Condition(self._guard)
+        """Notified when a group is sealed, and on closing."""
+        self._sealed: list[_Sealed] = []
+        """Groups handed to the thread, under the guard."""
         self._closing = False
         self._thread: threading.Thread | None = None
 
@@ -60,72 +68,76 @@ class AnswerWriter:
         item is acknowledged (counted, and written to its batch) only when its answers are committed, but its
         worker goes on to the next item meanwhile. With `unit`, the call that got the answer holds a unit of the
         budget, given back at the commit (an answer from the response cache took none)."""
+        pending = self._pending
+        pending.append(answer)
+        self._units += unit
+        committed = self._committed
+        if committed is None:
+            committed = self._committed = self._loop.create_future()
+        self.uncommitted += 1
+        if len(pending) >= self._group:
+            self._seal()
+        elif self._timer is None:
+            self._timer = self._loop.call_later(GROUP_SECONDS, self._seal)
+        return committed
+
+    def _seal(self) -> None:
+        """In the loop: hand the pending group to the thread (it is full, its time is up, or a call waits for a
+        unit). The thread is woken once a group, and never waits for a group to fill while holding the GIL."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        committed = self._committed
+        if committed is None:
+            return
+        group, self._pending = self._pending, []
+        units, self._units = self._units, 0
+        self._committed = None
         if self._thread is None:
             self._thread = threading.Thread(target=self._commit_groups, name="sleipnir-answers", daemon=True)
             self._thread.start()
         with self._guard:
-            pending = self._pending
-            pending.append(answer)
-            self._units += unit
-            committed = self._committed
-            if committed is None:
-                committed = self._committed = self._loop.create_future()
-            if len(pending) == 1 or len(pending) == self._group:
+            self._sealed.append((group, units, committed))
+            if len(self._sealed) == 1:
                 self._ready.notify()
-        self.uncommitted += 1
-        return committed
 
     def _commit_groups(self) -> None:
-        """The writer's thread: commit groups until closed and nothing is left."""
+        """The writer's thread: commit the sealed groups (those sealed meanwhile as one) until closed."""
         ready = self._ready
         while True:
             with self._guard:
-                while not self._pending and not self._closing:
+                while not self._sealed and not self._closing:
                     ready.wait()
-                deadline = time.monotonic() + GROUP_SECONDS
-                while len(self._pending) < self._group and not self._closing and not self._hurrying:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    ready.wait(left)
-                group, self._pending = self._pending, []
-                self._hurrying = False
-                units, self._units = self._units, 0
-                committed, self._committed = self._committed, None
+                sealed, self._sealed = self._sealed, []
                 closing = self._closing
-            if committed is not None:
+            if sealed:
+                group = sealed[0][0] if len(sealed) == 1 else [a for answers, _, _ in sealed for a in answers]
                 error: BaseException | None = None
                 try:
                     self.ledger.record_answers(self.scope, group, rows=self._group)
-                except BaseException as failure:  # handed to the loop: the run stops on it (`Writer._committed`)
+                except BaseException as failure:  # handed to the loop: `Writer._committed` stops the run
                     error = failure
                 with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits for the group
-                    self._loop.call_soon_threadsafe(self._done, committed, len(group), units, error)
-            if closing:
-                with self._guard:
-                    if not self._pending:
-                        return
+                    self._loop.call_soon_threadsafe(self._done, sealed, error)
+            elif closing:
+                return
 
-    def _done(self, committed: asyncio.Future[None], count: int, units: int, error: BaseException | None) -> None:
-        """In the loop: the group is committed (or failed); its units go back to the budget."""
-        self.uncommitted -= count if error is None else 0
-        self.budget.give(units)
-        if committed.done():
-            return
-        if error is None:
-            committed.set_result(None)
-        else:
-            committed.set_exception(error)
-            committed.exception()  # retrieved here too, so an unawaited failure is not logged twice
-
-    def _hurry(self) -> None:
-        with self._guard:
-            if not self._hurrying:
-                self._hurrying = True
-                self._ready.notify()
+    def _done(self, sealed: list[_Sealed], error: BaseException | None) -> None:
+        """In the loop: the groups are committed (or failed); their units go back to the budget."""
+        for group, units, committed in sealed:
+            self.uncommitted -= len(group) if error is None else 0
+            self.budget.give(units)
+            if committed.done():
+                continue
+            if error is None:
+                committed.set_result(None)
+            else:
+                committed.set_exception(error)
+                committed.exception()  # retrieved here too, so an unawaited failure is not logged twice
 
     async def aclose(self) -> None:
         """Commit what is left and end the thread."""
+        self._seal()
         thread = self._thread
         if thread is None:
             return
