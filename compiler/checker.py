@@ -159,8 +159,10 @@ def index_workspace(
     *,
     cache: bool | Cache = False,
     overlay: Mapping[Path, str] | None = None,
+    scan: bool = False,
 ) -> WorkspaceIndex:
-    """Every file a check of `paths` reads, indexed; unreadable checked files get a diagnostic in `sink`."""
+    """Every file a check of `paths` reads, indexed; unreadable checked files get a diagnostic in `sink`. With
+    `scan`, a file not in the cache is scanned rather than parsed where the scan is sure of it (`index.read`)."""
     layout = discover(paths, sink)
     store = cache if isinstance(cache, Cache) else Cache.at(layout.root) if cache and layout.root else None
     overlay = overlay or {}
@@ -169,7 +171,7 @@ def index_workspace(
         found = []
         for path in files:
             try:
-                found.append(read(path.absolute(), store, overlay))
+                found.append(read(path.absolute(), store, overlay, scan=scan))
             except OSError as error:
                 if report:
                     sink.emit(

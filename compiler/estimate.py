@@ -27,8 +27,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import networkx as nx
-
 from .diagnostics import Diagnostics
 from .ir import JobStep, Plan, PromptCall, Sink, Source, Split
 from .ir.common import suffix_format
@@ -274,8 +272,12 @@ def _completion_tokens(call: PromptCall) -> int:
 
 def _split_of(plan: Plan) -> dict[str, str]:
     """Per-group call id -> the field its groups are split by (the nearest `Split` before it)."""
-    graph = plan.graph()
     found: dict[str, str] = {}
+    if not any(isinstance(node, PromptCall) and node.scope == "group" for node in plan.nodes):
+        return found
+    import networkx as nx  # only for a plan with per-group calls: a job's estimate imports no graph library
+
+    graph = plan.graph()
     for node in plan.nodes:
         if isinstance(node, PromptCall) and node.scope == "group":
             splits = [graph.nodes[a]["node"] for a in nx.ancestors(graph, node.id)]

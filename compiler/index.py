@@ -104,6 +104,9 @@ class FileIndex:
     text: str | None = None
     changed: bool = True
     """Whether the entry differs from what the cache holds."""
+    scanned: bool = False
+    """Whether `documents` are what `scan.scan` read from the text, not a parse: no load problems, verdicts or
+    records yet, never written to the cache. Parsing it (`WorkspaceIndex.parsed`) makes it a parsed entry."""
 
     def entry(self) -> dict[str, Any]:
         return {
@@ -203,12 +206,11 @@ def parse(
             explain(document, problems)
         schemas.append(tuple(problems.items))
         entries.append(indexed(document, valid=valid))
-    return FileIndex(
-        path=path,
-        shown=shown,
-        digest=hashlib.sha1(data).hexdigest(),
-        size=stat.st_size if stat else len(data),
-        mtime=stat.st_mtime_ns if stat else 0,
+    return _file_index(
+        path,
+        shown,
+        data,
+        stat,
         load=tuple(sink.items),
         documents=tuple(entries),
         schema=tuple(schemas),
@@ -217,6 +219,18 @@ def parse(
         shape=None if sink.items or text is None else stream_shape(text, documents),
         parsed=documents,
         text=text,
+    )
+
+
+def _file_index(path: Path, shown: str, data: bytes, stat: os.stat_result | None, **fields: Any) -> FileIndex:
+    """The entry of a file read as `data`, from what was made of it (`fields`)."""
+    return FileIndex(
+        path=path,
+        shown=shown,
+        digest=hashlib.sha1(data).hexdigest(),
+        size=stat.st_size if stat else len(data),
+        mtime=stat.st_mtime_ns if stat else 0,
+        **fields,
     )
 
 
@@ -242,9 +256,10 @@ def _documents(shown: str, data: bytes, sink: Diagnostics) -> tuple[str | None, 
     return text, classify(load(text, shown, sink), sink) if text is not None else []
 
 
-def read(path: Path, cache: Cache | None, overlay: Mapping[Path, str]) -> FileIndex:
+def read(path: Path, cache: Cache | None, overlay: Mapping[Path, str], *, scan: bool = False) -> FileIndex:
     """The index of the file at `path` (absolute): from the cache when its size and time, or else its digest,
-    match the entry; parsed otherwise. Raises `OSError` when it cannot be read."""
+    match the entry; with `scan`, from `scan.scan` of its text when that is sure of it; parsed otherwise.
+    Raises `OSError` when it cannot be read."""
     shown = display_path(path)
     text = overlay.get(path)
     stat = None if text is not None else os.stat(path)
@@ -270,7 +285,41 @@ def read(path: Path, cache: Cache | None, overlay: Mapping[Path, str]) -> FileIn
                 found.size, found.mtime, found.changed = stat.st_size, stat.st_mtime_ns, True
             found.text = text
             return found
+    if scan:
+        found = _scanned(path, shown, data, stat)
+        if found is not None:
+            return found
     return parse(path, shown, data, stat, entry)
+
+
+def _scanned(path: Path, shown: str, data: bytes, stat: os.stat_result | None) -> FileIndex | None:
+    from .scan import scan  # only a focused plan scans
+
+    try:
+        text = data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError:
+        return None
+    documents = scan(shown, text)
+    if documents is None:
+        return None
+    return _file_index(
+        path,
+        shown,
+        data,
+        stat,
+        load=(),
+        documents=tuple(documents),
+        schema=((),) * len(documents),
+        records=[None] * len(documents),
+        text=text,
+        changed=False,
+        scanned=True,
+    )
+
+
+class ScanMismatch(Exception):
+    """A scanned file, parsed, holds other documents than its scan said (it does not parse, say): the index
+    was built on a wrong premise, and whoever built it from scans builds it again from parses."""
 
 
 def _trusted(path: Path, shown: str, entry: Mapping[str, Any]) -> FileIndex | None:
@@ -294,9 +343,12 @@ class WorkspaceIndex:
     workspace: Workspace = field(init=False)
     files: dict[str, FileIndex] = field(init=False)
     """Every file by its shown path."""
+    lenient: set[str] = field(init=False)
+    """The shown paths of the stdlib's and the context's files, whose invalid documents are not registered."""
 
     def __post_init__(self) -> None:
         self.files = {f.shown: f for f in (*self.stdlib, *self.context, *self.checked)}
+        self.lenient = {f.shown for f in (*self.stdlib, *self.context)}
         others = [d for f in (*self.context, *self.stdlib) for d in f.documents if d.valid]
         self.registry = Registry.build(
             [*(d for f in self.checked for d in f.documents), *others], materialize=self.document
@@ -322,7 +374,10 @@ class WorkspaceIndex:
         return None
 
     def parsed(self, file: FileIndex) -> list[Document]:
-        """The documents of `file`, parsed once."""
+        """The documents of `file`, parsed once. A scanned file is parsed and checked in full, into the entry a
+        parse would have made; `ScanMismatch` when its documents are not those the scan said."""
+        if file.scanned:
+            self._parse_scanned(file)
         if file.parsed is None:
             try:
                 data = file.text.encode("utf-8") if file.text is not None else file.path.read_bytes()
@@ -331,6 +386,22 @@ class WorkspaceIndex:
             # The index already holds the verdicts and diagnostics: only the documents are wanted.
             file.text, file.parsed = _documents(file.shown, data, Diagnostics())
         return file.parsed or []
+
+    def _parse_scanned(self, file: FileIndex) -> None:
+        assert file.text is not None, "a scanned entry keeps its text"
+        previous = self.cache.get(str(file.path)) if self.cache is not None else None
+        real = parse(file.path, file.shown, file.text.encode("utf-8"), None, previous)
+        # The registry filed what the scan said; what the parse registers must be the same. The stdlib's and
+        # the context's documents are registered only when valid, the checked ones whatever they are.
+        checked = file.shown not in self.lenient
+        said = [_identity(d) for d in file.documents]
+        found = [_identity(d) for d in real.documents if checked or d.valid]
+        if said != found:
+            raise ScanMismatch(f"{file.shown}: scanned {said}, parsed {found}")
+        size, mtime = file.size, file.mtime  # of the file as it was read; the parse had only its text
+        for name in FileIndex.__dataclass_fields__:
+            setattr(file, name, getattr(real, name))
+        file.size, file.mtime = size, mtime
 
     def document(self, indexed: Named) -> Document:
         """The parsed document an index entry stands for."""
@@ -349,6 +420,10 @@ class WorkspaceIndex:
             if file.changed:
                 cache.put(str(file.path), file.entry())
                 file.changed = False
+
+
+def _identity(document: Indexed) -> tuple[object, ...]:
+    return (document.kind, document.index, document.name, document.version, document.name_span)
 
 
 class Documents(Sequence[Document]):

@@ -21,6 +21,7 @@ from .checks.references import check_resolved
 from .codes import Severity
 from .diagnostics import Diagnostic, Diagnostics
 from .documents import WORKSPACE, Document
+from .index import ScanMismatch
 from .ir import Plan, PromptCall, Sink, Source
 from .ir.common import DEFAULT_DATABASE, secret_or_text, suggestion_help
 from .ir.expressions import UnsetVariableError
@@ -85,10 +86,35 @@ def plan(
     files of the target and of what it uses are checked. With `cache`, the workspace's check cache is used."""
     environ = dict(os.environ if environ is None else environ)
     is_path = target is not None and (Path(target).exists() or target.endswith((".yaml", ".yml")))
+    layers = (params, param_files, overrides)
     if target and not is_path:
-        result = _focused_check(target, workspace, cache=cache)
-    else:
-        result = check([target] if is_path and target else [workspace] if workspace else [], cache=cache)
+        # The files the target does not use are scanned for their names, not parsed. The scan answers only a
+        # clean plan of what it was sure of: a scanned file that turns out to hold other documents when parsed,
+        # or anything to report, and the plan is made again with every file parsed, as it always was.
+        try:
+            planned = _planned(_focused_check(target, workspace, cache=cache, scan=True), target, False,
+                               profile, layers, environ, select)
+        except ScanMismatch:
+            planned = None
+        if planned is None or planned.diagnostics:
+            planned = _planned(_focused_check(target, workspace, cache=cache, scan=False), target, False,
+                               profile, layers, environ, select)
+        return planned
+    result = check([target] if is_path and target else [workspace] if workspace else [], cache=cache)
+    return _planned(result, target, is_path, profile, layers, environ, select)
+
+
+def _planned(
+    result: CheckResult,
+    target: str | None,
+    is_path: bool,
+    profile: str | None,
+    layers: tuple[Sequence[str], Sequence[str], Sequence[Override]],
+    environ: Mapping[str, str],
+    select: Callable[[Document], bool] | None,
+) -> PlanResult:
+    """The plans of `target` after the check that gave `result`."""
+    params, param_files, overrides = layers
     sink = Diagnostics()
     plans: list[Plan] = []
     if result.errors and not is_path and target:
@@ -100,9 +126,9 @@ def plan(
         if select is not None:
             documents = [d for d in documents if select(d)]
         if documents:
-            layers = [*command_line(params, param_files, environ, sink), *overrides]
+            given = [*command_line(params, param_files, environ, sink), *overrides]
             if not sink.errors:
-                planner = _Planner(result, profile, layers, environ, sink)
+                planner = _Planner(result, profile, given, environ, sink)
                 plans = [p for p in map(planner.plan, documents) if p is not None]
     diagnostics = (*result.diagnostics, *sorted(sink.items, key=Diagnostic.sort_key))
     if any(d.severity == "error" for d in diagnostics):
@@ -110,13 +136,14 @@ def plan(
     return PlanResult(plans=tuple(plans), diagnostics=diagnostics, check=result)
 
 
-def _focused_check(name: str, workspace: str | None, *, cache: bool) -> CheckResult:
+def _focused_check(name: str, workspace: str | None, *, cache: bool, scan: bool) -> CheckResult:
     """Check only what `name` uses: the files of its document and of every document it refers to, and the
-    manifest. The other files are read into the index (from the cache when fresh); their reading problems are
-    reported, as warnings once the target is found not to use them."""
+    manifest. The other files are read into the index (from the cache when fresh, else with `scan` scanned
+    where the scan is sure of them); their reading problems are reported, as warnings once the target is found
+    not to use them."""
     sink = Diagnostics()
     with gc_paused():
-        index = index_workspace([workspace] if workspace else [], sink, cache=cache)
+        index = index_workspace([workspace] if workspace else [], sink, cache=cache, scan=scan)
         wanted, _, version = name.partition("@")
         registry = index.registry
         target = next((d for kind in PLANNABLE if (d := registry.get(kind, wanted, version or None)) is not None), None)

@@ -443,11 +443,19 @@ class Plan:
         raise KeyError(node_id)
 
     def levels(self) -> list[list[Node]]:
-        """The nodes by topological level: each level depends only on the levels before it."""
-        import networkx as nx
-
-        graph = self.graph()
-        return [[graph.nodes[i]["node"] for i in sorted(level)] for level in nx.topological_generations(graph)]
+        """The nodes by topological level: each level depends only on the levels before it (networkx's
+        `topological_generations`, without importing networkx: the nodes are in topological order already)."""
+        level: dict[str, int] = {}
+        before: dict[str, list[str]] = {}
+        for edge in self.edges:
+            before.setdefault(edge.target, []).append(edge.source)
+        levels: list[list[Node]] = []
+        for node in self.nodes:
+            number = level[node.id] = max((level[s] + 1 for s in before.get(node.id, ())), default=0)
+            if number == len(levels):
+                levels.append([])
+            levels[number].append(node)
+        return [sorted(nodes, key=lambda n: n.id) for nodes in levels]
 
     @property
     def id(self) -> str:

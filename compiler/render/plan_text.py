@@ -179,7 +179,10 @@ class _Describer:
     """A node's paragraph: its headline, then one line a concern. `visit_<Class>` gives the kind's own lines."""
 
     def __init__(self, plan: Plan) -> None:
-        self.graph = plan.graph()
+        # The edges into each node, by its id: a dict rather than a networkx graph, imported for nothing else.
+        self.into: dict[str, dict[str, str]] = {}
+        for edge in plan.edges:
+            self.into.setdefault(edge.target, {})[edge.source] = edge.carries
         execution = plan.settings.get("execution")
         self.concurrency = execution.get("concurrency") if isinstance(execution, Mapping) else None
         source = next((n for n in plan.nodes if isinstance(n, Source)), None)
@@ -204,15 +207,12 @@ class _Describer:
         return lines
 
     def _inputs(self, node: Node) -> str:
-        before = sorted(self.graph.predecessors(node.id))
-        if not before:
+        edges = self.into.get(node.id, {})
+        if not edges:
             return ""
         word = "after" if isinstance(node, JobStep) else "from"
         shown = [
-            name
-            if (carries := self.graph.edges[name, node.id]["carries"]) in ("items", "after")
-            else f"{name} ({carries})"
-            for name in before
+            name if (carries := edges[name]) in ("items", "after") else f"{name} ({carries})" for name in sorted(edges)
         ]
         return f"{word} {', '.join(shown)}"
 
