@@ -21,6 +21,11 @@ CACHE_FOLDER = Path(".sleipnir") / "cache"
 """Where the cache lives, under the workspace root."""
 FORMAT = 2
 """The entry format; part of the compiler key."""
+PACK = "pack.json"
+"""Entries stored together (`Cache.store`): source -> entry, one file."""
+PACKED_FROM = 8
+"""A store of this many entries or more is written as one pack, not one file each: creating a file cost about
+0.45 ms here (ext4), so a cold check of 84 files spent about 38 ms, a twentieth of it, creating entries."""
 RACY_NS = 2_000_000_000
 """A file modified this close before its entry was written may have changed again within the same clock tick:
 its size and time are not trusted, its digest is compared."""
@@ -51,6 +56,8 @@ class Cache:
     def __init__(self, folder: Path) -> None:
         self.folder = folder / compiler_key()
         self.memory: dict[str, dict[str, Any]] = {}
+        self._packed: dict[str, Any] | None = None
+        """The pack's entries, read when first asked for."""
         self.made = False
         """Whether this process made (or found) the folder: one `mkdir` a run, not one per entry."""
 
@@ -63,20 +70,47 @@ class Cache:
         return self.folder / (hashlib.sha1(source.encode()).hexdigest() + ".json")
 
     def get(self, source: str) -> dict[str, Any] | None:
-        """The entry of the file at absolute path `source`, or None (absent, unreadable or corrupt)."""
+        """The entry of the file at absolute path `source`, or None (absent, unreadable or corrupt): its own file's
+        or the pack's, whichever was written last (the reader judges whether it still holds for the file)."""
         entry = self.memory.get(source)
         if entry is not None:
             return entry
+        own = _entry(self._read(self._file(source)), source)
+        packed = _entry(self._pack().get(source), source)
+        if own is None or (packed is not None and _written(packed) > _written(own)):
+            own = packed
+        if own is not None:
+            self.memory[source] = own
+        return own
+
+    def _read(self, file: Path) -> Any:
         import orjson  # imported when an entry is read: a replayed check (`snapshot`) reads none
 
         try:
-            data = orjson.loads(self._file(source).read_bytes())  # half json's time; its errors are ValueErrors
+            return orjson.loads(file.read_bytes())  # half json's time; its errors are ValueErrors
         except (OSError, ValueError):
             return None
-        if not isinstance(data, dict) or data.get("source") != source:
-            return None
-        self.memory[source] = data
-        return data
+
+    def _pack(self) -> dict[str, Any]:
+        if self._packed is None:
+            packed = self._read(self.folder / PACK)
+            self._packed = packed if isinstance(packed, dict) else {}
+        return self._packed
+
+    def store(self, entries: dict[str, dict[str, Any]]) -> None:
+        """Store the entries (source -> entry): a few in a file each (`put`); from `PACKED_FROM` on, in the pack,
+        with the entries it held. Two processes storing at once: the last pack written wins, and the other's
+        entries are misses the next time, never wrong answers (every entry is judged against its file)."""
+        if len(entries) < PACKED_FROM:
+            for source, entry in entries.items():
+                self.put(source, entry)
+            return
+        packed = dict(self._pack())
+        for source, entry in entries.items():
+            entry["source"] = source
+            self.memory[source] = packed[source] = entry
+        self._packed = packed
+        self.write(self.folder / PACK, _encoded(packed))
 
     def put(self, source: str, entry: dict[str, Any]) -> None:
         """Store `entry` for `source`, atomically. A cache that cannot be written is no error: it stays cold."""
@@ -103,6 +137,15 @@ class Cache:
                 raise
         except OSError:
             self.made = False  # the folder may have been removed meanwhile (a long-lived language server)
+
+
+def _entry(data: Any, source: str) -> dict[str, Any] | None:
+    return data if isinstance(data, dict) and data.get("source") == source else None
+
+
+def _written(entry: dict[str, Any]) -> int:
+    written = entry.get("written")
+    return written if isinstance(written, int) else 0
 
 
 def _encoded(entry: dict[str, Any]) -> bytes:

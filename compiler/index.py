@@ -416,10 +416,12 @@ class WorkspaceIndex:
         raise LookupError(f"{indexed.file} changed while it was being checked: document {indexed.index} is gone")
 
     def store(self, cache: Cache) -> None:
+        entries: dict[str, dict[str, Any]] = {}
         for file in (*self.checked, *self.context, *self.stdlib):
             if file.changed:
-                cache.put(str(file.path), file.entry())
+                entries[str(file.path)] = file.entry()
                 file.changed = False
+        cache.store(entries)
 
 
 def _identity(document: Indexed) -> tuple[object, ...]:

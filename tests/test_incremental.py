@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sleipnir.compiler.cache import Cache
+from sleipnir.compiler import cache as cache_module
+from sleipnir.compiler.cache import PACK, Cache
 from sleipnir.compiler.checker import CheckResult, check
 from sleipnir.compiler.index import Documents
 
@@ -123,10 +124,19 @@ class Workspace:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(operations, min_size=1, max_size=8), st.booleans())
+@given(st.lists(operations, min_size=1, max_size=8), st.booleans(), st.sampled_from((1, 8, 10_000)))
 def test_incremental_diagnostics_equal_a_cold_check_after_every_step(
-    steps: list[tuple[object, ...]], in_memory: bool
+    steps: list[tuple[object, ...]], in_memory: bool, packed_from: int
 ) -> None:
+    """`packed_from`: every store in the pack, the default, or none (each entry in a file of its own)."""
+    saved, cache_module.PACKED_FROM = cache_module.PACKED_FROM, packed_from
+    try:
+        _steps_equal_cold_checks(steps, in_memory)
+    finally:
+        cache_module.PACKED_FROM = saved
+
+
+def _steps_equal_cold_checks(steps: list[tuple[object, ...]], in_memory: bool) -> None:
     with tempfile.TemporaryDirectory() as folder:
         workspace = Workspace(Path(folder))
         cache: Cache | bool = Cache.at(Path(folder)) if in_memory else True
@@ -171,6 +181,47 @@ def test_a_corrupt_or_foreign_entry_is_a_miss(tmp_path: Path) -> None:
         else:
             data["source"] = "/elsewhere.yaml"
             entry.write_text(json.dumps(data), encoding="utf-8")
+    assert check([str(tmp_path)], cache=True).diagnostics == cold.diagnostics
+    assert check([str(tmp_path)], cache=True).diagnostics == cold.diagnostics
+
+
+def test_a_store_of_many_entries_is_one_pack_and_an_entry_written_after_it_wins(tmp_path: Path) -> None:
+    workspace = Workspace(tmp_path)
+    for name in ("a", "b", "c"):
+        workspace.write(f"jobs/{name}.yaml", job_yaml(f"job_{name}", "clean", None, None))
+    first = check([str(tmp_path)], cache=True)
+    (folder,) = (tmp_path / ".sleipnir" / "cache").iterdir()
+    assert [f.name for f in folder.iterdir()] == [PACK], "the stdlib's and the workspace's entries, in one file"
+    assert len(json.loads((folder / PACK).read_text(encoding="utf-8"))) >= cache_module.PACKED_FROM
+    assert check([str(tmp_path)], cache=True).diagnostics == first.diagnostics
+    # One file changed: its entry is written on its own, and is newer than the pack's, which no longer holds.
+    workspace.write("jobs/b.yaml", job_yaml("job_b", "clena", None, None))
+    second = check([str(tmp_path)], cache=True)
+    assert second.diagnostics == check([str(tmp_path)]).diagnostics
+    assert "unknown-prompt" in [d.code for d in second.diagnostics]
+    assert len(list(folder.iterdir())) == 2
+    third = check([str(tmp_path)], cache=True)
+    assert third.diagnostics == second.diagnostics
+    assert _parsed(third, tmp_path) == ["sleipnir.yaml"], "b.yaml's own entry, not the pack's older one"
+
+
+def test_a_corrupt_pack_or_a_corrupt_entry_in_it_is_a_miss(tmp_path: Path) -> None:
+    workspace = Workspace(tmp_path)
+    for name in ("a", "b"):
+        workspace.write(f"jobs/{name}.yaml", job_yaml(f"job_{name}", "clena", "1.0.0", "61 * * * *"))
+    cold = check([str(tmp_path)])
+    check([str(tmp_path)], cache=True)
+    (pack,) = (tmp_path / ".sleipnir" / "cache").rglob(PACK)
+    text = pack.read_text(encoding="utf-8")
+    pack.write_text(text[: len(text) // 2], encoding="utf-8")
+    assert check([str(tmp_path)], cache=True).diagnostics == cold.diagnostics  # rewrites the pack
+    packed = json.loads(pack.read_text(encoding="utf-8"))
+    for number, (source, entry) in enumerate(sorted(packed.items())):
+        if number % 2:
+            entry["documents"] = [{"kind": 3}]
+        else:
+            packed[source] = {**entry, "source": "/elsewhere.yaml"}
+    pack.write_text(json.dumps(packed), encoding="utf-8")
     assert check([str(tmp_path)], cache=True).diagnostics == cold.diagnostics
     assert check([str(tmp_path)], cache=True).diagnostics == cold.diagnostics
 
