@@ -1,4 +1,5 @@
-"""The on-disk check cache, `.sleipnir/cache/`: one JSON entry per source file, in a folder named by the compiler.
+"""The on-disk check cache, `.sleipnir/cache/`: one JSON entry per source file, in a folder named by the compiler;
+a store of many entries at once (a cold check's) puts them in one pack file instead (`PACKED_FROM`).
 
 The folder's name is a digest of the compiler's version, its source and its schemas (`compiler_key`), so a new
 compiler never reads an old compiler's entries. An entry is written to a temporary file and renamed into place,
