@@ -101,12 +101,15 @@ class Cache:
     def store(self, entries: dict[str, dict[str, Any]]) -> None:
         """Store the entries (source -> entry): a few in a file each (`put`); from `PACKED_FROM` on, in the pack,
         with the entries it held. Two processes storing at once: the last pack written wins, and the other's
-        entries are misses the next time, never wrong answers (every entry is judged against its file)."""
+        entries are misses the next time, never wrong answers (every entry is judged against its file). Entries
+        of files that are gone are left out."""
         if len(entries) < PACKED_FROM:
             for source, entry in entries.items():
                 self.put(source, entry)
             return
-        packed = dict(self._pack())
+        # The pack keeps the entries it held of files that are still there: a workspace whose files are renamed
+        # or deleted does not make every later check read their entries.
+        packed = {source: entry for source, entry in self._pack().items() if os.path.exists(source)}
         for source, entry in entries.items():
             entry["source"] = source
             self.memory[source] = packed[source] = entry

@@ -205,6 +205,22 @@ def test_a_store_of_many_entries_is_one_pack_and_an_entry_written_after_it_wins(
     assert _parsed(third, tmp_path) == ["sleipnir.yaml"], "b.yaml's own entry, not the pack's older one"
 
 
+def test_the_pack_leaves_out_the_entries_of_files_that_are_gone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    workspace = Workspace(tmp_path)
+    for name in ("a", "b"):
+        workspace.write(f"jobs/{name}.yaml", job_yaml(f"job_{name}", "clean", None, None))
+    check([str(tmp_path)], cache=True)
+    (pack,) = (tmp_path / ".sleipnir" / "cache").rglob(PACK)
+    assert str(tmp_path / "jobs" / "b.yaml") in json.loads(pack.read_text(encoding="utf-8"))
+    (tmp_path / "jobs" / "b.yaml").unlink()
+    workspace.write("jobs/a.yaml", job_yaml("job_a", "classify", None, None))
+    monkeypatch.setattr(cache_module, "PACKED_FROM", 1)  # the one changed entry goes into the pack
+    assert check([str(tmp_path)], cache=True).diagnostics == check([str(tmp_path)]).diagnostics
+    packed = json.loads(pack.read_text(encoding="utf-8"))
+    assert str(tmp_path / "jobs" / "a.yaml") in packed and str(tmp_path / "jobs" / "b.yaml") not in packed
+    assert all(Path(source).exists() for source in packed)
+
+
 def test_a_corrupt_pack_or_a_corrupt_entry_in_it_is_a_miss(tmp_path: Path) -> None:
     workspace = Workspace(tmp_path)
     for name in ("a", "b"):
