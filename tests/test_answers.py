@@ -23,8 +23,8 @@ def answer(n: int) -> Answer:
     return Answer(key=f"k{n}", call="score", fingerprint=f"f{n}", output={"label": "good", "n": n})
 
 
-def test_answers_are_committed_in_groups_before_their_futures_are_done(tmp_path: Path) -> None:
-    ledger = Ledger(str(tmp_path / "state.db"))
+def counted_groups(ledger: Ledger) -> list[int]:
+    """The sizes of the groups of answers `ledger` records from here on, in order."""
     groups: list[int] = []
     record = ledger.record_answers
 
@@ -33,6 +33,12 @@ def test_answers_are_committed_in_groups_before_their_futures_are_done(tmp_path:
         record(scope, group, rows=rows)
 
     ledger.record_answers = counted  # type: ignore[method-assign]
+    return groups
+
+
+def test_answers_are_committed_in_groups_before_their_futures_are_done(tmp_path: Path) -> None:
+    ledger = Ledger(str(tmp_path / "state.db"))
+    groups = counted_groups(ledger)
 
     async def run() -> None:
         writer = AnswerWriter(ledger, "plan", bound=200)
@@ -60,14 +66,7 @@ def test_a_group_is_sealed_when_full_when_its_time_is_up_or_when_a_call_waits_fo
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ledger = Ledger(str(tmp_path / "state.db"))
-    groups: list[int] = []
-    record = ledger.record_answers
-
-    def counted(scope: str, group: Any, *, rows: int) -> None:
-        groups.append(len(group))
-        record(scope, group, rows=rows)
-
-    ledger.record_answers = counted  # type: ignore[method-assign]
+    groups = counted_groups(ledger)
 
     async def run() -> None:
         writer = AnswerWriter(ledger, "plan", bound=8)  # groups of 2
