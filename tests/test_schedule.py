@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import hmac
 import itertools
+import os
 import sqlite3
 import textwrap
 from collections.abc import Iterator
@@ -480,4 +481,35 @@ def test_the_trigger_state_lives_in_postgresql_too(postgres_url: str) -> None:
         with state._transaction() as cursor:
             cursor.execute("DELETE FROM sleipnir_trigger_files WHERE job = %s", [job])
             cursor.execute("DELETE FROM sleipnir_schedule WHERE job = %s", [job])
+        state.close()
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_a_claim_given_back_goes_to_the_next_replica_to_ask(
+    tmp_path: Path, store: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`release` gives back a fire time serve's stop left unrun: held by this process, or claimed by no one.
+    `released` lists it, and the next replica to `claim` it gets it; a claim another replica holds stays its."""
+    url = str(tmp_path / "state.db") if store == "sqlite" else request.getfixturevalue("postgres_url")
+    state = TriggerState(url, str(tmp_path))
+    job = f"job_{datetime.now(UTC).timestamp()}"
+    ran, queued, theirs = (utc(2024, 5, 1, 9, minute).isoformat() for minute in (0, 1, 2))
+    try:
+        assert state.claim("schedule", job, ran)
+        state.release("schedule", job, ran)
+        state.release("schedule", job, queued)
+        assert state.released("schedule", job) == [ran, queued]
+        assert state.claim("schedule", job, ran), "given back to anyone, this process too"
+        assert state.released("schedule", job) == [queued]
+
+        real = os.getpid()
+        monkeypatch.setattr(os, "getpid", lambda: real + 1)  # another replica, alive on this host
+        assert state.claim("schedule", job, queued) and state.claim("schedule", job, theirs)
+        monkeypatch.setattr(os, "getpid", lambda: real)
+        state.release("schedule", job, theirs)
+        assert state.released("schedule", job) == []
+        assert not state.claim("schedule", job, theirs) and not state.claim("schedule", job, queued)
+    finally:
+        with state._transaction() as cursor:
+            cursor.execute(state._sql("DELETE FROM sleipnir_claims WHERE job = ?"), [job])
         state.close()

@@ -24,6 +24,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -111,11 +112,11 @@ def runs(root: Path, job: str) -> list[dict[str, Any]]:
     with contextlib.closing(sqlite3.connect(path, timeout=10)) as connection:
         try:
             rows = connection.execute(
-                "SELECT run_id, status, summary FROM sleipnir_runs WHERE job = ? ORDER BY started_at", (job,)
+                "SELECT run_id, plan_id, status, summary FROM sleipnir_runs WHERE job = ? ORDER BY started_at", (job,)
             ).fetchall()
         except sqlite3.OperationalError:
             return []
-    return [{"run_id": r, "status": s, "summary": json.loads(m) if m else {}} for r, s, m in rows]
+    return [{"run_id": r, "plan_id": p, "status": s, "summary": json.loads(m) if m else {}} for r, p, s, m in rows]
 
 
 def finished(root: Path, job: str) -> list[dict[str, Any]]:
@@ -266,23 +267,18 @@ def test_webhooks_need_the_secret_and_a_sound_body_and_metrics_count_the_runs(tm
     assert not list((ws / ".sleipnir" / "incoming").glob("*/*.jsonl")), "finished bodies are removed"
 
 
-SLOW = """\
-    job:
-      name: slow
-      triggers:
-        - type: webhook
-          endpoint: /hooks/slow
-      input:
-        batch_size: 4
-      prompts:
-        - name: scorer
-          version: 1.0.0
-          endpoint: ${LLM_URL}
-      output:
-        path: out/slow.jsonl
-      execution:
-        concurrency: 1
-    """
+def slow_job(name: str, when: str, source: str | None = None) -> str:
+    """A job scoring its rows one at a time at the LLM server (`${LLM_URL}`), slow enough to stop mid-run; `when`
+    is its `triggers:` or `schedule:`, `source` its input file."""
+    body = (
+        f"name: {name}\n{when}input:\n" + (f"  path: {source}\n" if source else "") + "  batch_size: 4\n"
+        "prompts:\n  - name: scorer\n    version: 1.0.0\n    endpoint: ${LLM_URL}\n"
+        f"output:\n  path: out/{name}.jsonl\nexecution:\n  concurrency: 1\n"
+    )
+    return "job:\n" + textwrap.indent(body, "  ")
+
+
+SLOW = slow_job("slow", "triggers:\n  - type: webhook\n    endpoint: /hooks/slow\n")
 
 
 def items_done(root: Path) -> int:
@@ -395,6 +391,59 @@ def test_cron_runs_on_a_simulated_clock_and_catchup_makes_up_a_downtime(tmp_path
     assert all(run["status"] == "succeeded" for job in jobs for run in runs(ws, job))
     assert "making up 3 missed runs (all)" in serve.stderr()
     assert len(lines(ws / "out" / "hourly_all.jsonl")) == 2, "every scheduled run reads the source afresh"
+
+
+MINUTELY = slow_job("minutely", 'schedule:\n  cron: "* * * * *"\n  overlap: queue\n  catchup: all\n', "data/items.jsonl")
+
+
+def handled_until(root: Path, job: str) -> datetime:
+    with contextlib.closing(sqlite3.connect(root / ".sleipnir" / "state.db", timeout=10)) as connection:
+        [(until,)] = connection.execute("SELECT handled_until FROM sleipnir_schedule WHERE job = ?", (job,)).fetchall()
+    return datetime.fromtimestamp(until, UTC)
+
+
+def test_a_stop_gives_back_the_fire_times_it_left_unrun_and_the_next_start_makes_them_up(tmp_path: Path, server: LLMServer) -> None:
+    """A run is going (slowly) when the next fire time comes due and queues behind it; SIGTERM then interrupts
+    the first and stops the second before its turn. Neither fire time is lost: the next start resumes the first
+    and runs the second, with every fire time missed while serve was down. Each fire time's items are called
+    once, over both starts."""
+    ws = make_workspace(tmp_path / "ws", {"jobs/minutely.yaml": MINUTELY})
+    write_rows(ws / "data" / "items.jsonl", [f"m{i:02d}" for i in range(40)])
+    env = process_env(server, SLEIPNIR_CLOCK="fast:60", SLEIPNIR_CLOCK_START="2024-05-01T08:58:00Z")
+    started_at = re.compile(r"starting \(schedule (\S+)\)")
+    with serving(ws, env, tmp_path / "first") as serve:
+        serve.wait_for(lambda: started_at.search(serve.stderr()) is not None, "the first run")
+        match = started_at.search(serve.stderr())
+        assert match is not None
+        first_fire = datetime.fromisoformat(match.group(1))
+        second_fire = first_fire + timedelta(minutes=1)
+        serve.wait_for(lambda: f"the run due {second_fire.isoformat()} waits for the previous one" in serve.stderr(), "the next run queued")
+        assert serve.stop() == 0, serve.stderr()
+    first_log = serve.stderr()
+    [first] = runs(ws, "minutely")
+    assert first["status"] == "interrupted" and 0 < first["summary"]["items_processed"] < 40
+    then = "left for the next start or replica to make up (catchup: all)"
+    assert f"serve's stop interrupted the run: {first_fire.isoformat()} {then}" in first_log
+    assert f"serve stopped before the run's turn: {second_fire.isoformat()} {then}" in first_log
+
+    # Back a few seconds after the stop, at real speed: no fire time comes due while the test looks.
+    restart = handled_until(ws, "minutely") + timedelta(seconds=5)
+    due = [
+        fire
+        for fire in (first_fire + timedelta(minutes=n) for n in range(60))
+        if fire <= restart and f"skipped the run due {fire.isoformat()}" not in first_log
+    ]
+    env = process_env(server, SLEIPNIR_CLOCK_START=restart.isoformat())
+    with serving(ws, env, tmp_path / "second") as serve:
+        serve.wait_for(lambda: len(finished(ws, "minutely")) == 1 + len(due), "the runs made up")
+        assert serve.stop() == 0, serve.stderr()
+    assert f"making up {len(due)} missed runs (all): " + ", ".join(fire.isoformat() for fire in due) in serve.stderr()
+    assert all(run["status"] == "succeeded" for run in runs(ws, "minutely")[1:])
+    assert any(run["summary"]["items_already_done"] == first["summary"]["items_processed"] for run in runs(ws, "minutely"))
+    with contextlib.closing(sqlite3.connect(ws / ".sleipnir" / "state.db", timeout=10)) as connection:
+        scopes = connection.execute("SELECT COUNT(*) FROM sleipnir_items WHERE status = 'succeeded' GROUP BY plan_id").fetchall()
+    assert scopes == [(40,)] * len(due), "each fire time's items, once"
+    assert server.requests(0)["count"] == 40 * len(due), "no item was called twice"
 
 
 # -- sleipnir trigger ---------------------------------------------------------------------------------------

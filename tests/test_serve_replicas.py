@@ -130,6 +130,39 @@ def test_two_replicas_run_each_fire_time_and_each_file_once_and_one_carries_on_a
                     connection.execute(f"DELETE FROM {table} WHERE job = %s".encode(), [name])
 
 
+def test_a_replica_makes_up_at_its_next_fire_time_what_a_stopped_replica_gave_back(tmp_path: Path, postgres_url: str) -> None:
+    """A replica that stops gives back the fire times it left unrun (`TriggerState.release`, as its drain does);
+    a replica still serving makes them up at the job's next fire time (`catchup: all`), each once."""
+    from sleipnir.runtime.serve.triggers import TriggerState
+
+    name = f"cron_{uuid.uuid4().hex[:6]}"
+    ws = make_workspace(
+        tmp_path / "ws",
+        {f"jobs/{name}.yaml": job(name, 'schedule:\n  cron: "* * * * *"\n  catchup: all\n')},
+        manifest=f"name: replicas\nstate: {postgres_url}\n",
+    )
+    write_rows(ws / "data" / "items.jsonl", ["i1"])
+    serve = Serve(ws, process_env(SLEIPNIR_CLOCK="fast:60", SLEIPNIR_CLOCK_START=START), tmp_path / "serve")
+    stopped = TriggerState(postgres_url)
+    try:
+        serve.wait_for(lambda: bool(started_runs(serve, name)), "a first fire time")
+        given_back = [(datetime.fromisoformat(START) - timedelta(minutes=m)).isoformat() for m in (5, 4)]
+        for fire in given_back:
+            stopped.release("schedule", name, fire)
+        serve.wait_for(lambda: all(f"starting (catch-up of {fire})" in serve.stderr() for fire in given_back), "the fire times made up")
+        serve.wait_for(lambda: not stopped.released("schedule", name), "the claims taken")
+        assert serve.stop() == 0
+        assert f"making up 2 runs a stop left unrun: {', '.join(given_back)}" in serve.stderr()
+        made_up = [line for line in serve.stderr().splitlines() if "starting (catch-up of" in line]
+        assert len(made_up) == 2, "each once"
+    finally:
+        serve.close()
+        with stopped._transaction() as cursor:
+            for table in ("sleipnir_runs", "sleipnir_claims", "sleipnir_schedule"):
+                cursor.execute(f"DELETE FROM {table} WHERE job = %s", [name])
+        stopped.close()
+
+
 def _finished_runs(url: str, job: str) -> list[str]:
     with psycopg.connect(url) as connection:
         rows = connection.execute("SELECT run_id FROM sleipnir_runs WHERE job = %s AND status <> 'running'", [job]).fetchall()

@@ -23,6 +23,7 @@ from aiohttp import web
 from ..engine.job import JobRun
 from ..io.dbconn import DatabaseError, parse_database_url
 from .jobs import ServedJob, error_response, log_event
+from .runs import NotStarted
 from .triggers import WebhookBodyError, verify, webhook_rows, write_incoming
 from .view import Viewer, pricing
 
@@ -166,9 +167,11 @@ class HttpApp:
         return int(trigger.get("requests_per_minute") or WEBHOOK_RATE)
 
     async def run_body(self, job: ServedJob, run: JobRun, path: str) -> None:
-        result = await self.service.runs.guarded(job, f"webhook {run.run_id}", lambda: self.service.runs.execute(job, path, run=run))
-        interrupted = self.service.draining and (result is None or getattr(result, "status", "") == "interrupted")
-        if not interrupted:  # an interrupted body stays, and the next start runs it again (resuming)
+        try:
+            result = await self.service.runs.guarded(job, f"webhook {run.run_id}", lambda: self.service.runs.execute(job, path, run=run))
+        except NotStarted:
+            return  # the body stays, and the next start runs it
+        if not (self.service.draining and getattr(result, "status", "") == "interrupted"):  # an interrupted body stays, and the next start resumes it
             with contextlib.suppress(OSError):
                 os.unlink(path)
 

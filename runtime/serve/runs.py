@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from .service import Service
 
 
+class NotStarted(Exception):
+    """`serve` began stopping before the run's turn came: nothing of it ran."""
+
+
 class Runs:
     """Runs the served jobs: guarded by their turn and conditions, logged, alerted on, measured."""
 
@@ -40,7 +44,7 @@ class Runs:
         queued: bool = False,
     ) -> RunResult | PipelineResult | None:
         """Run `work` in the job's turn (at once with `overlap: allow`), after its conditions: None when it is
-        held back, or when serve began stopping before its turn came."""
+        held back. Raises NotStarted when serve began stopping before its turn came."""
         if queued:
             job.waiting += 1
         try:
@@ -51,7 +55,7 @@ class Runs:
                     job.waiting -= 1
                     queued = False
                 if self.service.draining:
-                    return None
+                    raise NotStarted
                 job.running += 1
                 try:
                     reason = await self.held(job.plan)

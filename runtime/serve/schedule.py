@@ -13,7 +13,8 @@ That keeps daylight-saving changes testable (spec/schedules.md):
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import itertools
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -101,23 +102,24 @@ class CronSchedule:
         """The first fire time at or after `now`: where a scheduler that starts at `now` begins."""
         return self.next_fire(_utc(now) - _TINY)
 
-    def missed(self, last_run: datetime | None, now: datetime) -> list[datetime]:
+    def missed(self, last_run: datetime | None, now: datetime, *, left: Iterable[datetime] = ()) -> list[datetime]:
         """The runs to make up at `now` after a downtime, oldest first, by `catchup`: fire times after
         `last_run` (the last fire time handled; None: nothing is known, so nothing is missed) and before
-        `now`, no older than `catchup_window`."""
-        if last_run is None or self.catchup == "none" or not self.enabled:
-            return []
+        `now`, with the fire times a stop `left` unrun (`owed`), no older than `catchup_window`."""
+        if last_run is None:
+            return self.owed(left, now)
         now = _utc(now)
         start = max(_utc(last_run), now - self.catchup_window - _TINY)
-        due: list[datetime] = []
-        for fire in self.fires(start):
-            if fire >= now:
-                break
-            if self.catchup == "latest":
-                due[:] = [fire]
-            else:
-                due.append(fire)
-        return due
+        return self.owed([*itertools.takewhile(lambda fire: fire < now, self.fires(start)), *left], now)
+
+    def owed(self, fires: Iterable[datetime], now: datetime) -> list[datetime]:
+        """Of `fires`, fire times whose runs did not happen, the ones to make up at `now` by `catchup`, oldest
+        first: all, the latest or none of those before `now` and no older than `catchup_window`."""
+        if self.catchup == "none" or not self.enabled:
+            return []
+        now = _utc(now)
+        due = sorted({fire for fire in map(_utc, fires) if now - self.catchup_window <= fire < now})
+        return due[-1:] if self.catchup == "latest" else due
 
 
 def overlap_decision(policy: str, *, running: int, waiting: int) -> str:

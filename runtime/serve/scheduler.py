@@ -17,6 +17,7 @@ import psycopg
 from ...compiler.ir import Plan, thaw
 from ..io.dbconn import DatabaseError
 from .jobs import ServedJob, log_event
+from .runs import NotStarted
 from .schedule import CronSchedule, overlap_decision
 
 if TYPE_CHECKING:
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 CLAIM_RETENTION = timedelta(days=3)
 """How long a claim of a fire time or a file outlives its need (`TriggerState.prune_claims`)."""
 PRUNE_EVERY = timedelta(hours=1)
+HANDLED_BEFORE = timedelta(milliseconds=1)
+"""How far before the first fire time it did not take up a stopping scheduler records its schedule handled."""
 
 
 class Scheduler:
@@ -33,6 +36,8 @@ class Scheduler:
 
     def __init__(self, service: Service) -> None:
         self.service = service
+        self.making_up: set[tuple[str, datetime]] = set()
+        """The fire times this process is making up, or about to."""
 
     def schedule_of(self, plan: Plan) -> CronSchedule | None:
         settings = plan.settings.get("schedule")
@@ -57,26 +62,69 @@ class Scheduler:
             return None
 
     async def catch_up(self, now: datetime) -> None:
-        """Make up the runs missed while serve was down, per each schedule's `catchup`."""
+        """Make up the runs missed while serve was down, and those a stop left unrun, per each schedule's
+        `catchup`."""
         assert self.service.state is not None
         for job in self.service.jobs.values():
             if job.schedule is None:
                 continue
             last = await asyncio.to_thread(self.service.state.handled_until, job.name)
-            missed = job.schedule.missed(last, now)
+            missed = job.schedule.missed(last, now, left=await self.left(job))
             if missed:
                 shown = ", ".join(m.isoformat() for m in missed[:5]) + (" ..." if len(missed) > 5 else "")
                 log_event("catchup", f"making up {len(missed)} missed runs ({job.schedule.catchup}): {shown}", job=job.name)
                 self.service.spawn(self._make_up(job, missed), self.service.run_tasks)
             await asyncio.to_thread(self.service.state.set_handled_until, job.name, now)
 
+    async def take_up(self, job: ServedJob, fire: datetime) -> None:
+        """At a fire time of `job`, make up the earlier ones a stopped replica left unrun (`catchup: all`; with
+        `latest`, this fire time is the latest)."""
+        if job.schedule is None or job.schedule.catchup != "all":
+            return
+        owed = job.schedule.owed(await self.left(job), fire)
+        if owed:
+            log_event("catchup", f"making up {len(owed)} runs a stop left unrun: {', '.join(m.isoformat() for m in owed)}", job=job.name)
+            await self._make_up(job, owed)
+
+    async def left(self, job: ServedJob) -> list[datetime]:
+        """The fire times of `job` a stop left unrun (`leave`)."""
+        assert self.service.state is not None
+        keys = await asyncio.to_thread(self.service.state.released, "schedule", job.name)
+        return [datetime.fromisoformat(key) for key in keys]
+
+    async def leave(self, job: ServedJob, fires: list[datetime], why: str) -> None:
+        """Give back fire times whose runs did not start, or did not end, before serve stopped: the next replica
+        to start, or to fire the job, makes them up by the schedule's `catchup` (an interrupted run resumes)."""
+        assert self.service.state is not None
+        for fire in fires:
+            await asyncio.to_thread(self.service.state.release, "schedule", job.name, fire.isoformat())
+        shown = ", ".join(fire.isoformat() for fire in fires)
+        policy = job.schedule.catchup if job.schedule is not None else "none"
+        then = "not made up (catchup: none)" if policy == "none" else f"left for the next start or replica to make up (catchup: {policy})"
+        log_event("left", f"{why}: {shown} {then}", job=job.name)
+
     async def _make_up(self, job: ServedJob, missed: list[datetime]) -> None:
-        for fire in missed:  # one at a time, oldest first
-            if self.service.draining:
-                return
-            if not await self.claim(job, fire):
-                continue
-            await self.service.runs.guarded(job, f"catch-up of {fire.isoformat()}", functools.partial(self.service.run_scheduled, job, fire))
+        mine = [fire for fire in missed if (job.name, fire) not in self.making_up]  # not twice in one process
+        self.making_up.update((job.name, fire) for fire in mine)
+        try:
+            for index, fire in enumerate(mine):  # one at a time, oldest first
+                if self.service.draining:
+                    await self.leave(job, mine[index:], "serve stopped before these runs were made up")
+                    return
+                if await self.claim(job, fire):
+                    await self._run(job, fire, f"catch-up of {fire.isoformat()}")
+        finally:
+            self.making_up.difference_update((job.name, fire) for fire in mine)
+
+    async def _run(self, job: ServedJob, fire: datetime, cause: str, *, queued: bool = False) -> None:
+        """The run of a claimed fire time; given back (`leave`) when serve's stop comes before it or cuts it short."""
+        try:
+            result = await self.service.runs.guarded(job, cause, functools.partial(self.service.run_scheduled, job, fire), queued=queued)
+        except NotStarted:
+            await self.leave(job, [fire], "serve stopped before the run's turn")
+            return
+        if self.service.draining and getattr(result, "status", "") == "interrupted":
+            await self.leave(job, [fire], "serve's stop interrupted the run")
 
     async def loop(self) -> None:
         assert self.service.state is not None
@@ -126,8 +174,12 @@ class Scheduler:
 
     def _fire(self, job: ServedJob, fire: datetime) -> None:
         self.service.spawn(self._fire_claimed(job, fire), self.service.run_tasks)
+        self.service.spawn(self.take_up(job, fire), self.service.run_tasks)
 
     async def _fire_claimed(self, job: ServedJob, fire: datetime) -> None:
+        if self.service.draining:
+            await self.leave(job, [fire], "serve stopped as the run came due")
+            return
         if not await self.claim(job, fire):
             return
         decision = overlap_decision(job.overlap, running=job.running, waiting=job.waiting)
@@ -138,4 +190,4 @@ class Scheduler:
             return
         if decision == "queue":
             log_event("queued", f"the run due {fire.isoformat()} waits for the previous one", job=job.name)
-        await self.service.runs.guarded(job, cause, lambda: self.service.run_scheduled(job, fire), queued=decision == "queue")
+        await self._run(job, fire, cause, queued=decision == "queue")

@@ -51,7 +51,7 @@ from .http import BODY_LIMIT, HttpApp
 from .jobs import ServedJob, TriggerOutcome, log_crash, log_event, newest_plans, served_document
 from .metrics import RunMetrics
 from .runs import Runs
-from .scheduler import Scheduler
+from .scheduler import HANDLED_BEFORE, Scheduler
 from .triggers import FileGlob, TriggerState, connections
 from .watchers import Watchers
 
@@ -239,8 +239,9 @@ class Service:
         if self.state is not None:
             now = self.clock.now()
             for job in self.jobs.values():
-                if job.schedule is not None:
-                    await asyncio.to_thread(self.state.set_handled_until, job.name, now)
+                if job.schedule is not None:  # up to the first fire time the scheduler did not take up
+                    until = now if job.next_due is None else min(now, job.next_due - HANDLED_BEFORE)
+                    await asyncio.to_thread(self.state.set_handled_until, job.name, until)
             await asyncio.to_thread(self.state.close)
         if self.alerts is not None:
             await asyncio.to_thread(self.alerts.close)

@@ -345,6 +345,10 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out))
 
 
+_RELEASED = ("", 0)
+"""The holder of a claim given back: no host, no process."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FileRecord:
     """What the state store knows of one file a job's trigger saw."""
@@ -392,9 +396,10 @@ class TriggerState(Ledger):
 
     def claim(self, kind: str, job: str, key: str, *, take_over: bool = False) -> bool:
         """Claim one fire time (`schedule`) or one file's contents (`file`) of `job` for this process: True once,
-        for the first replica of `serve` sharing the store to ask (a unique row). With `take_over`, a claim whose
-        process on this host is gone is taken over: a file a dead replica (or this `serve` before a restart) left
-        unfinished is resumed. A fire time is never taken over: the others go on from their next fire times."""
+        for the first replica of `serve` sharing the store to ask (a unique row). A claim given back (`release`)
+        goes to the next to ask. With `take_over`, a claim whose process on this host is gone is taken over: a
+        file a dead replica (or this `serve` before a restart) left unfinished is resumed. A fire time is never
+        taken over: the others go on from their next fire times."""
         host, pid = socket.gethostname(), os.getpid()
         with self._transaction() as cursor:
             cursor.execute(
@@ -416,7 +421,7 @@ class TriggerState(Ledger):
             who = (str(holder[0]), int(holder[1]))
             if who == (host, pid):
                 return True
-            if not take_over or process_alive(who[0], who[1], host):
+            if who != _RELEASED and (not take_over or process_alive(who[0], who[1], host)):
                 return False
             cursor.execute(
                 self._sql(
@@ -426,6 +431,36 @@ class TriggerState(Ledger):
                 [host, pid, time.time(), kind, job, key, holder[0], holder[1]],
             )
             return bool(cursor.rowcount == 1)
+
+    def release(self, kind: str, job: str, key: str) -> None:
+        """Give back a claim this process holds, or leave a claim no one holds, for the next to ask (`claim`):
+        a fire time a stop left unrun, made up by the next replica to start or to fire the job
+        (`released`). A claim another process holds stays its."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql(
+                    "UPDATE sleipnir_claims SET host = ?, pid = ?, claimed_at = ? WHERE kind = ? AND job = ? "
+                    "AND claim_key = ? AND host = ? AND pid = ?"
+                ),
+                [*_RELEASED, time.time(), kind, job, key, socket.gethostname(), os.getpid()],
+            )
+            if cursor.rowcount == 0:
+                cursor.execute(
+                    self._sql(
+                        "INSERT INTO sleipnir_claims (kind, job, claim_key, host, pid, claimed_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, job, claim_key) DO NOTHING"
+                    ),
+                    [kind, job, key, *_RELEASED, time.time()],
+                )
+
+    def released(self, kind: str, job: str) -> list[str]:
+        """The keys of `job`'s claims given back (`release`) and not claimed since."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql("SELECT claim_key FROM sleipnir_claims WHERE kind = ? AND job = ? AND host = ? AND pid = ?"),
+                [kind, job, *_RELEASED],
+            )
+            return sorted(str(key) for (key,) in cursor.fetchall())
 
     def prune_claims(self, now: datetime, retention: timedelta) -> int:
         """Delete the claims no replica will ask for again, and return how many. A fire time is asked for while

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..engine.job import JobRun, RunResult
 from .jobs import log_crash, log_event
+from .runs import NotStarted
 from .triggers import FileGlob, new_files, settled
 
 SETTLE_SECONDS = 0.2
@@ -63,8 +64,11 @@ class Watchers:
             # A path seen before with other contents is a new file: its earlier items must not count as done.
             run = JobRun(job.plan, self.service.runs.options(job.plan, path, fresh=record is not None and not same))
             await asyncio.to_thread(self.service.state.mark_file, name, path, size=size, mtime=mtime, status="started", run_id=run.run_id)
-            result = await self.service.runs.guarded(job, f"file {path}", lambda: self.service.runs.execute(job, path, run=run))
-            if (result is None and self.service.draining) or (isinstance(result, RunResult) and result.status == "interrupted"):
+            try:
+                result = await self.service.runs.guarded(job, f"file {path}", lambda: self.service.runs.execute(job, path, run=run))
+            except NotStarted:
+                return  # left `started`: the next start runs it
+            if isinstance(result, RunResult) and result.status == "interrupted":
                 return  # left `started`: the next start resumes it
             status = "held" if result is None else "done"
             await asyncio.to_thread(self.service.state.mark_file, name, path, size=size, mtime=mtime, status=status, run_id=run.run_id)
