@@ -36,12 +36,13 @@ def counted_groups(ledger: Ledger) -> list[int]:
     return groups
 
 
-def test_answers_are_committed_in_groups_before_their_futures_are_done(tmp_path: Path) -> None:
+@pytest.mark.parametrize("inline", [False, True], ids=["thread", "in-loop"])
+def test_answers_are_committed_in_groups_before_their_futures_are_done(tmp_path: Path, inline: bool) -> None:
     ledger = Ledger(str(tmp_path / "state.db"))
     groups = counted_groups(ledger)
 
     async def run() -> None:
-        writer = AnswerWriter(ledger, "plan", bound=200)
+        writer = AnswerWriter(ledger, "plan", bound=200, inline=inline)
         for _ in range(150):
             await writer.budget.take()
         futures = [writer.submit(answer(n), unit=True) for n in range(150)]
@@ -62,14 +63,15 @@ def test_answers_are_committed_in_groups_before_their_futures_are_done(tmp_path:
     ledger.close()
 
 
+@pytest.mark.parametrize("inline", [False, True], ids=["thread", "in-loop"])
 def test_a_group_is_sealed_when_full_when_its_time_is_up_or_when_a_call_waits_for_a_unit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inline: bool
 ) -> None:
     ledger = Ledger(str(tmp_path / "state.db"))
     groups = counted_groups(ledger)
 
     async def run() -> None:
-        writer = AnswerWriter(ledger, "plan", bound=8)  # groups of 2
+        writer = AnswerWriter(ledger, "plan", bound=8, inline=inline)  # groups of 2
         monkeypatch.setattr(answers, "GROUP_SECONDS", 0.05)
         lone = writer.submit(answer(0), unit=False)
         await asyncio.sleep(0)
@@ -95,7 +97,8 @@ def test_a_group_is_sealed_when_full_when_its_time_is_up_or_when_a_call_waits_fo
     ledger.close()
 
 
-def test_a_failed_commit_fails_its_future_and_gives_the_units_back(tmp_path: Path) -> None:
+@pytest.mark.parametrize("inline", [False, True], ids=["thread", "in-loop"])
+def test_a_failed_commit_fails_its_future_and_gives_the_units_back(tmp_path: Path, inline: bool) -> None:
     ledger = Ledger(str(tmp_path / "state.db"))
 
     def broken(scope: str, group: Any, *, rows: int) -> None:
@@ -104,7 +107,7 @@ def test_a_failed_commit_fails_its_future_and_gives_the_units_back(tmp_path: Pat
     ledger.record_answers = broken  # type: ignore[method-assign]
 
     async def run() -> None:
-        writer = AnswerWriter(ledger, "plan", bound=4)
+        writer = AnswerWriter(ledger, "plan", bound=4, inline=inline)
         await writer.budget.take()
         future = writer.submit(answer(1), unit=True)
         with pytest.raises(OSError, match="disk full"):
@@ -116,13 +119,14 @@ def test_a_failed_commit_fails_its_future_and_gives_the_units_back(tmp_path: Pat
     ledger.close()
 
 
-def test_closing_commits_what_is_left_and_a_writer_never_used_closes_at_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("inline", [False, True], ids=["thread", "in-loop"])
+def test_closing_commits_what_is_left_and_a_writer_never_used_closes_at_once(tmp_path: Path, inline: bool) -> None:
     ledger = Ledger(str(tmp_path / "state.db"))
 
     async def run() -> None:
-        idle = AnswerWriter(ledger, "plan", bound=2)
+        idle = AnswerWriter(ledger, "plan", bound=2, inline=inline)
         await idle.aclose()
-        writer = AnswerWriter(ledger, "plan", bound=2)
+        writer = AnswerWriter(ledger, "plan", bound=2, inline=inline)
         futures = [writer.submit(answer(n), unit=False) for n in range(3)]
         await writer.aclose()
         assert all(f.done() and f.exception() is None for f in futures)

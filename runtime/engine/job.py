@@ -149,7 +149,7 @@ class JobRun:
             answers = not self.options.fresh and await asyncio.to_thread(ledger.has_answers, run.scope)
             if self.options.record_answers:
                 bound = PARTITION_BOUND if part is not None else BOUND
-                worker.answers = AnswerWriter(ledger, run.scope, bound=bound * run.shape.concurrency)
+                worker.answers = AnswerWriter(ledger, run.scope, bound=bound * run.shape.concurrency, inline=part is None and not ledger.postgres)
             writer = Writer(run, sink, deadletter, ledger)
             await writer.start(resume)
             if resume and part is None:
