@@ -2,9 +2,8 @@
 is acknowledged (counted, and given to its batch), so a run that was killed re-calls only the calls that were in
 flight.
 
-A thread of the writer's own commits them in groups (or, for a run with a SQLite store of its own, the event loop
-itself: below). The event loop gathers a group: it seals it when a quarter
-of the budget's bound is waiting (50 answers at concurrency 100), when `GROUP_SECONDS` have passed since its first
+A thread of the writer's own commits them in groups (or, in a local run on a SQLite store, the event loop itself:
+below). The event loop gathers a group: it seals it when a quarter of the budget's bound is waiting (50 answers at concurrency 100), when `GROUP_SECONDS` have passed since its first
 answer, or at once when a call has to wait for a budget unit, and hands it to the thread, which records it in one
 transaction (the groups sealed during a commit, together in the next) and hands the group's future back to the
 event loop. So a run makes a few dozen transactions a second whatever its speed, not one per answer, the event
@@ -19,10 +18,10 @@ A group of 25 to 50 rows is one SQLite statement and takes well under a millisec
 spend anyway; what it saves is the thread's wake-ups and the interpreter lock passed back and forth at each. While
 another thread of the run commits to the store (a batch's outcomes), the loop waits for it: one commit, a few
 milliseconds at most. (Committing in the loop only when the store was free at once sent half of the groups to the
-thread in a 3,000-item run, each commit there keeping the next group out too.) Paired runs of 3,000 items at 0 ms
-latency, three times 11 rounds each: the durable answers cost +3.4%, +7.9% and -5.8% time an item committed in
-the loop, against +12.9%, +6.8% and +12.9% from the thread. A store shared with other processes (a `dask`
-worker's partitions) or on PostgreSQL, whose commit is a round trip, keeps the thread.
+thread in a 3,000-item run, each commit there keeping the next group out too.) In paired runs at 0 ms latency the
+loop was never dearer than the thread, and by CPU always cheaper (benchmarks/README.md has the figures). A store
+shared with other processes (a `dask` worker's partitions) or on PostgreSQL, whose commit is a round trip, keeps
+the thread.
 
 The writer also holds the run's `budget`: what a kill can lose, the calls in flight plus the answers not yet
 committed, is at most its `bound`. A call takes a unit once it holds a concurrency slot, and the unit comes back
