@@ -9,6 +9,7 @@ miss. JSON rather than pickle: the folder sits in the user's workspace, and read
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -61,6 +62,9 @@ class Cache:
         """The pack's entries, read when first asked for."""
         self.made = False
         """Whether this process made (or found) the folder: one `mkdir` a run, not one per entry."""
+        self._own: set[str] = set()
+        """Sources with an entry file of their own, read or written by this process: a pack that stores their
+        entries deletes those files, so that later checks do not read an entry the pack's supersedes."""
 
     @classmethod
     def at(cls, root: Path) -> Cache:
@@ -77,6 +81,8 @@ class Cache:
         if entry is not None:
             return entry
         own = _entry(self._read(self._file(source)), source)
+        if own is not None:
+            self._own.add(source)
         packed = _entry(self._pack().get(source), source)
         if own is None or (packed is not None and _written(packed) > _written(own)):
             own = packed
@@ -114,18 +120,24 @@ class Cache:
             entry["source"] = source
             self.memory[source] = packed[source] = entry
         self._packed = packed
-        self.write(self.folder / PACK, _encoded(packed))
+        if self.write(self.folder / PACK, _encoded(packed)):
+            for source in self._own.intersection(entries):
+                self._own.discard(source)
+                with contextlib.suppress(OSError):
+                    self._file(source).unlink()
 
     def put(self, source: str, entry: dict[str, Any]) -> None:
         """Store `entry` for `source`, atomically. A cache that cannot be written is no error: it stays cold."""
         entry["source"] = source
         self.memory[source] = entry
+        self._own.add(source)
         # orjson: a tenth of json.dumps's time on an entry (and json.dump's pure-Python encoder was a fifth of a
         # cold check of 2,000 jobs). What it refuses (a lone surrogate) goes to json.
         self.write(self._file(source), _encoded(entry))
 
-    def write(self, target: Path, data: bytes) -> None:
-        """Write `data` to `target` in the cache's folder, atomically; a folder that cannot be written is no error."""
+    def write(self, target: Path, data: bytes) -> bool:
+        """Write `data` to `target` in the cache's folder, atomically, and say whether it was written; a folder that
+        cannot be written is no error."""
         try:
             if not self.made:
                 self.folder.mkdir(parents=True, exist_ok=True)
@@ -141,6 +153,8 @@ class Cache:
                 raise
         except OSError:
             self.made = False  # the folder may have been removed meanwhile (a long-lived language server)
+            return False
+        return True
 
 
 def _entry(data: Any, source: str) -> dict[str, Any] | None:

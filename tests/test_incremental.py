@@ -185,7 +185,7 @@ def test_a_corrupt_or_foreign_entry_is_a_miss(tmp_path: Path) -> None:
     assert check([str(tmp_path)], cache=True).diagnostics == cold.diagnostics
 
 
-def test_a_store_of_many_entries_is_one_pack_and_an_entry_written_after_it_wins(tmp_path: Path) -> None:
+def test_a_store_of_many_entries_is_one_pack_and_an_entry_written_after_it_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     workspace = Workspace(tmp_path)
     for name in ("a", "b", "c"):
         workspace.write(f"jobs/{name}.yaml", job_yaml(f"job_{name}", "clean", None, None))
@@ -203,6 +203,13 @@ def test_a_store_of_many_entries_is_one_pack_and_an_entry_written_after_it_wins(
     third = check([str(tmp_path)], cache=True)
     assert third.diagnostics == second.diagnostics
     assert _parsed(third, tmp_path) == ["sleipnir.yaml"], "b.yaml's own entry, not the pack's older one"
+    # b.yaml changed again, and its entry goes into the pack: its own file, superseded, is deleted.
+    workspace.write("jobs/b.yaml", job_yaml("job_b", "classify", None, None))
+    monkeypatch.setattr(cache_module, "PACKED_FROM", 1)
+    fourth = check([str(tmp_path)], cache=True)
+    assert fourth.diagnostics == check([str(tmp_path)]).diagnostics
+    assert [f.name for f in folder.iterdir()] == [PACK]
+    assert _parsed(check([str(tmp_path)], cache=True), tmp_path) == ["sleipnir.yaml"], "b.yaml's entry from the pack"
 
 
 def test_the_pack_leaves_out_the_entries_of_files_that_are_gone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
