@@ -182,6 +182,20 @@ def test_append_and_upsert_modes(tmp_path: Path) -> None:
     assert lines(target) == [{"id": 1, "v": "new"}, {"id": 2, "v": "old"}, {"note": "no key"}, {"id": 3, "v": "new"}]
 
 
+@pytest.mark.parametrize("mode", ["append", "upsert"])
+def test_with_no_target_yet_append_and_upsert_publish_the_spool_by_one_rename(tmp_path: Path, mode: str) -> None:
+    target = tmp_path / "out" / "results.jsonl"
+    sink = file_sink(tmp_path, mode=mode)
+    sink.open(resume=False)
+    sink.write([{"id": 2, "v": "a"}, {"note": "no key"}])
+    sink.write([{"id": 1, "v": "b"}])
+    inode = (tmp_path / "out" / ".results.jsonl.partial").stat().st_ino
+    sink.close(complete=True)
+    assert lines(target) == [{"id": 2, "v": "a"}, {"note": "no key"}, {"id": 1, "v": "b"}]
+    assert target.stat().st_ino == inode, "the spool became the target: nothing was read and written again"
+    assert leftovers(target.parent) == []
+
+
 def test_a_publish_interrupted_after_its_commit_point_is_finished_once(tmp_path: Path) -> None:
     folder = tmp_path / "out"
     folder.mkdir()

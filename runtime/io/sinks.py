@@ -248,9 +248,12 @@ class FileSink:
             self.published.unlink()
             return
         self.published.unlink(missing_ok=True)
-        if self.mode == "replace" and self.format == "jsonl" and not self._repeated:
+        if self.format == "jsonl" and not self._repeated and (self.mode == "replace" or not self.target.exists()):
             # The spool is already the target, line for line and fsynced: the runtime writes each key at most
-            # once a run (runtime/io/__init__.py), so nothing needs reading again. One rename publishes it.
+            # once a run (runtime/io/__init__.py), so nothing needs reading again. One rename publishes it. With
+            # no target yet, `append` and `upsert` make the run's rows as they are too (a first run, or a run
+            # writing apart under `${run.id}`): reading, parsing and writing them again took 50 to 60 ms of a
+            # 5,000-row run's end, 2% of its time at 50 ms latency.
             os.replace(self.spool, self.target)
             _sync_folder(self.target.parent)
             return
