@@ -98,6 +98,29 @@ def test_a_group_is_sealed_when_full_when_its_time_is_up_or_when_a_call_waits_fo
 
 
 @pytest.mark.parametrize("inline", [False, True], ids=["thread", "in-loop"])
+def test_a_group_is_sealed_at_once_when_no_call_is_left_in_flight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inline: bool) -> None:
+    """The run's last answers are committed as soon as the last of them arrives, not a `GROUP_SECONDS` later."""
+    ledger = Ledger(str(tmp_path / "state.db"))
+    groups = counted_groups(ledger)
+
+    async def run() -> None:
+        writer = AnswerWriter(ledger, "plan", bound=40, inline=inline)  # groups of 10
+        monkeypatch.setattr(answers, "GROUP_SECONDS", 3600.0)
+        for _ in range(3):
+            await writer.budget.take()  # three calls in flight
+        early = [writer.submit(answer(n), unit=True) for n in range(2)]
+        await asyncio.sleep(0.05)
+        assert groups == [] and not any(f.done() for f in early), "a call in flight: its answer may join the group"
+        last = writer.submit(answer(2), unit=True)
+        await asyncio.wait_for(asyncio.gather(last, *early), 10)
+        assert groups == [3] and writer.budget.free == 40
+        await writer.aclose()
+
+    asyncio.run(run())
+    ledger.close()
+
+
+@pytest.mark.parametrize("inline", [False, True], ids=["thread", "in-loop"])
 def test_a_failed_commit_fails_its_future_and_gives_the_units_back(tmp_path: Path, inline: bool) -> None:
     ledger = Ledger(str(tmp_path / "state.db"))
 

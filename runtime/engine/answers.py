@@ -5,14 +5,15 @@ flight.
 A thread of the writer's own commits them in groups (or, in a local run on a SQLite store, the event loop itself:
 below). The event loop gathers a group: it seals it when a quarter of the budget's bound is waiting (50 answers at
 concurrency 100), when `GROUP_SECONDS` have passed since its first answer, or at once when a call has to wait for a
-budget unit, and hands it to the thread, which records it in one transaction (the groups sealed during a commit,
-together in the next) and hands the group's future back to the event loop. So a run makes a few dozen transactions
-a second whatever its speed, not one per answer, the event loop does no more for an answer than queue it, and the
-thread is woken once a group: each wake-up must win the GIL back from the busy loop (a switch interval, 5 ms, at
-worst), so a thread that woke for the group's first answer and again when it filled made a third more context
-switches in a 5,000-item run (1,877 against 1,507, the medians of 12 paired rounds). (A fixed wait of 2 ms made
-about 430 commits for 5,000 answers at 50 ms latency, and cost 27% more CPU an item than no durable answers; the
-runtime benchmark prints what this costs.)
+budget unit or none of the calls holding one is still in flight (a run's last answers, or a run of one call at a
+time), and hands it to the thread, which records it in one transaction (the groups sealed during a commit, together
+in the next) and hands the group's future back to the event loop. So a run makes a few dozen transactions a second
+whatever its speed, not one per answer, the event loop does no more for an answer than queue it, and the thread is
+woken once a group: each wake-up must win the GIL back from the busy loop (a switch interval, 5 ms, at worst), so a
+thread that woke for the group's first answer and again when it filled made a third more context switches in a
+5,000-item run (1,877 against 1,507, the medians of 12 paired rounds). (A fixed wait of 2 ms made about 430 commits
+for 5,000 answers at 50 ms latency, and cost 27% more CPU an item than no durable answers; the runtime benchmark
+prints what this costs.)
 
 With `inline` (a local run on a SQLite store), the loop commits each sealed group itself, and there is no thread.
 A group of 25 to 50 rows is one SQLite statement and takes well under a millisecond, CPU the loop was going to
@@ -60,6 +61,7 @@ class AnswerWriter:
         self.uncommitted = 0
         """Answers submitted and not yet committed: what a kill now would make the next run call again."""
         self._loop = asyncio.get_running_loop()
+        self._bound = bound
         self._group = max(1, bound // 4)
         self._pending: list[Answer] = []
         """The group being gathered, in the loop: only the loop touches it."""
@@ -88,8 +90,8 @@ class AnswerWriter:
         if committed is None:
             committed = self._committed = self._loop.create_future()
         self.uncommitted += 1
-        if len(pending) >= self._group:
-            self._seal()
+        if len(pending) >= self._group or (unit and self._bound - self.budget.free == self._units):
+            self._seal()  # full, or no call is in flight any more (the run's last answers): none would join it
         elif self._timer is None:
             self._timer = self._loop.call_later(GROUP_SECONDS, self._seal)
         return committed
