@@ -373,6 +373,9 @@ def test_cron_runs_on_a_simulated_clock_and_catchup_makes_up_a_downtime(tmp_path
     with serving(ws, env, tmp_path / "morning") as serve:
         serve.wait_for(lambda: all(len(finished(ws, job)) == 1 for job in jobs), "the 09:00 runs")
         serve.wait_for(lambda: "held back" in serve.stderr(), "the held run")
+        # A run's metrics are exported after its ledger entry ends: wait for them too.
+        succeeded = ("sleipnir_runs_total", (("job", "hourly_all"), ("status", "succeeded")))
+        serve.wait_for(lambda: succeeded in scraped_samples(serve), "the runs' metrics")
         samples = scraped_samples(serve)
         assert samples[("sleipnir_runs_held_total", (("job", "night_only"), ("reason", "time_window")))] == 1
         assert samples[("sleipnir_runs_total", (("job", "hourly_all"), ("status", "succeeded")))] == 1
