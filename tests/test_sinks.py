@@ -112,6 +112,27 @@ def test_resume_repairs_a_torn_last_line_and_no_row_is_written_twice(tmp_path: P
     assert lines(target) == [{"id": 0}, {"id": 1}, {"id": 2}, {"id": 3}, {"id": 4}, {"id": 5}]
 
 
+@pytest.mark.parametrize("mode", ["replace", "upsert"])
+def test_a_key_an_earlier_resume_spooled_twice_is_published_once(tmp_path: Path, mode: str) -> None:
+    """Run 1 spools k1 and is killed before recording it; run 2 writes k1 again (from its recorded answers) and is
+    killed; run 3 writes only new keys. The spool holds k1 twice from runs before this one: the publish merges."""
+    target = tmp_path / "out" / "results.jsonl"
+    first = file_sink(tmp_path, mode=mode)
+    first.open(resume=False)
+    first.write([{"id": 1, "run": 1}])
+    first.close(complete=False)
+    second = file_sink(tmp_path, mode=mode)
+    second.open(resume=True)
+    second.write([{"id": 1, "run": 2}])
+    second.close(complete=False)
+    third = file_sink(tmp_path, mode=mode)
+    assert third.open(resume=True) == {"1"}
+    third.write([{"id": 2, "run": 3}])
+    third.close(complete=True)
+    assert lines(target) == [{"id": 1, "run": 2}, {"id": 2, "run": 3}]
+    assert leftovers(target.parent) == []
+
+
 def test_a_killed_writer_resumes_with_no_row_lost_or_doubled(tmp_path: Path) -> None:
     target = tmp_path / "results.jsonl"
     target.write_text('{"id": "before"}\n')

@@ -133,7 +133,13 @@ class FileSink:
             else:
                 self.spool.write_bytes(b"")
                 self.published.unlink(missing_ok=True)
-            keys = {key for key, _ in self._spooled() if key is not None}
+            keys: set[str] = set()
+            for key, _ in self._spooled():
+                if key is not None:
+                    # A key spooled twice already (a killed run wrote again a row its predecessor had spooled):
+                    # the publish must merge, whatever this run writes.
+                    self._repeated = self._repeated or key in keys
+                    keys.add(key)
             self._spooled_keys = set(keys)
             self._handle = self.spool.open("ab")
         except OSError as exc:
