@@ -5,6 +5,7 @@ while the job's previous run goes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import sqlite3
@@ -79,7 +80,7 @@ class Scheduler:
     async def take_up(self, job: ServedJob, fire: datetime) -> None:
         """At a fire time of `job`, make up the earlier ones a stopped replica left unrun (`catchup: all`; with
         `latest`, this fire time is the latest)."""
-        if job.schedule is None or job.schedule.catchup != "all":
+        if job.schedule is None or job.schedule.catchup != "all" or self.service.draining:
             return
         owed = job.schedule.owed(await self.left(job), fire)
         if owed:
@@ -90,7 +91,11 @@ class Scheduler:
         """The fire times of `job` a stop left unrun (`leave`)."""
         assert self.service.state is not None
         keys = await asyncio.to_thread(self.service.state.released, "schedule", job.name)
-        return [datetime.fromisoformat(key) for key in keys]
+        fires = []
+        for key in keys:
+            with contextlib.suppress(ValueError):  # a row not written by `leave` is no fire time
+                fires.append(datetime.fromisoformat(key))
+        return [fire for fire in fires if fire.tzinfo is not None]
 
     async def leave(self, job: ServedJob, fires: list[datetime], why: str) -> None:
         """Give back fire times whose runs did not start, or did not end, before serve stopped: the next replica
