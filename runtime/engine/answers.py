@@ -97,8 +97,9 @@ class AnswerWriter:
         return committed
 
     def _seal(self) -> None:
-        """In the loop: hand the pending group to the thread (it is full, its time is up, or a call waits for a
-        unit). The thread is woken once a group, and never waits for a group to fill while holding the GIL."""
+        """In the loop: commit the pending group (`inline`) or hand it to the thread (it is full, its time is up, a
+        call waits for a unit, or no call is in flight). The thread is woken once a group, and never waits for a
+        group to fill while holding the GIL."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -109,13 +110,8 @@ class AnswerWriter:
         units, self._units = self._units, 0
         self._committed = None
         if self.inline:
-            error: BaseException | None = None
-            try:
-                self.ledger.record_answers(self.scope, group, rows=self._group)
-            except BaseException as failure:  # handed on as the thread hands it: `Writer._committed` stops the run
-                error = failure
             # Its units go back from the loop's next turn: a `Budget.take` calling this has not queued yet.
-            self._loop.call_soon(self._done, [(group, units, committed)], error)
+            self._loop.call_soon(self._done, [(group, units, committed)], self._record(group))
             return
         if self._thread is None:
             self._thread = threading.Thread(target=self._commit_groups, name="sleipnir-answers", daemon=True)
@@ -136,15 +132,20 @@ class AnswerWriter:
                 closing = self._closing
             if sealed:
                 group = sealed[0][0] if len(sealed) == 1 else [a for answers, _, _ in sealed for a in answers]
-                error: BaseException | None = None
-                try:
-                    self.ledger.record_answers(self.scope, group, rows=self._group)
-                except BaseException as failure:  # handed to the loop: `Writer._committed` stops the run
-                    error = failure
+                error = self._record(group)
                 with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits for the group
                     self._loop.call_soon_threadsafe(self._done, sealed, error)
             elif closing:
                 return
+
+    def _record(self, group: list[Answer]) -> BaseException | None:
+        """Commit `group`; what it raised, if anything, is handed to the loop (`_done`): `Writer._committed` stops
+        the run."""
+        try:
+            self.ledger.record_answers(self.scope, group, rows=self._group)
+        except BaseException as failure:
+            return failure
+        return None
 
     def _done(self, sealed: list[_Sealed], error: BaseException | None) -> None:
         """In the loop: the groups are committed (or failed); their units go back to the budget."""

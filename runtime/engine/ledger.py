@@ -320,24 +320,15 @@ class Ledger:
                     self._answers_pg.execute("SET synchronous_commit TO off")
                 self._answers_pg.execute(_PG_ANSWERS, [plan_id, now, *columns, [answer_json(a.output) for a in latest]])
             return
-        with self._lock:
-            self._record_answers_sqlite(plan_id, answers, rows, now)
-
-    def _record_answers_sqlite(self, plan_id: str, answers: Sequence[Answer], rows: int, now: float) -> None:
-        """Under the lock."""
         table = [(plan_id, a.key, a.call, a.fingerprint, answer_json(a.output), now) for a in answers]
         statements = _ANSWERS.statements(table, first=rows)
         if len(statements) == 1:  # one statement is one transaction
-            self._sqlite.execute(*statements[0])
+            with self._lock:
+                self._sqlite.execute(*statements[0])
             return
-        self._sqlite.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as cursor:
             for statement in statements:
-                self._sqlite.execute(*statement)
-        except BaseException:
-            self._sqlite.execute("ROLLBACK")
-            raise
-        self._sqlite.execute("COMMIT")
+                cursor.execute(*statement)
 
     def answers(self, plan_id: str, keys: Sequence[str]) -> dict[str, dict[str, tuple[str, Any]]]:
         """The recorded answers of `keys`: item key -> call id -> (request fingerprint, output)."""
