@@ -101,8 +101,7 @@ class Scheduler:
         """Give back fire times whose runs did not start, or did not end, before serve stopped: the next replica
         to start, or to fire the job, makes them up by the schedule's `catchup` (an interrupted run resumes)."""
         assert self.service.state is not None
-        for fire in fires:
-            await asyncio.to_thread(self.service.state.release, "schedule", job.name, fire.isoformat())
+        await asyncio.to_thread(self.service.state.release, "schedule", job.name, *(fire.isoformat() for fire in fires))
         shown = ", ".join(fire.isoformat() for fire in fires)
         policy = job.schedule.catchup if job.schedule is not None else "none"
         then = "not made up (catchup: none)" if policy == "none" else f"left for the next start or replica to make up (catchup: {policy})"

@@ -432,26 +432,28 @@ class TriggerState(Ledger):
             )
             return bool(cursor.rowcount == 1)
 
-    def release(self, kind: str, job: str, key: str) -> None:
-        """Give back a claim this process holds, or leave a claim no one holds, for the next to ask (`claim`):
-        a fire time a stop left unrun, made up by the next replica to start or to fire the job
-        (`released`). A claim another process holds stays its."""
+    def release(self, kind: str, job: str, *keys: str) -> None:
+        """Give back claims this process holds, or leave claims no one holds, for the next to ask (`claim`): fire
+        times a stop left unrun, made up by the next replica to start or to fire the job (`released`). A claim
+        another process holds stays its. One transaction."""
+        here, now = (socket.gethostname(), os.getpid()), time.time()
         with self._transaction() as cursor:
-            cursor.execute(
-                self._sql(
-                    "UPDATE sleipnir_claims SET host = ?, pid = ?, claimed_at = ? WHERE kind = ? AND job = ? "
-                    "AND claim_key = ? AND host = ? AND pid = ?"
-                ),
-                [*_RELEASED, time.time(), kind, job, key, socket.gethostname(), os.getpid()],
-            )
-            if cursor.rowcount == 0:
+            for key in keys:
                 cursor.execute(
                     self._sql(
-                        "INSERT INTO sleipnir_claims (kind, job, claim_key, host, pid, claimed_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, job, claim_key) DO NOTHING"
+                        "UPDATE sleipnir_claims SET host = ?, pid = ?, claimed_at = ? WHERE kind = ? AND job = ? "
+                        "AND claim_key = ? AND host = ? AND pid = ?"
                     ),
-                    [kind, job, key, *_RELEASED, time.time()],
+                    [*_RELEASED, now, kind, job, key, *here],
                 )
+                if cursor.rowcount == 0:
+                    cursor.execute(
+                        self._sql(
+                            "INSERT INTO sleipnir_claims (kind, job, claim_key, host, pid, claimed_at) "
+                            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, job, claim_key) DO NOTHING"
+                        ),
+                        [kind, job, key, *_RELEASED, now],
+                    )
 
     def released(self, kind: str, job: str) -> list[str]:
         """The keys of `job`'s claims given back (`release`) and not claimed since."""
