@@ -88,10 +88,11 @@ def test_check_refuses_a_path_that_leaves_the_workspace(tmp_path: Path, job: str
 
 
 def test_an_allowed_folder_may_hold_absolute_and_outside_paths(tmp_path: Path) -> None:
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    job = f"  output:\n    path: {shared}/x.jsonl\n  logging:\n    destination: file\n    path: ../shared/j.log\n"
-    root = workspace(tmp_path / "ws", job, manifest=f"paths:\n  allow: [{shared}]\n")
+    # `../allowed` is the workspace's sibling under tmp_path, nothing outside the test's own folder.
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    job = f"  output:\n    path: {allowed}/x.jsonl\n  logging:\n    destination: file\n    path: ../allowed/j.log\n"
+    root = workspace(tmp_path / "ws", job, manifest=f"paths:\n  allow: [{allowed}]\n")
     assert check([str(root)]).ok
 
 
