@@ -323,3 +323,42 @@ def test_a_group_records_the_newest_answer_of_a_call_and_postgresql_commits_it_w
     finally:
         ledger.reset(scope)
         ledger.close()
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_a_store_made_before_a_column_was_added_gets_it_and_keeps_its_rows(tmp_path: Path, postgres_url: str, store: str) -> None:
+    """`sleipnir_items.fingerprint` came after the first release: opening an older store adds it (on PostgreSQL
+    only when it is missing, since `ALTER TABLE` takes the table's exclusive lock while other runs write)."""
+    import sqlite3
+    import uuid
+
+    import psycopg
+
+    old_items = (
+        "CREATE TABLE sleipnir_items (plan_id TEXT NOT NULL, item_key TEXT NOT NULL, status TEXT NOT NULL, "
+        "attempts INTEGER NOT NULL, error TEXT, output TEXT, run_id TEXT, updated_at DOUBLE PRECISION NOT NULL, "
+        "PRIMARY KEY (plan_id, item_key))"
+    )
+    old_row = "INSERT INTO sleipnir_items VALUES ('scope', 'k1', 'done', 1, NULL, NULL, 'r1', 0)"
+    schema = f"sleipnir_older_{uuid.uuid4().hex[:8]}"
+    if store == "sqlite":
+        url = str(tmp_path / "state.db")
+        with sqlite3.connect(url) as connection:
+            connection.execute(old_items)
+            connection.execute(old_row)
+    else:
+        with psycopg.connect(postgres_url, autocommit=True) as connection:
+            connection.execute(f"CREATE SCHEMA {schema}".encode())
+            connection.execute(f"SET search_path TO {schema}".encode())
+            connection.execute(old_items.encode())
+            connection.execute(old_row.encode())
+        url = f"{postgres_url}?options=-csearch_path%3D{schema}"
+    try:
+        for _ in range(2):  # the second opening finds the column there
+            ledger = Ledger(url, str(tmp_path))
+            assert ledger.statuses("scope", ["k1"]) == {"k1": ("done", None)}
+            ledger.close()
+    finally:
+        if store == "postgresql":
+            with psycopg.connect(postgres_url, autocommit=True) as connection:
+                connection.execute(f"DROP SCHEMA {schema} CASCADE".encode())

@@ -119,6 +119,10 @@ def test_local_and_a_two_worker_cluster_give_the_same_rows_in_a_file_and_a_postg
         assert [r["id"] for r in local_rows] == keys
         assert cluster["metrics"]["items_processed"] == local["metrics"]["items_processed"] == rows
         assert not list((ws / "out").glob(".scores.jsonl.partial*")), "the partitions' spools are gathered"
+        # The partitions record their items under the run, as a local run does: `sleipnir runs RUN_ID` has them.
+        for done in (local, cluster):
+            detail = run_ok(["runs", done["run_id"]], ws, env)
+            assert detail["items"] == {"succeeded": rows}, detail["items"]
 
         run_ok(["run-job", "to_table0"], ws, env)
         run_ok(["run-job", "to_table1", "--engine", "dask"], ws, env)
@@ -128,6 +132,17 @@ def test_local_and_a_two_worker_cluster_give_the_same_rows_in_a_file_and_a_postg
     finally:
         with psycopg.connect(postgres_url, autocommit=True) as connection:
             connection.execute(f'DROP TABLE IF EXISTS "{tables[1]}"'.encode())
+
+
+def test_a_file_sink_named_by_the_run_id_gets_every_partitions_rows(tmp_path: Path) -> None:
+    """`${run.id}` in an output path is the driver's run id in every partition: the spools are where the driver
+    gathers them (they were named by each partition's own id, and the published file was empty)."""
+    jobs = {"jobs/named.yaml": mock_job("named", "path: out/${run.id}.jsonl")}
+    ws = make_workspace(tmp_path / "ws", jobs, manifest="name: named\ndask:\n  partition_size: 200\n")
+    keys = write_items(ws / "data" / "items.jsonl", 600)
+    done = run_ok(["run-job", "named", "--engine", "dask"], ws, process_env())
+    assert [r["id"] for r in file_rows(ws / "out" / f"{done['run_id']}.jsonl")] == keys
+    assert [p.name for p in (ws / "out").iterdir()] == [f"{done['run_id']}.jsonl"]
 
 
 # -- a worker killed ------------------------------------------------------------------------------------------

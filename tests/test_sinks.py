@@ -84,6 +84,23 @@ def test_absorbed_partition_spools_publish_by_one_rename_unless_a_partition_left
     assert leftovers(target.parent) == []
 
 
+def test_gathering_fails_when_a_partition_wrote_rows_to_a_spool_the_driver_does_not_find(tmp_path: Path) -> None:
+    """A worker whose spool is not where the driver looks (a machine of its own): the run fails, naming the
+    partition, and publishes nothing, rather than a file without that partition's rows."""
+    sink = file_sink(tmp_path)
+    sink.use_partition_spool(0)
+    sink.open(resume=False)
+    sink.write([{"id": 1}])
+    sink.close(complete=False)
+    driver = file_sink(tmp_path)
+    driver.open(resume=False)
+    with pytest.raises(SinkError, match=r"partition 1 wrote rows .* every worker and the driver share"):
+        driver.absorb(driver.partition_spools(), {0: 1, 1: 2, 2: 0})
+    driver.close(complete=False)
+    assert not (tmp_path / "out" / "results.jsonl").exists()
+    assert leftovers(tmp_path / "out") == [".results.jsonl.partial", ".results.jsonl.partial.000000"]
+
+
 def test_a_run_that_stops_before_completing_leaves_the_target_untouched(tmp_path: Path) -> None:
     target = tmp_path / "out" / "results.jsonl"
     target.parent.mkdir()

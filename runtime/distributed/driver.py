@@ -75,6 +75,7 @@ async def distribute(job: JobRun, context: IOContext, sink: Any, *, resume: bool
         "state": options.state,
         "cache": options.cache,
         "grace": options.grace,
+        "run_id": run.run_id,
     }
     channel = f"sleipnir-{run.run_id}-{uuid.uuid4().hex[:8]}"
     async with open_client(cluster) as client:

@@ -62,7 +62,7 @@ class RunContext:
         self.options = options
         self.environ = options.environ
         self.shape = JobShape(plan)
-        self.run_id = uuid.uuid4().hex[:16]
+        self.run_id = options.run_id or uuid.uuid4().hex[:16]
         self.progress = Progress()
         self.result = RunResult(run_id=self.run_id, plan_id=plan.id, job=plan.name, status="running", progress=self.progress)
         self.scope = ledger_scope(plan.name, options.input_path) + (f":{options.scope}" if options.scope else "")

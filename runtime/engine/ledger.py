@@ -151,7 +151,14 @@ class Ledger:
 
     def _add_column(self, cursor: Any, table: str, column: str, kind: str) -> None:
         if self._postgres:
-            cursor.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
+            # Only when it is missing: `ALTER TABLE` takes the table's exclusive lock even when the column is there,
+            # and every run (every partition of a `dask` run) opens the store, while others write to it.
+            cursor.execute(
+                "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s AND NOT attisdropped",
+                [table, column],
+            )
+            if cursor.fetchone() is None:
+                cursor.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
             return
         cursor.execute(f"PRAGMA table_info({table})")
         if column not in {str(row[1]) for row in cursor.fetchall()}:

@@ -96,6 +96,9 @@ class RunOptions:
     partition: Any = None
     """A `dask` worker's run: the `io.partitions.Partition` it runs (the driver holds the lock, the run's record
     and the publishing)."""
+    run_id: str | None = None
+    """The run's id; None: a new one. A `dask` worker's run of a partition takes its driver's, so that the items
+    are recorded under the run (`sleipnir runs RUN_ID`) and `${run.id}` names what the driver publishes."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

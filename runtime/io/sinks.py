@@ -162,6 +162,17 @@ class FileSink:
         is there once, and publishing stays one rename."""
         if self._handle is None:
             raise SinkError(f"{self.shown}: absorb before open")
+        numbers = {int(p.suffix[1:]) for p in parts if p.suffix[1:].isdigit()}
+        missing = sorted(n for n, count in (written or {}).items() if count and n not in numbers)
+        if missing:
+            # Rows a partition wrote where the driver does not find them (a worker on a machine of its own): the
+            # run fails rather than publish without them.
+            shown = ", ".join(str(n) for n in missing[:10]) + (", ..." if len(missing) > 10 else "")
+            raise SinkError(
+                f"cannot gather the partitions of {self.shown}: partition {shown} wrote rows to a spool beside "
+                f"{self.spool.name} that is not in {self.spool.parent}; on a cluster, a file sink's folder must be "
+                "one that every worker and the driver share"
+            )
         try:
             once = written is not None and self._handle.tell() == 0
             for part in parts:
