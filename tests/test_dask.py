@@ -21,6 +21,7 @@ Real parts throughout: `python -m sleipnir` processes, a real LocalCluster, real
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -54,7 +55,9 @@ from test_sources import Reply, Server, http_server, pg_table, postgres_url, rea
 
 from sleipnir.compiler.planner import plan as compile_plan
 from sleipnir.runtime.distributed.worker import run_partition
+from sleipnir.runtime.engine.job import JobRun, RunOptions
 from sleipnir.runtime.engine.ledger import Ledger
+from sleipnir.runtime.engine.state import ClusterOptions, Hooks
 from sleipnir.runtime.io import IOContext, SourceError
 from sleipnir.runtime.io.partitions import partition_source, split_input
 from sleipnir.runtime.io.sources import RowError, make_source
@@ -108,7 +111,10 @@ def test_local_and_a_two_worker_cluster_give_the_same_rows_in_a_file_and_a_postg
             for i, t in enumerate(tables)
         },
     }
-    ws = make_workspace(tmp_path / "ws", jobs, manifest=f"name: dask_same\nconnections:\n  warehouse: {postgres_url}\n")
+    # The full-size run takes the default partitions (of at least 50 rounds of the job's concurrency: 4 of 5,000
+    # rows); the smaller one is cut smaller, so that both workers run several partitions.
+    sizing = "" if rows >= 20_000 else "dask:\n  partition_size: 250\n"
+    ws = make_workspace(tmp_path / "ws", jobs, manifest=f"name: dask_same\n{sizing}connections:\n  warehouse: {postgres_url}\n")
     keys = write_items(ws / "data" / "items.jsonl", rows)
     env = process_env()
     try:
@@ -143,6 +149,23 @@ def test_a_file_sink_named_by_the_run_id_gets_every_partitions_rows(tmp_path: Pa
     done = run_ok(["run-job", "named", "--engine", "dask"], ws, process_env())
     assert [r["id"] for r in file_rows(ws / "out" / f"{done['run_id']}.jsonl")] == keys
     assert [p.name for p in (ws / "out").iterdir()] == [f"{done['run_id']}.jsonl"]
+
+
+def test_a_running_partition_reports_its_progress_to_the_driver(tmp_path: Path, server: LLMServer) -> None:
+    """A partition of many items shows what it did while it runs (a Dask event every `WATCH_SECONDS`), not only
+    when it ends; its final counts replace what it reported, so nothing is counted twice."""
+    rows = 400
+    ws = make_workspace(tmp_path / "ws", {"jobs/score.yaml": scoring_job("score", concurrency=10)})
+    write_items(ws / "data" / "items.jsonl", rows)
+    env = process_env(server)
+    plan = compile_plan(str(ws / "jobs" / "score.yaml"), environ=env).plans[0]
+    seen: list[tuple[int, int]] = []
+    hooks = Hooks(on_progress=lambda progress: seen.append((progress.succeeded, progress.calls)))
+    one = ClusterOptions(partition_size=rows)  # one partition: the driver hears nothing else until it ends
+    result = asyncio.run(JobRun(plan, RunOptions(engine="dask", cluster=one, environ=env, hooks=hooks)).run())
+    assert result.ok and result.progress.succeeded == rows == result.progress.calls
+    assert any(0 < succeeded < rows for succeeded, _ in seen), seen
+    assert all(succeeded <= rows and calls <= rows for succeeded, calls in seen), seen
 
 
 # -- a worker killed ------------------------------------------------------------------------------------------

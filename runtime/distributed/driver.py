@@ -30,13 +30,19 @@ from ..io import IOContext, SinkError
 from ..io.dbconn import parse_database_url
 from ..io.partitions import UNKNOWN_ROWS, Partition, split_input
 from . import dask
-from .worker import add_counts, run_partition
+from .worker import LiveCounts, add_counts, progress_topic, run_partition
 
 if TYPE_CHECKING:
     from ..engine.job import JobRun
 
 PARTITIONS_PER_WORKER = 4
-"""Without `partition_size`: the input in about this many partitions per worker (balance against set-up)."""
+"""Without `partition_size`: the input in about this many partitions per worker (balance against set-up), and
+none smaller than `WAVES` times the job's concurrency."""
+WAVES = 50
+"""Without `partition_size`, a partition holds at least this many times the job's concurrency in items. A
+partition costs about two rounds of its calls beyond its items (its first calls all go at once, its last ones
+end with the slots running dry) and its set-up: at 50 ms latency, 2 workers and 10,000 items, partitions of
+12.5 rounds each made 1.10x fewer items a second than partitions of 50 (benchmarks/README.md)."""
 SMALLEST_PARTITION = 200
 CONNECT_SECONDS = 10
 """How long the driver tries to reach a scheduler before the run fails."""
@@ -90,6 +96,14 @@ async def distribute(job: JobRun, context: IOContext, sink: Any, *, resume: bool
         numbers = {future.key: p.number for future, p in zip(futures, partitions, strict=True)}
         written: dict[int, int] = {}
         """Rows each partition's last run wrote: a file sink checks its spool against them (`absorb`)."""
+        live = LiveCounts(run.progress)
+
+        def reported(event: tuple[float, Any]) -> None:
+            message = event[1]
+            live.report(int(message["number"]), dict(message["counts"]))
+            run.progress_now()
+
+        client.subscribe_topic(progress_topic(channel), reported)
         watcher = asyncio.create_task(_publish_stop(job, stop))
         try:
             async for future in dask().as_completed(futures):
@@ -98,7 +112,9 @@ async def distribute(job: JobRun, context: IOContext, sink: Any, *, resume: bool
                 except Exception as error:  # a partition that could not run: a worker killed too often, a bug
                     run.stop("failed", f"a partition failed on the cluster: {error}")
                     continue
-                written[numbers[future.key]] = int(done["counts"]["succeeded"])
+                number = numbers[future.key]
+                written[number] = int(done["counts"]["succeeded"])
+                live.finish(number)
                 add_counts(run.progress, done)
                 run.progress.limits.update(done["limits"])
                 if len(run.result.errors) < 1000:
@@ -110,6 +126,7 @@ async def distribute(job: JobRun, context: IOContext, sink: Any, *, resume: bool
                     run.stop(reason, message)
                 run.progress_now()
         finally:
+            client.unsubscribe_topic(progress_topic(channel))
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
@@ -128,7 +145,9 @@ def _partitions(job: JobRun, context: IOContext, cluster: ClusterOptions) -> lis
     run = job.context
     options = job.options
     total = run.progress.total
-    size = cluster.partition_size or max(SMALLEST_PARTITION, math.ceil((total or 0) / (cluster.workers * PARTITIONS_PER_WORKER)))
+    size = cluster.partition_size or max(
+        SMALLEST_PARTITION, WAVES * run.shape.concurrency, math.ceil((total or 0) / (cluster.workers * PARTITIONS_PER_WORKER))
+    )
     spread = 0 if cluster.partition_size or total is not None else cluster.workers * PARTITIONS_PER_WORKER
     found = split_input(
         run.shape.source, context, input_path=options.input_path, total=total, size=size, key_field=run.key_field, spread=spread

@@ -79,11 +79,15 @@ async def _run(job: JobRun, channel: str | None) -> dict[str, Any]:
 
 
 async def _watch(job: JobRun, channel: str) -> None:
-    """Stop this partition when the driver publishes a stop (a signal, a timeout, an item that failed), and
-    share the providers' pauses (a 429's `Retry-After`) with the other workers, both ways."""
+    """Stop this partition when the driver publishes a stop (a signal, a timeout, an item that failed), share
+    the providers' pauses (a 429's `Retry-After`) with the other workers, both ways, and tell the driver what
+    the partition did so far (`LiveCounts`)."""
     distributed = dask()
     event = distributed.Event(channel)
     shared = Pauses(distributed, channel)
+    worker = distributed.get_worker()
+    partition: Partition = job.options.partition
+    reported: dict[str, int] = {}
     while True:
         await asyncio.sleep(WATCH_SECONDS)
         if await asyncio.to_thread(event.is_set):
@@ -91,6 +95,45 @@ async def _watch(job: JobRun, channel: str) -> None:
             return
         if job.item_worker is not None:
             await asyncio.to_thread(shared.exchange, job.item_worker.limiters)
+        counts = {name: getattr(job.progress, name) for name in COUNTED}
+        counts["read"] = max(0, counts["read"] - partition.first)  # the reader numbers the whole source's rows
+        if counts != reported:
+            worker.log_event(progress_topic(channel), {"number": partition.number, "counts": counts})
+            reported = counts
+
+
+def progress_topic(channel: str) -> str:
+    """The Dask event topic on which a run's partitions report what they did so far."""
+    return f"{channel}-progress"
+
+
+class LiveCounts:
+    """What the partitions running now did so far (`_watch` reports it every `WATCH_SECONDS`), added to the
+    driver's progress as it comes, and taken out again when a partition's final counts are added instead: a
+    partition larger than a few seconds' work still shows its progress while it runs."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.live: dict[int, dict[str, int]] = {}
+        self.finished: set[int] = set()
+
+    def report(self, number: int, counts: dict[str, int]) -> None:
+        """A partition's counts so far (a partition run again after a kill starts over: the latest wins)."""
+        if number in self.finished:
+            return  # a report that came after the partition's result
+        self._add(self.live.get(number), -1)
+        self.live[number] = counts
+        self._add(counts, 1)
+
+    def finish(self, number: int) -> None:
+        """The partition's final counts are about to be added: its live ones go."""
+        self.finished.add(number)
+        self._add(self.live.pop(number, None), -1)
+
+    def _add(self, counts: dict[str, int] | None, sign: int) -> None:
+        for name, value in (counts or {}).items():
+            if name in COUNTED:
+                setattr(self.progress, name, getattr(self.progress, name) + sign * int(value))
 
 
 class Pauses:

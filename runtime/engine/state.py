@@ -110,7 +110,8 @@ class ClusterOptions:
     workers: int = 2
     """The local cluster's worker processes."""
     partition_size: int | None = None
-    """Items in one partition (one Dask task); None: the input in about four partitions per worker."""
+    """Items in one partition (one Dask task); None: about four partitions per worker, none smaller than 50 times
+    the job's concurrency (`driver.WAVES`)."""
     local: bool = False
     """The scheduler is a local cluster this process started (a pipeline's, shared by its jobs): the
     workspace's SQLite state store may be shared with its workers."""
