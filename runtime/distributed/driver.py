@@ -126,7 +126,8 @@ async def distribute(job: JobRun, context: IOContext, sink: Any, *, resume: bool
                     run.stop(reason, message)
                 run.progress_now()
         finally:
-            client.unsubscribe_topic(progress_topic(channel))
+            with contextlib.suppress(Exception):  # a scheduler gone: the error that ended the run is the one to show
+                client.unsubscribe_topic(progress_topic(channel))
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
