@@ -42,7 +42,7 @@ WAVES = 50
 """Without `partition_size`, a partition holds at least this many times the job's concurrency in items. A
 partition costs about two rounds of its calls beyond its items (its first calls all go at once, its last ones
 end with the slots running dry) and its set-up: at 50 ms latency, 2 workers and 10,000 items, partitions of
-12.5 rounds each made 1.10x fewer items a second than partitions of 50 (benchmarks/README.md)."""
+12.5 rounds each made about a tenth fewer items a second than partitions of 50 (benchmarks/README.md)."""
 SMALLEST_PARTITION = 200
 CONNECT_SECONDS = 10
 """How long the driver tries to reach a scheduler before the run fails."""
