@@ -66,11 +66,30 @@ _SCHEMA = (
 )
 _PG_ANSWERS = (
     "INSERT INTO sleipnir_answers (plan_id, item_key, call_id, fingerprint, output, recorded_at) "
-    "SELECT %s, k, c, f, o, %s FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) AS t (k, c, f, o) "
+    "SELECT %s, k, c, f, o, %s FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[]) AS t (k, c, f, o) "
     "ON CONFLICT (plan_id, item_key, call_id) DO UPDATE SET "
     "fingerprint = excluded.fingerprint, output = excluded.output, recorded_at = excluded.recorded_at"
 )
-"""A group of answers in one statement: its columns as arrays."""
+"""A group of answers in one statement: its columns as arrays, sent in binary (`%b`): psycopg writes a text array
+by escaping each element with a regular expression whose every match calls back into Python, about 15 us for an
+answer's JSON, and a binary one without (measured: 13.0 against 5.1 us of CPU an answer, groups of 50)."""
+_PG_ITEMS = (
+    "INSERT INTO sleipnir_items (plan_id, item_key, status, attempts, error, output, run_id, updated_at, fingerprint) "
+    "SELECT %s, k, s, a, e, o, %s, %s, f FROM unnest(%b::text[], %b::text[], %b::integer[], %b::text[], %b::text[], "
+    "%b::text[]) AS t (k, s, a, e, o, f) ON CONFLICT (plan_id, item_key) DO UPDATE SET status = excluded.status, "
+    "attempts = excluded.attempts, error = excluded.error, output = excluded.output, run_id = excluded.run_id, "
+    "updated_at = excluded.updated_at, fingerprint = excluded.fingerprint"
+)
+"""A batch's items in one statement (`Ledger.record`), as `_ITEMS` upserts them row by row; arrays in binary, as
+`_PG_ANSWERS`'s."""
+_PG_RESULTS = (
+    "INSERT INTO sleipnir_results (run_id, item_key, status, attempts, error, input, output, recorded_at) "
+    "SELECT %s, k, s, a, e, i, o, %s FROM unnest(%b::text[], %b::text[], %b::integer[], %b::text[], %b::text[], "
+    "%b::text[]) AS t (k, s, a, e, i, o) ON CONFLICT (run_id, item_key) DO UPDATE SET status = excluded.status, "
+    "attempts = excluded.attempts, error = excluded.error, input = excluded.input, output = excluded.output, "
+    "recorded_at = excluded.recorded_at"
+)
+"""A batch's results in one statement, as `_RESULTS` upserts them row by row."""
 _ADDED_COLUMNS = (("sleipnir_items", "fingerprint", "TEXT"),)
 """Columns added since the first release, added to an older store when it is opened."""
 _BATCH = 500
@@ -260,9 +279,14 @@ class Ledger:
             for o, row in zip(outcomes, rows, strict=True)
         ]
         if self._postgres:
+            # One statement a table, its columns as binary arrays: `executemany` (a statement a row, pipelined) cost
+            # 20.7 us of CPU an item, 8.1 this way (batches of 100, measured), in a thread whose every step needs
+            # the interpreter lock that a `dask` worker's busy event loop holds.
+            items = list({row[1]: row for row in rows}.values())  # one statement updates a row once: the last wins
+            kept = list({row[1]: row for row in results}.values())
             with self._transaction() as cursor:
-                cursor.executemany(self._sql(_ITEMS.statement(0)), rows)
-                cursor.executemany(self._sql(_RESULTS.statement(0)), results)
+                cursor.execute(_PG_ITEMS, [plan_id, run_id, now, *_columns(items, (1, 2, 3, 4, 5, 8))])
+                cursor.execute(_PG_RESULTS, [run_id, now, *_columns(kept, (1, 2, 3, 4, 5, 6))])
             return
         with self._transaction() as cursor:
             for statement in (*_ITEMS.statements(rows), *_RESULTS.statements(results)):
@@ -477,6 +501,11 @@ _ANSWERS = _Upsert(
     key=("plan_id", "item_key", "call_id"),
     shared=("plan_id", "recorded_at"),
 )
+
+
+def _columns(rows: Sequence[Sequence[Any]], places: Sequence[int]) -> list[list[Any]]:
+    """The values at `places` of every row, a list for each place: a statement's arrays."""
+    return [[row[place] for row in rows] for place in places]
 
 
 def answer_json(value: Any) -> str:
