@@ -59,17 +59,13 @@ async def _run(job: JobRun, channel: str | None) -> dict[str, Any]:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
     progress = result.progress
-    # The reader counts rows from the partition's first; the repeats of an earlier partition's keys it passed
-    # over are already done, as a local run's reader counts a key it read before.
-    partition: Partition = job.options.partition
-    read = max(0, progress.read - partition.first)
-    passed = passed_over(partition, read, finished=job.context.stopping is None)
-    progress.read, progress.already_done = read + passed, progress.already_done + passed
+    counts = partition_counts(progress, job.options.partition, finished=job.context.stopping is None)
+    progress.read, progress.already_done = counts["read"], counts["already_done"]
     own, _ = verdict(progress, None)
     # A stop the counts do not explain (a source or sink error, a stop from the driver) stops the run.
     stopped = result.status != "succeeded" and (job.context.stopping is not None or own == "succeeded")
     return {
-        "counts": {name: getattr(progress, name) for name in COUNTED},
+        "counts": counts,
         "tokens_by_model": progress.tokens_by_model,
         "limits": progress.limits,
         "errors": [asdict(e) for e in result.errors[:100]],
@@ -95,11 +91,21 @@ async def _watch(job: JobRun, channel: str) -> None:
             return
         if job.item_worker is not None:
             await asyncio.to_thread(shared.exchange, job.item_worker.limiters)
-        counts = {name: getattr(job.progress, name) for name in COUNTED}
-        counts["read"] = max(0, counts["read"] - partition.first)  # the reader numbers the whole source's rows
+        counts = partition_counts(job.progress, partition, finished=False)
         if counts != reported:
             worker.log_event(progress_topic(channel), {"number": partition.number, "counts": counts})
             reported = counts
+
+
+def partition_counts(progress: Progress, partition: Partition, *, finished: bool) -> dict[str, int]:
+    """What a partition's run did (`COUNTED`): the reader counts rows from the partition's first; the repeats of
+    an earlier partition's keys it passed over are already done, as a local run's reader counts a key it read
+    before (all of them once the partition is `finished`)."""
+    counts = {name: getattr(progress, name) for name in COUNTED}
+    read = max(0, progress.read - partition.first)
+    passed = passed_over(partition, read, finished=finished)
+    counts["read"], counts["already_done"] = read + passed, progress.already_done + passed
+    return counts
 
 
 def progress_topic(channel: str) -> str:

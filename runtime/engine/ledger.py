@@ -64,30 +64,6 @@ _SCHEMA = (
         run_id TEXT NOT NULL, item_key TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL, error TEXT,
         input TEXT, output TEXT, recorded_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (run_id, item_key))""",
 )
-_PG_ANSWERS = (
-    "INSERT INTO sleipnir_answers (plan_id, item_key, call_id, fingerprint, output, recorded_at) "
-    "SELECT %s, k, c, f, o, %s FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[]) AS t (k, c, f, o) "
-    "ON CONFLICT (plan_id, item_key, call_id) DO UPDATE SET "
-    "fingerprint = excluded.fingerprint, output = excluded.output, recorded_at = excluded.recorded_at"
-)
-"""A group of answers in one statement: its columns as arrays, in binary (`%b`): psycopg escapes each element of a
-text array by a regular expression calling back into Python at every quote (13.0 against 5.1 us of CPU an answer)."""
-_PG_ITEMS = (
-    "INSERT INTO sleipnir_items (plan_id, item_key, status, attempts, error, output, run_id, updated_at, fingerprint) "
-    "SELECT %s, k, s, a, e, o, %s, %s, f FROM unnest(%b::text[], %b::text[], %b::integer[], %b::text[], %b::text[], "
-    "%b::text[]) AS t (k, s, a, e, o, f) ON CONFLICT (plan_id, item_key) DO UPDATE SET status = excluded.status, "
-    "attempts = excluded.attempts, error = excluded.error, output = excluded.output, run_id = excluded.run_id, "
-    "updated_at = excluded.updated_at, fingerprint = excluded.fingerprint"
-)
-"""A batch's items in one statement (`Ledger.record`), as `_ITEMS` upserts them row by row."""
-_PG_RESULTS = (
-    "INSERT INTO sleipnir_results (run_id, item_key, status, attempts, error, input, output, recorded_at) "
-    "SELECT %s, k, s, a, e, i, o, %s FROM unnest(%b::text[], %b::text[], %b::integer[], %b::text[], %b::text[], "
-    "%b::text[]) AS t (k, s, a, e, i, o) ON CONFLICT (run_id, item_key) DO UPDATE SET status = excluded.status, "
-    "attempts = excluded.attempts, error = excluded.error, input = excluded.input, output = excluded.output, "
-    "recorded_at = excluded.recorded_at"
-)
-"""A batch's results in one statement, as `_RESULTS` upserts them row by row."""
 _ADDED_COLUMNS = (("sleipnir_items", "fingerprint", "TEXT"),)
 """Columns added since the first release, added to an older store when it is opened."""
 _BATCH = 500
@@ -277,13 +253,9 @@ class Ledger:
             for o, row in zip(outcomes, rows, strict=True)
         ]
         if self._postgres:
-            # One statement a table, its columns as binary arrays: `executemany` (a statement a row, pipelined) cost
-            # 20.7 us of CPU an item, this 8.1 (batches of 100), in a thread needing the busy event loop's GIL.
-            items = list({row[1]: row for row in rows}.values())  # one statement updates a row once: the last wins
-            kept = list({row[1]: row for row in results}.values())
             with self._transaction() as cursor:
-                cursor.execute(_PG_ITEMS, [plan_id, run_id, now, *_columns(items, (1, 2, 3, 4, 5, 8))])
-                cursor.execute(_PG_RESULTS, [run_id, now, *_columns(kept, (1, 2, 3, 4, 5, 6))])
+                cursor.execute(*_ITEMS.unnest(rows))
+                cursor.execute(*_RESULTS.unnest(results))
             return
         with self._transaction() as cursor:
             for statement in (*_ITEMS.statements(rows), *_RESULTS.statements(results)):
@@ -339,16 +311,14 @@ class Ledger:
         if not answers:
             return
         now = time.time()
+        table = [(plan_id, a.key, a.call, a.fingerprint, answer_json(a.output), now) for a in answers]
         if self._postgres:
-            latest = {(a.key, a.call): a for a in answers}.values()  # one statement updates a row once
-            columns = [[a.key for a in latest], [a.call for a in latest], [a.fingerprint for a in latest]]
             with self._answering:
                 if self._answers_pg is None:
                     self._answers_pg = connect_postgresql(self._database.url, autocommit=True)
                     self._answers_pg.execute("SET synchronous_commit TO off")
-                self._answers_pg.execute(_PG_ANSWERS, [plan_id, now, *columns, [answer_json(a.output) for a in latest]])
+                self._answers_pg.execute(*_ANSWERS.unnest(table))
             return
-        table = [(plan_id, a.key, a.call, a.fingerprint, answer_json(a.output), now) for a in answers]
         statements = _ANSWERS.statements(table, first=rows)
         if len(statements) == 1:  # one statement is one transaction
             with self._lock:
@@ -427,26 +397,28 @@ class _Upsert:
     by row (`executemany`), a batch asked for it once a row, and a thread writing to the store fell behind the
     loop (the answer writer's budget ran short); a statement of many rows also costs about a fifth less CPU a
     row. A few fixed sizes keep SQLite's statement cache small (one statement for each group size made peak
-    RSS grow, 747d816). PostgreSQL gets the one-row statement (`statement(0)`) through `executemany`, which
-    psycopg pipelines."""
+    RSS grow, 747d816). PostgreSQL gets all the rows in one statement (`unnest`)."""
 
     table: str
     columns: tuple[str, ...]
     key: tuple[str, ...]
     shared: tuple[str, ...]
     """Columns whose value is the same in every row of a call (bound once a statement: `?1`, `?2`, ...)."""
+    integers: tuple[str, ...] = ()
+    """Columns of integers (the others are text, or shared): the types of PostgreSQL's arrays."""
 
     ROWS = (64, 16, 4, 1)
 
+    def _upsert(self) -> tuple[str, str]:
+        """The statement's head (`INSERT INTO ...`) and tail (`ON CONFLICT ... DO UPDATE ...`)."""
+        updates = ", ".join(f"{c} = excluded.{c}" for c in self.columns if c not in self.key)
+        head = f"INSERT INTO {self.table} ({', '.join(self.columns)}) "
+        return head, f"ON CONFLICT ({', '.join(self.key)}) DO UPDATE SET {updates}"
+
     @functools.cache  # noqa: B019 (a few module-level instances, each with a few sizes)
     def statement(self, rows: int) -> str:
-        """The upsert of `rows` rows, bound as the shared values, then the other values of each row; 0 rows:
-        the plain one-row statement with every column bound, for `executemany`."""
-        updates = ", ".join(f"{c} = excluded.{c}" for c in self.columns if c not in self.key)
-        upsert = f"ON CONFLICT ({', '.join(self.key)}) DO UPDATE SET {updates}"
-        insert = f"INSERT INTO {self.table} ({', '.join(self.columns)}) "
-        if not rows:
-            return insert + f"VALUES ({', '.join('?' * len(self.columns))}) " + upsert
+        """SQLite: the upsert of `rows` rows, bound as the shared values, then the other values of each row."""
+        insert, upsert = self._upsert()
         # SQLite numbers each plain ? after the largest number before it: the shared values are ?1, ?2, ...
         each = [c for c in self.columns if c not in self.shared]
         picked, column = [], 0
@@ -458,6 +430,27 @@ class _Upsert:
                 picked.append(f"column{column}")
         values = ", ".join([f"({', '.join('?' * len(each))})"] * rows)
         return insert + f"SELECT {', '.join(picked)} FROM (VALUES {values}) WHERE true " + upsert
+
+    @functools.cache  # noqa: B019
+    def _unnested(self) -> str:
+        insert, upsert = self._upsert()
+        each = [c for c in self.columns if c not in self.shared]
+        picked = ", ".join("%s" if c in self.shared else c for c in self.columns)
+        arrays = ", ".join(f"%b::{'integer' if c in self.integers else 'text'}[]" for c in each)
+        return insert + f"SELECT {picked} FROM unnest({arrays}) AS t ({', '.join(each)}) " + upsert
+
+    def unnest(self, rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
+        """PostgreSQL: (statement, parameters) that upsert `rows` (full tuples of `columns`, as `statements` takes)
+        in one statement: the shared values bound once, each other column as one array, in binary (`%b`: psycopg
+        escapes each element of a text array by a regular expression calling back into Python at every quote).
+        Measured against `executemany` (a statement a row, pipelined), batches of 100: 20.7 against 8.1 us of CPU
+        an item in `Ledger.record`, and 13.0 against 5.1 us an answer with text arrays. Of rows with one key, the
+        last is kept: a statement updates a row once."""
+        places = [self.columns.index(c) for c in self.key]
+        kept = list({tuple(row[i] for i in places): row for row in rows}.values())
+        shared = [kept[0][i] for i, c in enumerate(self.columns) if c in self.shared]
+        arrays = [[row[i] for row in kept] for i, c in enumerate(self.columns) if c not in self.shared]
+        return self._unnested(), [*shared, *arrays]
 
     def statements(self, rows: Sequence[Sequence[Any]], *, first: int = 0) -> list[tuple[str, list[Any]]]:
         """(statement, parameters) for `rows`, full tuples of `columns` whose shared values are those of the
@@ -485,12 +478,14 @@ _ITEMS = _Upsert(
     ("plan_id", "item_key", "status", "attempts", "error", "output", "run_id", "updated_at", "fingerprint"),
     key=("plan_id", "item_key"),
     shared=("plan_id", "run_id", "updated_at"),
+    integers=("attempts",),
 )
 _RESULTS = _Upsert(
     "sleipnir_results",
     ("run_id", "item_key", "status", "attempts", "error", "input", "output", "recorded_at"),
     key=("run_id", "item_key"),
     shared=("run_id", "recorded_at"),
+    integers=("attempts",),
 )
 _ANSWERS = _Upsert(
     "sleipnir_answers",
@@ -498,11 +493,6 @@ _ANSWERS = _Upsert(
     key=("plan_id", "item_key", "call_id"),
     shared=("plan_id", "recorded_at"),
 )
-
-
-def _columns(rows: Sequence[Sequence[Any]], places: Sequence[int]) -> list[list[Any]]:
-    """The values at `places` of every row, a list for each place: a statement's arrays."""
-    return [[row[place] for row in rows] for place in places]
 
 
 def answer_json(value: Any) -> str:
