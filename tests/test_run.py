@@ -7,6 +7,7 @@ import gc
 import json
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,40 @@ def test_sequential_batches_are_written_in_order_while_later_batches_are_already
     assert result.ok, result.message
     assert [r["review_id"] for r in lines(root / "out" / "scored.jsonl")] == [f"r{n:03d}" for n in range(12)]
     assert seen_while_slow, "items of batches 2 and 3 were called before batch 1 was written"
+
+
+def test_a_local_file_output_is_written_from_the_event_loop_up_to_its_batch_limit(
+    tmp_path: Path, llm: LLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A local run on a SQLite store writes a file output's batches, and records them, from the event loop; a batch
+    # of more than INLINE_ROWS items goes to a worker thread, as every batch of other outputs and stores does.
+    from sleipnir.runtime.engine import writer
+    from sleipnir.runtime.engine.ledger import Ledger
+    from sleipnir.runtime.io.sinks import FileSink
+
+    monkeypatch.setattr(writer, "INLINE_ROWS", 4)
+    written: list[tuple[int, bool]] = []
+    recorded: list[tuple[int, bool]] = []
+    write, record = FileSink.write, Ledger.record
+
+    def spy_write(self: FileSink, rows: list[Any]) -> None:
+        written.append((len(rows), threading.current_thread() is threading.main_thread()))
+        write(self, rows)
+
+    def spy_record(self: Ledger, plan_id: str, run_id: str, outcomes: Any) -> None:
+        outcomes = list(outcomes)
+        recorded.append((len(outcomes), threading.current_thread() is threading.main_thread()))
+        record(self, plan_id, run_id, outcomes)
+
+    monkeypatch.setattr(FileSink, "write", spy_write)
+    monkeypatch.setattr(Ledger, "record", spy_record)
+    root = workspace(tmp_path, job_at(llm).replace("batch_size: 4", "batch_size: 5"), rows=12)
+    result = run(compiled(root))
+    assert result.ok, result.message
+    assert [r["review_id"] for r in lines(root / "out" / "scored.jsonl")] == [f"r{n:03d}" for n in range(12)]
+    # Batches of 5, 5 and 2 items: the two over the limit from a thread, the last from the loop (the main thread).
+    assert written == [(5, False), (5, False), (2, True)]
+    assert recorded == written
 
 
 def test_a_later_prompt_reads_an_earlier_output(tmp_path: Path, llm: LLMServer) -> None:

@@ -150,7 +150,9 @@ class JobRun:
             if self.options.record_answers:
                 bound = PARTITION_BOUND if part is not None else BOUND
                 worker.answers = AnswerWriter(ledger, run.scope, bound=bound * run.shape.concurrency, inline=part is None and not ledger.postgres)
-            writer = Writer(run, sink, deadletter, ledger)
+            # A local run on a SQLite store with a file sink writes its batches from the loop (see `writer.py`).
+            local = part is None and not ledger.postgres and getattr(sink, "local", False)
+            writer = Writer(run, sink, deadletter, ledger, inline=local)
             await writer.start(resume)
             if resume and part is None:
                 run.notice("resuming: items already done are skipped (pass --fresh to start over)")

@@ -106,6 +106,10 @@ def key_text(value: Any) -> str:
 class FileSink:
     """Rows spooled as JSON Lines and published atomically to a jsonl, json or csv file (see the module)."""
 
+    local = True
+    """Its writes are calls on local files, no round trip: a local run writes its batches from the event loop
+    (`engine.writer`)."""
+
     def __init__(self, *, target: Path, format: str, mode: str, key_field: str, shown: str) -> None:
         self.target = target
         self.format = format
