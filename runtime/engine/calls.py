@@ -264,7 +264,9 @@ class ItemWorker:
         limiter = self.limiters[node.provider]
         served = self.served[node.id]
         progress = self.run.progress
-        estimate = sum(len(m["content"]) for m in request.messages) // 4 + int(request.max_tokens or DEFAULT_COMPLETION_TOKENS)
+        estimate = 0  # the tokens the call may use, for a `tokens_per_minute` ceiling only
+        if limiter.control.token_rate is not None:
+            estimate = sum(len(m["content"]) for m in request.messages) // 4 + int(request.max_tokens or DEFAULT_COMPLETION_TOKENS)
 
         cache = self.cache
         key = cache_key(f"{node.provider}:{served}", request) if cache is not None else ""

@@ -70,9 +70,10 @@ _BATCH = 500
 """Keys a lookup asks for at once (SQLite allows 999 bound values)."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class Outcome:
-    """What happened to one item in a run."""
+    """What happened to one item in a run. Not frozen, as `Answer` and `ChatRequest`: one is made for every item,
+    and a frozen dataclass's `__init__` (`object.__setattr__` for each field) costs three times a plain one's."""
 
     key: str
     status: str
@@ -88,7 +89,7 @@ class Outcome:
     """What the item's calls made (call name -> output), kept with the run's results."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class Answer:
     """One call's validated answer for one item, and the fingerprint of the request that got it."""
 

@@ -373,17 +373,30 @@ _CONTAINERS = (dict, list, float)
 
 def _orjson_plain(value: Any, floats: bool) -> bool:
     kind = type(value)
+    if kind is dict:
+        # A row's or an answer's values are mostly scalars: they are judged here, and only containers recursed
+        # into (a call for every value cost as much again as the whole walk).
+        for key, item in value.items():
+            if type(key) is not str:
+                return False
+            kind = type(item)
+            if kind is str or kind is bool or item is None:
+                continue
+            if kind is int:
+                if not -(2**63) <= item < 2**64:
+                    return False
+            elif kind is float:
+                if not (floats and item - item == 0.0):  # finite: inf - inf and nan - nan are nan
+                    return False
+            elif not _orjson_plain(item, floats):
+                return False
+        return True
     if kind is str or kind is bool or value is None:
         return True
     if kind is int:
         return bool(-(2**63) <= value < 2**64)
     if kind is float:
-        return floats and bool(value - value == 0.0)  # finite: inf - inf and nan - nan are nan
-    if kind is dict:
-        for key, item in value.items():
-            if type(key) is not str or not _orjson_plain(item, floats):
-                return False
-        return True
+        return floats and bool(value - value == 0.0)
     if kind is list or kind is tuple:
         for item in value:  # noqa: SIM110 (a loop: `all()` over a generator costs twice the time here)
             if not _orjson_plain(item, floats):
