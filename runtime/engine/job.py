@@ -147,12 +147,13 @@ class JobRun:
             deadletter = DeadLetter(run.shape.sink.dead_letter, self.plan.root, plan_id=self.plan.id, job=self.plan.name)
             resume = not self.options.fresh and await asyncio.to_thread(ledger.has_items, run.scope)
             answers = not self.options.fresh and await asyncio.to_thread(ledger.has_answers, run.scope)
+            # A local run on a SQLite store commits its answers from the loop, and writes its batches there too when
+            # its sink writes local files (`answers.py`, `writer.py`).
+            in_loop = part is None and not ledger.postgres
             if self.options.record_answers:
                 bound = PARTITION_BOUND if part is not None else BOUND
-                worker.answers = AnswerWriter(ledger, run.scope, bound=bound * run.shape.concurrency, inline=part is None and not ledger.postgres)
-            # A local run on a SQLite store with a file sink writes its batches from the loop (see `writer.py`).
-            local = part is None and not ledger.postgres and getattr(sink, "local", False)
-            writer = Writer(run, sink, deadletter, ledger, inline=local)
+                worker.answers = AnswerWriter(ledger, run.scope, bound=bound * run.shape.concurrency, inline=in_loop)
+            writer = Writer(run, sink, deadletter, ledger, inline=in_loop and getattr(sink, "local", False))
             await writer.start(resume)
             if resume and part is None:
                 run.notice("resuming: items already done are skipped (pass --fresh to start over)")

@@ -1,11 +1,12 @@
 """The writer: finished items to the sink, the dead letter and the ledger, a batch at a time.
 
-A batch (`input.batch_size`) is written when its last item is done: its rows in input order (whatever order
-the calls finished in), then its dead letters, then its outcomes in the ledger. With `batch_strategy: sequential` (the default) batches are also written in the order they were read: a
-batch done before an earlier one waits for it. The reader reads ahead either way, so the concurrency slots stay
-full across batch boundaries; only the order of the writes differs. Only then is the batch recorded, so a kill
-between the write and the record costs no call: on resume the ledger alone says what is done, and such an item is
-written again from its recorded answers, replacing its row by key (`start`).
+A batch (`input.batch_size`) is written when its last item is done: its rows in input order (whatever order the
+calls finished in), then its dead letters, then its outcomes in the ledger. With `batch_strategy: sequential` (the
+default) batches are also written in the order they were read: a batch done before an earlier one waits for it. The
+reader reads ahead either way, so the concurrency slots stay full across batch boundaries; only the order of the
+writes differs. Only then is the batch recorded, so a kill between the write and the record costs no call: on
+resume the ledger alone says what is done, and such an item is written again from its recorded answers, replacing
+its row by key (`start`).
 
 Where the batch is written: a local run on a SQLite store whose sink writes local files (`local`: a file sink)
 writes it from the event loop itself, as the answer writer commits its groups (`answers.py`): a batch of 100 is
