@@ -411,15 +411,17 @@ def test_a_third_party_provider_is_found_through_its_entry_point(
 
 
 def test_replies_are_read_with_orjson_and_what_it_refuses_or_reads_otherwise_with_json() -> None:
-    from sleipnir.runtime.providers.base import loads, loads_answer
+    from sleipnir.runtime.io.dbconn import read_json
+    from sleipnir.runtime.providers.base import loads
 
     assert loads(b'{"a": [1, 2.5, "\\u00e9"]}') == {"a": [1, 2.5, "é"]}
     nan = loads('{"x": NaN}')["x"]
     assert nan != nan, "NaN, which json reads and orjson refuses"
     with pytest.raises(ValueError, match="Expecting"):
         loads('{"label": "positive",')
-    # An answer's integers beyond 64 bits stay integers, at any depth; floats stay floats.
+    # An answer's integers beyond 64 bits stay integers, at any depth; floats stay floats (the runtime reads
+    # answers as it reads rows).
     huge = 123456789012345678901234567890
-    assert loads_answer(f'{{"n": {huge}, "deep": [{{"m": -{huge}}}]}}') == {"n": huge, "deep": [{"m": -huge}]}
-    assert type(loads_answer('{"f": 1e20}')["f"]) is float
-    assert loads_answer('{"label": "good", "n": 3}') == {"label": "good", "n": 3}
+    assert read_json(f'{{"n": {huge}, "deep": [{{"m": -{huge}}}]}}') == {"n": huge, "deep": [{"m": -huge}]}
+    assert type(read_json('{"f": 1e20}')["f"]) is float
+    assert read_json('{"label": "good", "n": 3}') == {"label": "good", "n": 3}

@@ -35,8 +35,7 @@ from typing import Any
 import orjson
 
 from ...compiler.ir.common import mask_passwords
-from ..io.dbconn import connect_postgresql, connect_sqlite, fast_json, parse_database_url
-from ..providers.base import any_float
+from ..io.dbconn import any_float, connect_postgresql, connect_sqlite, fast_json, parse_database_url
 
 DONE = "succeeded"
 FAILED = "failed"

@@ -20,7 +20,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ...compiler.ir import PromptCall, PromptModule, thaw
 from ...compiler.ir.sandbox import BoundedBinops
-from ..providers.base import loads_answer
+from ..io.dbconn import read_json
 
 
 class _Sandbox(BoundedBinops, ImmutableSandboxedEnvironment):
@@ -136,7 +136,7 @@ class PreparedCall:
         if not self.json_output:
             return text
         try:
-            value = loads_answer(_unfenced(text))
+            value = read_json(_unfenced(text))
         except ValueError as error:
             raise ReplyError(f"the answer is not JSON: {error}") from None
         if self.optional:

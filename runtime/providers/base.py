@@ -7,7 +7,7 @@ retrying is the provider's call (it knows its protocol); the runtime's retry pol
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,40 +18,11 @@ def loads(text: str | bytes) -> Any:
     """JSON from a server: orjson, 3 to 5 times faster than `json.loads` on a chat completion (the hot path of
     every call). What orjson refuses (NaN) is read by `json.loads`, and an invalid text raises `json.loads`'s
     `ValueError`, with its message. orjson reads an integer beyond 64 bits as a float: fine for a reply's
-    envelope (token counts), not for an answer's values, which `loads_answer` reads."""
+    envelope (token counts), not for an answer's values, which the runtime reads (`io.dbconn.read_json`)."""
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
         return json.loads(text)
-
-
-def loads_answer(text: str) -> Any:
-    """An answer's JSON, exactly as `json.loads` reads it: by orjson, unless it holds a number of 2**63 or more,
-    which orjson may have read as a float where `json.loads` gives the integer; then by `json.loads`."""
-    value = loads(text)
-    return json.loads(text) if _huge(value) else value
-
-
-def any_float(value: Any, test: Callable[[float], bool]) -> bool:
-    """Whether a float somewhere in `value` (dicts and lists, at any depth) passes `test`."""
-    kind = type(value)
-    if kind is float:
-        return test(value)
-    if kind is dict:
-        value = value.values()
-    elif kind is not list:
-        return False
-    for item in value:  # noqa: SIM110 (a loop: `any()` over a generator costs twice the time, on every answer)
-        if type(item) in _NESTED and any_float(item, test):
-            return True
-    return False
-
-
-def _huge(value: Any) -> bool:
-    return any_float(value, lambda number: abs(number) >= 9.2e18)
-
-
-_NESTED = (dict, list, float)
 
 
 @dataclass(slots=True, kw_only=True)
