@@ -11,6 +11,7 @@ import json
 import math
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -104,6 +105,14 @@ def test_the_ledger_keeps_results_that_read_back_as_before_with_passwords_masked
 @given(_VALUES)
 def test_json_text_writes_what_json_dumps_writes(value: Any) -> None:
     assert json_text(value) == json.dumps(value, ensure_ascii=False, default=plain_value)
+
+
+def test_json_text_says_what_json_says_of_a_circular_value() -> None:
+    row: dict[str, Any] = {"id": 1}
+    row["again"] = [row]
+    with pytest.raises(ValueError, match="Circular reference"):
+        json_text(row)
+    assert json_text({"id": 2, "nested": [{"a": None}]}) == '{"id": 2, "nested": [{"a": null}]}', "fine after it"
 
 
 def _worker(calls: dict[str, bytes]) -> ItemWorker:
