@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sleipnir.runtime.engine.calls import ItemWorker
-from sleipnir.runtime.engine.ledger import _json, _output_json
+from sleipnir.runtime.engine.ledger import _json, _made_json, _output_json
 from sleipnir.runtime.io.dbconn import fast_json, json_text, plain_value, read_json
 
 
@@ -100,6 +100,11 @@ def test_the_ledger_keeps_results_that_read_back_as_before_with_passwords_masked
     assert kept is not None and _same(json.loads(kept), json.loads(before))
     assert "secret" not in kept or "secret" not in before
     assert _same(json.loads(_output_json(value)), json.loads(json.dumps(value, ensure_ascii=False, default=str)))
+    # What calls made was read from JSON (an answer, or a text): kept as `json.dumps` keeps it, masked.
+    answer = json.loads(json.dumps(value, ensure_ascii=False, default=str))
+    made = _made_json(answer)
+    assert made is not None and _same(json.loads(made), json.loads(mask_passwords(json.dumps(answer, ensure_ascii=False))))
+    assert "secret" not in made or "secret" not in before
 
 
 @given(_VALUES)

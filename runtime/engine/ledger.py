@@ -234,23 +234,14 @@ class Ledger:
         now = time.time()
         outcomes = list(outcomes)
         rows = [
-            (
-                plan_id,
-                o.key,
-                o.status,
-                o.attempts,
-                None if o.error is None else mask_passwords(o.error),
-                None if o.output is None else _output_json(o.output),
-                run_id,
-                now,
-                o.fingerprint,
-            )
+            (plan_id, o.key, o.status, o.attempts, None if o.error is None else mask_passwords(o.error),
+             None if o.output is None else _output_json(o.output), run_id, now, o.fingerprint)
             for o in outcomes
         ]
         if not rows:
             return
         results = [
-            (run_id, o.key, o.status, o.attempts, row[4], _json(o.input), _json(o.result), now)
+            (run_id, o.key, o.status, o.attempts, row[4], _json(o.input), _made_json(o.result), now)
             for o, row in zip(outcomes, rows, strict=True)
         ]
         if self._postgres:
@@ -575,6 +566,15 @@ def _json(value: Any) -> str | None:
     if fast is not None and b"://" not in fast:
         return fast.decode()
     return mask_passwords(json.dumps(value, ensure_ascii=False, default=str))
+
+
+def _made_json(value: Any) -> str | None:
+    """What an item's calls made, kept with the run's results: `answer_json`'s text (answers are read from JSON, so
+    `_json`'s walk of the value is not needed to know orjson writes it alike), or `_json`'s where it holds a URL."""
+    if value is None:
+        return None
+    text = answer_json(value)
+    return text if "://" not in text else _json(value)
 
 
 def _output_json(value: Any) -> str:
