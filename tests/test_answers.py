@@ -293,6 +293,18 @@ def test_the_budget_hands_units_over_in_order_and_a_cancelled_waiter_loses_none(
         assert budget.free == 3
         await budget.take()
         assert budget.free == 2
+        # `try_take`, the calls' way in without a coroutine, takes only what `take` would take at once.
+        assert budget.try_take() and budget.free == 1
+        assert budget.try_take() and budget.free == 0
+        assert not budget.try_take() and budget.free == 0, "none free: the caller awaits take()"
+        late = asyncio.create_task(budget.take())
+        await asyncio.sleep(0)
+        assert not budget.try_take(), "a call waits behind the one already waiting"
+        budget.give(1)  # handed to the waiter, not left free
+        assert budget.free == 0 and not budget.try_take()
+        await late
+        budget.give(1)
+        assert budget.try_take() and budget.free == 0
 
     asyncio.run(run())
 

@@ -185,6 +185,14 @@ class Budget:
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._short = short
 
+    def try_take(self) -> bool:
+        """Take a unit if one is free and nobody waits for one, without a coroutine (the usual case); else False,
+        and the caller awaits `take()`."""
+        if self.free > 0 and not self._waiters:
+            self.free -= 1
+            return True
+        return False
+
     async def take(self) -> None:
         if self.free > 0 and not self._waiters:
             self.free -= 1

@@ -292,7 +292,7 @@ class ItemWorker:
                         raise
                     raise CallsStopped from None
             async with semaphore:
-                if budget is not None:
+                if budget is not None and not budget.try_take():
                     await budget.take()
                 try:
                     sent = time.monotonic()
