@@ -31,6 +31,7 @@ __all__ = ["postgres_url"]
 
 START = "2024-03-30T12:00:30+00:00"
 STARTING = re.compile(r"starting \((schedule|file) ([^)]+)\)")
+SKIPPED = re.compile(r"skipped the run due (\S+): the previous run is still going")
 
 
 def job(name: str, extra: str) -> str:
@@ -115,7 +116,13 @@ def test_two_replicas_run_each_fire_time_and_each_file_once_and_one_carries_on_a
         first = min(datetime.fromisoformat(f) for f in fired)
         schedule = CronSchedule(cron=every, timezone="UTC")
         due = list(itertools.takewhile(lambda t: t <= end - after / 3, schedule.fires(first - timedelta(seconds=1))))
-        assert set(t.isoformat() for t in due) <= set(fired), "every fire time once, the killed replica's next ones too"
+        # A run that outlasts the interval to the next fire time (0.625 s of real time in the simulated day) skips
+        # it, as `overlap: skip` says, and the log says so: such a fire time is not a lost one, but skips stay rare.
+        skipped = {f for r in replicas for f in SKIPPED.findall(r.stderr())}
+        assert len(skipped) <= len(due) // 10, f"fire times skipped for overlap: {sorted(skipped)}"
+        missed = {t.isoformat() for t in due} - set(fired) - skipped
+        said = [line for r in replicas for line in r.stderr().splitlines() if any(m in line for m in missed)]
+        assert not missed, f"every fire time once, the killed replica's next ones too: missed {sorted(missed)}; {said}"
         seen = [f for r in replicas for k, f in started_runs(r, files) if k == "file"]
         assert sorted(seen) == sorted(dropped), "each file once, on one replica"
         outputs = [json.loads(p.read_text())["id"] for p in (ws / "out" / files).glob("*.jsonl")]
