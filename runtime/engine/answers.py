@@ -194,8 +194,7 @@ class Budget:
         return False
 
     async def take(self) -> None:
-        if self.free > 0 and not self._waiters:
-            self.free -= 1
+        if self.try_take():
             return
         self._short()
         future = asyncio.get_running_loop().create_future()
