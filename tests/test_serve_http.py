@@ -86,5 +86,7 @@ def test_serve_listens_on_loopback_and_warns_when_public_with_an_open_webhook(tm
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=120)
     log = err.read_text()
+    assert process.returncode == 0, log  # a SIGTERM as soon as it listens drains: the handlers are in place by then
+    assert "SIGTERM: finishing the running jobs" in log, log
     warnings = re.findall(r"listening on 0\.0\.0\.0, beyond this machine, and the webhook (\S+) has no secret_env", log)
     assert warnings == ["/hooks/limited"], log

@@ -182,21 +182,22 @@ class Service:
         now = self.clock.now()
         self._install(compiled, now)
         self.state = await asyncio.to_thread(self._open_state)
+        self._install_signals()  # before the listener says it is up: a SIGTERM from then on drains, never kills
         try:
             await self.http.start()
         except OSError as error:
             log_event("start", f"cannot listen on {self.host}:{self.port}: {error.strerror or error}", level=logging.ERROR)
             await asyncio.to_thread(self.state.close)
             return 1
-        self._install_signals()
-        await self.scheduler.catch_up(now)
-        self.watchers.restart()
-        self.spawn(self.scheduler.loop(), self._tasks)
-        self.spawn(self.scheduler.prune(), self._tasks)
-        self.spawn(self.watchers.watch_workspace(), self._tasks)
-        self.spawn(self.http.resume_incoming(), self._tasks)
-        served = ", ".join(sorted(self.jobs)) or "none (waiting for a job with a schedule or triggers)"
-        log_event("start", f"serving {len(self.jobs)} jobs: {served}")
+        if not self.stopped.is_set():  # a signal during start-up: nothing new starts, and the catch-up waits for next time
+            await self.scheduler.catch_up(now)
+            self.watchers.restart()
+            self.spawn(self.scheduler.loop(), self._tasks)
+            self.spawn(self.scheduler.prune(), self._tasks)
+            self.spawn(self.watchers.watch_workspace(), self._tasks)
+            self.spawn(self.http.resume_incoming(), self._tasks)
+            served = ", ".join(sorted(self.jobs)) or "none (waiting for a job with a schedule or triggers)"
+            log_event("start", f"serving {len(self.jobs)} jobs: {served}")
         await self.stopped.wait()
         await self._drain()
         return 0 if self._signals < 2 else 1
