@@ -135,3 +135,36 @@ def test_the_import_set_of_check(tmp_path: Path) -> None:
     assert loaded == {"sleipnir.compiler.checks.names", "sleipnir.compiler.ir.common"}, (
         "only the index-wide name check and did-you-mean: no check module, grammar or plan class"
     )
+
+
+def test_ctrl_c_while_a_command_loads_is_one_line_and_exit_130(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A Ctrl-C before the command's own handler is in place (its modules still importing) gets the same line and
+    code as one during a run, not click's "Aborted!" and exit 1, nor a traceback."""
+    import importlib
+
+    import sleipnir.cli as cli
+    from sleipnir.cli import quick
+
+    real = importlib.import_module
+
+    def loading(name: str, package: str | None = None) -> object:
+        if name.endswith(".check"):
+            raise KeyboardInterrupt
+        return real(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", loading)
+    monkeypatch.setattr(quick, "replay_check", lambda argv: None)
+    monkeypatch.setattr(sys, "argv", ["sleipnir", "check", "."])
+    with pytest.raises(SystemExit) as done:
+        cli.entry()
+    assert done.value.code == 130
+    assert capsys.readouterr().err == "error: interrupted\n"
+
+    def early(argv: list[str]) -> None:  # before click is even imported
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(quick, "replay_check", early)
+    with pytest.raises(SystemExit) as done:
+        cli.entry()
+    assert done.value.code == 130
+    assert capsys.readouterr().err == "error: interrupted\n"

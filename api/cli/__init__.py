@@ -12,12 +12,12 @@ snapshot, which imports neither.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 if TYPE_CHECKING:
     from .root import main
 
-__all__ = ["COMMANDS", "entry", "main"]
+__all__ = ["COMMANDS", "entry", "interrupted", "main"]
 
 
 class Command(NamedTuple):
@@ -52,13 +52,23 @@ def __getattr__(name: str) -> Any:
     return main
 
 
+def interrupted() -> NoReturn:
+    """Ctrl-C before a command handles it itself (while it loads, or outside a run): one line and the shell's
+    exit code for SIGINT, 130, never a traceback."""
+    sys.stderr.write("error: interrupted\n")
+    raise SystemExit(130)
+
+
 def entry() -> None:
     """The `sleipnir` console script and `python -m sleipnir`."""
-    from .quick import replay_check
+    try:
+        from .quick import replay_check
 
-    replay_check(sys.argv[1:])  # ends the process when the check's snapshot answers it
-    from .common import run
-    from .root import main
+        replay_check(sys.argv[1:])  # ends the process when the check's snapshot answers it
+        from .common import run
+        from .root import main
 
-    # One name however it is started (`python -m sleipnir` too): usage lines and `_SLEIPNIR_COMPLETE` use it.
-    run(lambda: main(prog_name="sleipnir"))
+        # One name however it is started (`python -m sleipnir` too): usage lines and `_SLEIPNIR_COMPLETE` use it.
+        run(lambda: main(prog_name="sleipnir"))
+    except KeyboardInterrupt:
+        interrupted()

@@ -11,6 +11,7 @@ from typing import Any, TextIO, TypeVar
 
 import click
 
+from . import interrupted
 from .quick import COLOR_CHOICES, color_wanted
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
@@ -31,8 +32,7 @@ def guarded(command: F) -> F:
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
         except KeyboardInterrupt:
-            click.echo("error: interrupted", err=True)
-            sys.exit(130)
+            interrupted()
         except Exception as error:
             context = click.get_current_context(silent=True)
             debug = bool(context and context.find_root().params.get("debug"))

@@ -6,7 +6,7 @@ import importlib
 
 import click
 
-from . import COMMANDS
+from . import COMMANDS, interrupted
 
 
 class LazyGroup(click.Group):
@@ -23,6 +23,12 @@ class LazyGroup(click.Group):
         command = getattr(module, found.attribute)
         assert isinstance(command, click.Command)
         return command
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:  # while the command's module loads: click would say "Aborted!" and exit 1
+            interrupted()
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, command.summary) for name, command in sorted(COMMANDS.items())]
