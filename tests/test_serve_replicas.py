@@ -101,6 +101,7 @@ def test_two_replicas_run_each_fire_time_and_each_file_once_and_one_carries_on_a
         # Both replicas wanted the same fire times: the one whose clock leads claims them first.
         assert any("is another replica's" in r.stderr() for r in replicas), "the replicas contend for fire times"
         leader = max(replicas, key=lambda r: len(started_runs(r, cron)))
+        leader_pid = leader.process.pid
         leader.close()  # SIGKILL: its claims stay, its process is gone
         killed_at = max(datetime.fromisoformat(f) for r in replicas for k, f in started_runs(r, cron) if k == "schedule")
         survivor = next(r for r in replicas if r is not leader)
@@ -121,6 +122,12 @@ def test_two_replicas_run_each_fire_time_and_each_file_once_and_one_carries_on_a
         skipped = {f for r in replicas for f in SKIPPED.findall(r.stderr())}
         assert len(skipped) <= len(due) // 10, f"fire times skipped for overlap: {sorted(skipped)}"
         missed = {t.isoformat() for t in due} - set(fired) - skipped
+        # A fire time is never taken over (`TriggerState.claim`): one the leader claimed and was killed before it
+        # started is lost by design, and only the next one after its last start can be such.
+        held = _claim_holders(postgres_url, cron)
+        lost = {m for m in missed if held.get(m) == leader_pid}
+        assert all(datetime.fromisoformat(m) > killed_at for m in lost) and len(lost) <= 1, f"lost with the leader: {sorted(lost)}"
+        missed -= lost
         said = [line for r in replicas for line in r.stderr().splitlines() if any(m in line for m in missed)]
         assert not missed, f"every fire time once, the killed replica's next ones too: missed {sorted(missed)}; {said}"
         seen = [f for r in replicas for k, f in started_runs(r, files) if k == "file"]
@@ -201,6 +208,13 @@ def _stale_claims(url: str, cron: str, files: str) -> dict[str, set[tuple[str, s
         "pruned": {("schedule", k) for k in old} | {("file", "/gone/done.jsonl|5|1.0")},
         "kept": {("schedule", recent), ("file", "/gone/started.jsonl|5|1.0")},
     }
+
+
+def _claim_holders(url: str, job: str) -> dict[str, int]:
+    """The pid holding each of `job`'s claims, by claim key."""
+    with psycopg.connect(url) as connection:
+        rows = connection.execute("SELECT claim_key, pid FROM sleipnir_claims WHERE job = %s", [job]).fetchall()
+    return {str(key): int(pid) for key, pid in rows}
 
 
 def _claim_keys(url: str, cron: str, files: str) -> set[tuple[str, str]]:
