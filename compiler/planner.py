@@ -120,7 +120,9 @@ def _planned(
     if result.errors and not is_path and target:
         result = _unrelated_errors_as_warnings(result, target)
     if result.errors:
-        return PlanResult(plans=(), diagnostics=result.diagnostics, check=result)
+        if target and not is_path:
+            _targets(result, target, sink)  # a name that is not there is said too, beside what stops the rest
+        return PlanResult(plans=(), diagnostics=(*result.diagnostics, *sink.items), check=result)
     with gc_paused():
         documents = _targets(result, None if is_path else target, sink)
         if select is not None:
@@ -233,13 +235,16 @@ def _targets(result: CheckResult, name: str | None, sink: Diagnostics) -> list[D
         if document is not None and document.kind in PLANNABLE:
             return [document]
     names = [n for kind in PLANNABLE for n in result.registry.names(kind)]
+    notes: tuple[str, ...] = (f"jobs and pipelines here: {', '.join(sorted(set(names)))}",) if names else ()
+    if result.errors:
+        notes += ("a file with errors (above) may be the one that defines it",)
     sink.emit(
         "unknown-target",
         f"no job or pipeline named `{name}`",
         None,
         file=str(result.workspace.root or "."),
         help=suggestion_help(wanted, names) or "give a job or pipeline name, or a path to a file",
-        notes=(f"jobs and pipelines here: {', '.join(sorted(set(names)))}",) if names else (),
+        notes=notes,
     )
     return []
 

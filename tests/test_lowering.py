@@ -297,6 +297,20 @@ def test_unknown_target_suggests_a_name(tmp_path: Path, monkeypatch: pytest.Monk
     assert not result.plans
 
 
+def test_an_unknown_target_is_named_beside_a_broken_file_that_stops_the_rest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broken file may be the one that defines the name asked for: its error is shown, and the name that is
+    not there is said too, not left to be guessed."""
+    workspace(tmp_path, {**PIPELINE_JOBS, "jobs/broken.yaml": "job: [unclosed\n"})
+    result = planned(tmp_path, "colect", monkeypatch)
+    codes = [d.code for d in result.diagnostics if d.severity == "error"]
+    assert codes[-1] == "unknown-target" and len(codes) == 2, codes
+    problem = result.diagnostics[-1]
+    assert problem.help == "did you mean `collect`?"
+    assert "a file with errors (above) may be the one that defines it" in problem.notes
+    assert not result.plans
+    assert [d.code for d in planned(tmp_path, "collect", monkeypatch).diagnostics if d.severity == "error"] == []
+
+
 def test_a_file_target_plans_every_job_in_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     workspace(tmp_path, PIPELINE_JOBS)
     result = planned(tmp_path, "jobs/report.yaml", monkeypatch)

@@ -479,6 +479,11 @@ def test_trigger_checks_the_conditions_then_runs_by_hand(tmp_path: Path) -> None
 
     unknown = trigger("nightly_onyl", start="2024-05-01T23:00:00Z")
     assert unknown.returncode == 1 and "no job or pipeline named `nightly_onyl`" in unknown.stderr
+    # Beside a file that does not load (it may be the one that defines the name), both are said.
+    (ws / "jobs" / "broken.yaml").write_text("job: [unclosed\n", encoding="utf-8")
+    both = trigger("nightly_onyl", start="2024-05-01T23:00:00Z")
+    assert both.returncode == 1 and "broken.yaml" in both.stderr, both.stderr
+    assert "no job or pipeline named `nightly_onyl`" in both.stderr, both.stderr
 
 
 # -- soak ---------------------------------------------------------------------------------------------------

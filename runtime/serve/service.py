@@ -272,7 +272,8 @@ class Service:
         """Run one job or pipeline of the workspace by hand, through the serve path: its conditions are checked
         first. Raises LookupError when the workspace has no such job, ValueError when it does not compile."""
         compiled = await asyncio.to_thread(self.compile, name)
-        if any(d.code == "unknown-target" for d in compiled.diagnostics):
+        errors = [d.code for d in compiled.diagnostics if d.severity == "error"]
+        if errors and set(errors) == {"unknown-target"}:  # beside other errors, they are shown with it
             raise LookupError(name)
         if not compiled.ok:
             raise ValueError(compiled.rendered())
