@@ -16,7 +16,8 @@ latency it runs, in the same process and against the same server:
 
 At 0 ms it also pairs runs with and without durable answers, each first in turn, for `--answer-rounds` rounds
 (9 by default), and prints the median of their time and CPU ratios: what recording every answer as it arrives
-costs (issue 11). It prints items/s for each, the runtime's ratios against its goals (issues 4 and 10), and the peak RSS (`VmHWM`)
+costs (issue 11). It prints items/s for each, the runtime's ratios against its goals (issues 4 and 10), at 50 ms
+each one's cycle a call and the server's part of it (`SERVER_WAIT`), and the peak RSS (`VmHWM`)
 of the runtime on N and on `--big-items` items, each in a fresh process at 0 ms latency. `--faults` also runs
 `benchmarks/faults.py` (whole `sleipnir run-job` processes against misbehaving servers) and prints its ratios.
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import json
 import platform
@@ -290,9 +292,27 @@ BARE_PAIRS: dict[float, list[float]] = {}
 """Per latency, each round's runtime rate over the bare aiohttp loop's, the two run one after the other: their
 median is printed beside the ratio of the best of each, which a noisy machine can pair across its quiet and busy
 moments."""
+SERVER_WAIT: dict[str, list[float]] = {}
+"""At 50 ms, per contestant, each run's mean seconds from the server reading a request to writing its reply: the
+latency asked for, plus how late the server's timers fire. A call's whole cycle (concurrency / items/s) minus this
+is the client's own share: the time from a reply's arrival to the next request's."""
 ANSWER_ROUNDS = {"rounds": 9}
 """Paired rounds at 0 ms for the durable answers' overhead (`--answer-rounds`): a run varies by a few percent
 from one to the next, as much as the overhead itself, so it takes more rounds than the throughput figures."""
+
+
+@contextlib.contextmanager
+def server_wait(server: Any, name: str, latency: float) -> Iterator[None]:
+    """Record in `SERVER_WAIT` how long the server took to answer, on average, the requests of the run inside."""
+    if latency == 0:
+        yield
+        return
+    before = server.requests(last=0)
+    yield
+    after = server.requests(last=0)
+    answered = after["answered"] - before["answered"]
+    if answered:
+        SERVER_WAIT.setdefault(name, []).append((after["answer_seconds"] - before["answer_seconds"]) / answered)
 
 
 def measure_latency(
@@ -316,7 +336,8 @@ def measure_latency(
             for recorded in order:
                 name = "runtime" if recorded else "unrecorded"
                 output = root / "output" / "scores.jsonl"
-                timings[name] = asyncio.run(runtime_run(job_plan, items, output, record_answers=recorded))
+                with server_wait(server, name, latency):
+                    timings[name] = asyncio.run(runtime_run(job_plan, items, output, record_answers=recorded))
             if latency == 0:
                 recorded_run, unrecorded_run = timings["runtime"], timings["unrecorded"]
                 PAIRED.append((recorded_run.wall / unrecorded_run.wall, recorded_run.cpu / unrecorded_run.cpu))
@@ -324,7 +345,8 @@ def measure_latency(
                 check_bodies(server.requests(last=1000)["bodies"], bodies)
             if round_number >= repeat:
                 continue  # the rounds beyond `repeat` only pair the runs with and without answers
-            timings["aiohttp"] = asyncio.run(aiohttp_loop(url, bodies))
+            with server_wait(server, "aiohttp", latency):
+                timings["aiohttp"] = asyncio.run(aiohttp_loop(url, bodies))
             BARE_PAIRS.setdefault(latency, []).append(timings["aiohttp"].wall / timings["runtime"].wall)
             for name, timing in timings.items():
                 if name not in best or timing.wall < best[name].wall:
@@ -468,6 +490,13 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"  bare aiohttp at {slow * 1000:.0f} ms: {bare_slow / ceiling:.3f} of concurrency/latency (for reference)"
     )
+    cycles = ", ".join(
+        f"{label} {CONCURRENCY / results[slow][name].rate * 1000:.1f} ms "
+        f"(the server's answer {statistics.median(SERVER_WAIT[name]) * 1000:.1f} ms of it)"
+        for name, label in (("runtime", "runtime"), ("aiohttp", "bare aiohttp"))
+        if SERVER_WAIT.get(name)
+    )
+    print(f"  a call's cycle at {slow * 1000:.0f} ms (concurrency / items/s, best run): {cycles}")
     print(
         f"  bare httpx at 0 ms: {results[0.0]['httpx'].rate / results[0.0]['aiohttp'].rate:.2f} of bare aiohttp"
     )

@@ -112,6 +112,10 @@ class _State:
         self.count = 0
         self.statuses: collections.Counter[str] = collections.Counter()
         self.bodies: collections.deque[bytes] = collections.deque(maxlen=1000)
+        self.answered = 0
+        self.answer_seconds = 0.0
+        """Chat replies sent after a `--latency` wait, and the seconds from reading each request to writing its
+        reply: how late the timers fire, beside the latency asked for (`benchmarks/runtime.py` prints it)."""
 
     def next_fault(self) -> dict[str, Any] | None:
         if self.faults:
@@ -129,6 +133,8 @@ class _State:
         self.bodies.clear()
         self.statuses.clear()
         self.count = 0
+        self.answered = 0
+        self.answer_seconds = 0.0
 
 
 def _response(status: int, body: bytes, extra: str = "", content_type: str = "application/json") -> bytes:
@@ -164,6 +170,7 @@ class _Connection(asyncio.Protocol):
         self.state = state
         self.buffer = b""
         self.busy = False
+        self.read_at = 0.0
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -202,6 +209,7 @@ class _Connection(asyncio.Protocol):
                 authorization = buffer[at + 16 : _line_end(lower, at + 2)].decode("latin-1").strip()
             method, _, rest = buffer[: _line_end(lower, 0)].decode("latin-1").partition(" ")
             self.busy = True
+            self.read_at = time.perf_counter()
             self._dispatch(method, rest.rpartition(" ")[0], body, authorization, close)
 
     def _dispatch(
@@ -235,7 +243,13 @@ class _Connection(asyncio.Protocol):
         if path == "/_admin/requests":
             last = int(dict(p.partition("=")[::2] for p in query.split("&") if p).get("last", 10))
             bodies = list(state.bodies)[-last:] if last > 0 else []
-            return {"count": state.count, "statuses": dict(state.statuses), "bodies": [_parsed(b) for b in bodies]}
+            return {
+                "count": state.count,
+                "statuses": dict(state.statuses),
+                "bodies": [_parsed(b) for b in bodies],
+                "answered": state.answered,
+                "answer_seconds": state.answer_seconds,
+            }
         if path == "/_admin/reset" and method == "POST":
             state.reset()
             return {"reset": True}
@@ -329,9 +343,16 @@ class _Connection(asyncio.Protocol):
 
     def _later(self, delay: float, data: bytes | None, close: bool) -> None:
         if delay > 0:
-            asyncio.get_running_loop().call_later(delay, self._finish, data, close)
+            asyncio.get_running_loop().call_later(delay, self._finish_late, data, close)
         else:
             self._finish(data, close)
+
+    def _finish_late(self, data: bytes | None, close: bool) -> None:
+        if data is not None:
+            state = self.state
+            state.answered += 1
+            state.answer_seconds += time.perf_counter() - self.read_at
+        self._finish(data, close)
 
     def _finish(self, data: bytes | None, close: bool) -> None:
         """Send `data` (None: drop the connection unanswered), then go on with any pipelined request."""

@@ -332,7 +332,10 @@ def test_the_whole_job_deadline_stops_the_run(tmp_path: Path) -> None:
         extra = "execution:\n        concurrency: 1\n        timeout: 2"
         root = workspace(tmp_path, job_at(slow, extra=extra).replace("      execution:\n        concurrency: 3\n", ""), rows=30)
         result = run(compiled(root))
+        served = slow.requests(last=0)
     assert result.status == "timed_out" and 0 < result.progress.succeeded < 30
+    # The server counts the replies it sent after its latency, and the time from reading each request to its reply.
+    assert served["answered"] >= result.progress.succeeded and served["answer_seconds"] >= 0.2 * served["answered"]
     assert len(lines(root / "out" / ".scored.jsonl.partial")) == result.progress.succeeded, "what was done is kept"
 
 
