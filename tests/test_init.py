@@ -130,6 +130,22 @@ def test_init_refuses_to_overwrite_and_writes_nothing(tmp_path: Path, monkeypatc
     assert tree(tmp_path) == before
 
 
+def test_init_that_cannot_write_says_so_and_takes_back_what_it_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file where init needs a folder (`data`): the manifest and the job were written before it fails, and are
+    taken back with the folders made for them; the user's own file stays. No traceback, exit 1."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "data").write_text("mine\n")
+    before = tree(tmp_path)
+    code, out, err = run("init", "demo")
+    assert code == 1 and out == ""
+    assert "error: cannot make the workspace in demo:" in err and "nothing was kept" in err, err
+    assert tree(tmp_path) == before
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["data"], "no folder made for it is left"
+    code, _, err = run("init", str(tmp_path / "demo" / "data" / "ws"))  # a path through a file
+    assert code == 1 and "cannot make the workspace" in err, err
+
+
 def test_init_again_in_an_initialised_workspace_refuses(demo: Path) -> None:
     before = tree(demo)
     code, _, err = run("init", "demo")

@@ -6,7 +6,9 @@ so `init` never overwrites and never leaves half a workspace.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -123,11 +125,29 @@ def init(folder: Path) -> None:
         shown = "\n".join(f"  {path.relative_to(folder.absolute())}" for path in existing)
         click.echo(f"error: {folder} already holds files that init would write; nothing was written:\n{shown}", err=True)
         sys.exit(EXIT_PROBLEMS)
-    for path, text in files.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("x", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-    schemas.refresh(folder)  # generated, not the user's: copies already there are brought up to date
+    made: list[Path] = []  # files, then the folders made for them: what a failure takes back
+    state = folder / ".sleipnir"
+    state_made = not state.exists()  # the schemas go there
+    try:
+        for path, text in files.items():
+            made.extend(reversed([p for p in (path.parent, *path.parent.parents) if not p.exists()]))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("x", encoding="utf-8", newline="\n") as handle:
+                made.append(path)
+                handle.write(text)
+        schemas.refresh(folder)  # generated, not the user's: copies already there are brought up to date
+    except OSError as error:  # a folder that cannot be made or written: no half-made workspace is left
+        if state_made:
+            shutil.rmtree(state, ignore_errors=True)
+        for path in reversed(made):
+            with contextlib.suppress(OSError):
+                if path.is_dir() and not path.is_symlink():
+                    path.rmdir()
+                else:
+                    path.unlink(missing_ok=True)
+        where = error.filename or folder
+        click.echo(f"error: cannot make the workspace in {folder}: {where}: {error.strerror or error}; nothing was kept", err=True)
+        sys.exit(EXIT_PROBLEMS)
     where = "" if folder == Path(".") else f"cd {folder} && "
     click.echo(
         f"made a Sleipnir workspace in {folder}\n"
