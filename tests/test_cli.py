@@ -168,3 +168,32 @@ def test_ctrl_c_while_a_command_loads_is_one_line_and_exit_130(monkeypatch: pyte
         cli.entry()
     assert done.value.code == 130
     assert capsys.readouterr().err == "error: interrupted\n"
+
+
+def test_a_path_or_device_that_refuses_is_one_line_and_exit_1_for_every_command(tmp_path: Path) -> None:
+    """What the machine refuses (a path through a file, a full device, a reader gone) is the user's to fix: one
+    line that names it and exit 1, never an internal error or a traceback, whichever command met it."""
+    (tmp_path / "file").write_text("not a folder\n")
+    result = CliRunner().invoke(main, ["schema", "--output", str(tmp_path / "file" / "schemas")])
+    assert result.exit_code == 1, result.output
+    assert "internal-error" not in result.output and "Not a directory" in result.output
+    assert str(tmp_path / "file") in result.output
+
+    init = CliRunner().invoke(main, ["init", str(tmp_path / "ws")])
+    assert init.exit_code == 0, init.output
+    sleipnir = [sys.executable, "-m", "sleipnir"]
+    subprocess.run([*sleipnir, "run-job", "review_sentiment", "-q"], cwd=tmp_path / "ws", check=True, capture_output=True, timeout=120)
+    if Path("/dev/full").exists():  # Linux: every write fails with ENOSPC
+        for argv in (["runs"], ["runs", "--json"], ["plan", "review_sentiment", "--format", "json"], ["list"]):
+            with open("/dev/full", "w") as full:
+                done = subprocess.run([*sleipnir, *argv], cwd=tmp_path / "ws", stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+            assert done.returncode == 1, (argv, done.stderr)
+            assert done.stderr.strip().splitlines()[-1] == "error: No space left on device", (argv, done.stderr)
+            assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, (argv, done.stderr)
+    # A reader that is gone before anything is written: a quiet exit 1.
+    process = subprocess.Popen([*sleipnir, "plan", "review_sentiment", "--format", "json"], cwd=tmp_path / "ws", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+    with process.stderr:
+        error = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 1 and error == "", error

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import traceback
@@ -33,9 +34,20 @@ def guarded(command: F) -> F:
             raise
         except KeyboardInterrupt:
             interrupted()
+        except BrokenPipeError:  # the reader stopped (`| head`): what it read is what it wanted
+            _drop_stdout()
+            sys.exit(EXIT_PROBLEMS)
+        except OSError as error:
+            # The machine said no (a path that cannot be made or written, a full disk): the user's to fix, not an
+            # internal error. Whatever stdout still holds is dropped, so that the exit does not fail on it again.
+            if _debugging():
+                traceback.print_exc()
+            _drop_stdout()
+            where = f"{error.filename}: " if error.filename else ""
+            click.echo(f"error: {where}{error.strerror or error}", err=True)
+            sys.exit(EXIT_PROBLEMS)
         except Exception as error:
-            context = click.get_current_context(silent=True)
-            debug = bool(context and context.find_root().params.get("debug"))
+            debug = _debugging()
             if debug:
                 traceback.print_exc()
             click.echo(
@@ -46,6 +58,17 @@ def guarded(command: F) -> F:
             sys.exit(EXIT_USAGE)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _debugging() -> bool:
+    context = click.get_current_context(silent=True)
+    return bool(context and context.find_root().params.get("debug"))
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null: what is still buffered for it goes nowhere, and the exit's flush succeeds."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # no real file behind stdout (a test's capture)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def color_option(function: F) -> F:

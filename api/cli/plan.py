@@ -73,15 +73,11 @@ def plan(
         sys.exit(EXIT_PROBLEMS)
     if output_format == "json" and out is None:
         # Written as it is made, as bytes: a 2,000-job pipeline's JSON is never held whole, nor decoded to text.
-        try:
-            sys.stdout.flush()
-            for piece in _json_pieces(result.plans):
-                sys.stdout.buffer.write(piece)
-            sys.stdout.buffer.flush()
-        except BrokenPipeError:
-            # The reader stopped (`| head`): stop writing, quietly, as other tools do.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            sys.exit(EXIT_PROBLEMS)
+        # A reader that stops (`| head`) ends it quietly, exit 1 (`guarded`).
+        sys.stdout.flush()
+        for piece in _json_pieces(result.plans):
+            sys.stdout.buffer.write(piece)
+        sys.stdout.buffer.flush()
         return
     colored = use_color(color) and out is None
     text = _plan_text(result.plans, output_format, count_rows, color=colored)

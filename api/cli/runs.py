@@ -29,6 +29,7 @@ from ..runtime.engine.history import READ_ERRORS, History, ItemResult, duration_
 from ..runtime.engine.job import DEFAULT_STATE
 from ..runtime.engine.ledger import RunRecord
 from ..runtime.io.dbconn import DatabaseError, DatabaseURL, mask_secrets, mask_url, parse_database_url
+from .common import guarded
 from .console import cost_of
 
 __all__ = ["LedgerProblem", "ledger_database", "open_history", "run_data", "run_detail", "runs_command", "workspace_root"]
@@ -55,6 +56,7 @@ class LedgerProblem(Exception):
     default=None,
     help="The workspace folder (default: the one around the current folder).",
 )
+@guarded
 def runs_command(name: str | None, limit: int, as_json: bool, workspace: Path | None) -> None:
     """List the recent runs of JOB (or of every job): status, duration, items, tokens and cost; or show RUN_ID."""
     root = workspace_root(workspace)

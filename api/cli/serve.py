@@ -26,7 +26,7 @@ from ..runtime.engine.job import RunResult
 from ..runtime.engine.pipeline import PipelineResult
 from ..runtime.serve.logs import Redactor, TextFormatter
 from ..runtime.serve.service import Clock, FastClock, Service, SystemClock
-from .common import color_option
+from .common import color_option, guarded
 from .console import cost_of, result_data, stderr_console, summary
 from .listing import RUNNABLE, complete_names
 
@@ -119,6 +119,7 @@ def _service(workspace: str, host: str = "127.0.0.1", port: int = 8080) -> Servi
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Its port (0: any free port)."
 )
+@guarded
 def serve_command(workspace: str, host: str, port: int) -> None:
     """Run every job and pipeline of WORKSPACE that has a schedule or triggers, until SIGTERM or Ctrl-C.
 
@@ -145,6 +146,7 @@ def serve_command(workspace: str, host: str, port: int) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @color_option
+@guarded
 def trigger_command(job: str, input_path: str | None, workspace: str, as_json: bool, color: str) -> None:
     """Start one run of JOB by hand, the way `serve` starts a triggered run: its `conditions` are checked first.
 

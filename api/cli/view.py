@@ -12,10 +12,9 @@ import click
 from aiohttp import web
 
 from ..runtime.serve.view import Viewer, pricing
+from .common import EXIT_PROBLEMS, guarded
 from .console import cost_of
 from .runs import LedgerProblem, ledger_database, workspace_root
-
-EXIT_PROBLEMS = 1
 
 
 @click.command("view")
@@ -27,6 +26,7 @@ EXIT_PROBLEMS = 1
     default=None,
     help="The workspace folder (default: the one around the current folder).",
 )
+@guarded
 def view_command(host: str, port: int, workspace: Path | None) -> None:
     """Browse the runs in a web page: each run's items, their inputs, outputs and errors, and two runs compared.
 
