@@ -409,6 +409,30 @@ def test_partitions_start_where_their_rows_do(tmp_path: Path, fmt: str) -> None:
     assert seen == [f"k{i}" for i in range(103)]
 
 
+def test_csv_partitions_find_the_rows_and_the_broken_rows_the_whole_file_reader_finds(tmp_path: Path) -> None:
+    """The partitioner and the worker's reader read CSV alike (strictly): a row with text after a closing quote is
+    one row error in its place, and the rows after it are the same rows, whichever partition reads them."""
+    job = mock_job("score", "path: out/scores.jsonl").replace("data/items.jsonl", "data/items.csv")
+    ws = make_workspace(tmp_path / "ws", {"jobs/score.yaml": job})
+    (ws / "data").mkdir()
+    rows = [f'k{i},"t"{i}' if i in (7, 23) else f"k{i},t{i}" for i in range(40)]
+    (ws / "data" / "items.csv").write_text("id,text\n" + "\n".join(rows) + "\n")
+    compiled = compile_plan(str(ws / "jobs" / "score.yaml"))
+    assert compiled.ok, compiled.report
+    plan = compiled.plans[0]
+    node = next(n for n in plan.nodes if type(n).__name__ == "Source")
+    context = IOContext(root=plan.root)
+    parts = split_input(node, context, input_path=None, total=None, size=10)  # type: ignore[arg-type]
+    seen = []
+    for part in parts:
+        source = partition_source(node, context, input_path=None, partition=part)  # type: ignore[arg-type]
+        seen.extend(getattr(row, "message", None) or row["id"] for batch in source.batches(4) for row in batch)
+        source.close()
+    expected = [f"k{i}" for i in range(40)]
+    expected[7], expected[23] = (f"items.csv:{line}: ',' expected after '\"'" for line in (9, 25))
+    assert [e.rpartition("/")[2] for e in seen] == expected
+
+
 def _database(kind: str, tmp_path: Path, url: str, table: str) -> dict[str, str]:
     """A `reviews`-like table of 103 rows keyed by `review_id`, where key 40 is repeated (ties across what would
     be a boundary) and odd rows are in `en`; the connections mapping for it."""

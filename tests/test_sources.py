@@ -211,6 +211,20 @@ def test_csv_rows_and_rows_with_the_wrong_number_of_fields(tmp_path: Path) -> No
     assert entries[4] == {"id": "5", "text": "ok"}
 
 
+def test_a_csv_quote_never_closed_or_text_after_a_closing_quote_is_a_row_error_never_rows_swallowed(tmp_path: Path) -> None:
+    """Python's csv reader would read a quote never closed to the end of the file, as one field, and join text
+    after a closing quote to the field: rows lost or changed without a word. Read strictly, each is an error in
+    its row, at the line it starts on."""
+    entries = file_rows(tmp_path, "in.csv", 'id,text\n1,ok\n2,"x"y\n3,fine\n4,"open\n5,lost?\n')
+    assert entries[0] == {"id": "1", "text": "ok"}
+    assert isinstance(entries[1], RowError) and entries[1].message == "in.csv:3: ',' expected after '\"'"
+    assert entries[2] == {"id": "3", "text": "fine"}
+    assert isinstance(entries[3], RowError) and entries[3].message == (
+        "in.csv:5: a quoted field that starts in this row is never closed: the rest of the file would be inside it"
+    )
+    assert len(entries) == 4
+
+
 def test_csv_header_naming_a_column_twice_is_a_source_error(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match=r"in\.csv:1: the header names a more than once"):
         file_rows(tmp_path, "in.csv", "a,b,a\n1,2,3\n")

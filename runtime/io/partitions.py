@@ -209,7 +209,7 @@ def _csv_starts(path: Path, key_field: str) -> Iterator[tuple[Start, str | None]
                 at[1] += 1
                 yield data.decode("utf-8", "replace")
 
-        reader = csv.reader(lines())
+        reader = csv.reader(lines(), strict=True)  # as the worker's reader (`sources._csv_rows`): the same rows
         header = next(reader, None)
         if header is None:
             return

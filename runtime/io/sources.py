@@ -241,7 +241,9 @@ class _JsonArray:
 def _csv_rows(path: Path, shown: str, start: Start) -> Iterator[Entry]:
     index = start.index
     with path.open(encoding="utf-8-sig", newline="") as text:
-        reader = csv.reader(text)
+        # strict: a quote never closed, or text after a closing quote, is an error in that row, never later rows
+        # swallowed into one field (the partitioner reads the same way, to find the same rows)
+        reader = csv.reader(text, strict=True)
         try:
             header = next(reader, None)
             if header is None:
@@ -255,10 +257,11 @@ def _csv_rows(path: Path, shown: str, start: Start) -> Iterator[Entry]:
                 text.seek(start.offset)
                 skipped = start.line - 1 - reader.line_num
             while True:
+                first = reader.line_num + skipped + 1  # the line the next row starts on
                 try:
                     fields = next(reader, None)
                 except csv.Error as exc:
-                    yield _row_error(index, "", f"{shown}:{reader.line_num + skipped}: {exc}")
+                    yield _row_error(index, "", f"{shown}:{first}: {_csv_problem(exc)}")
                     index += 1
                     continue
                 if fields is None:
@@ -275,6 +278,13 @@ def _csv_rows(path: Path, shown: str, start: Start) -> Iterator[Entry]:
                 index += 1
         except UnicodeDecodeError as exc:
             raise SourceError(f"{shown}:{reader.line_num + 1}: not UTF-8 ({exc.reason})") from exc
+
+
+def _csv_problem(error: csv.Error) -> str:
+    text = str(error)
+    if text == "unexpected end of data":
+        return "a quoted field that starts in this row is never closed: the rest of the file would be inside it"
+    return text
 
 
 def _row_error(index: int, raw: str, message: str) -> RowError:
