@@ -57,6 +57,14 @@ def test_file_sink_spools_batches_and_publishes_atomically_on_complete(tmp_path:
     assert leftovers(target.parent) == []
 
 
+def test_a_file_sink_whose_path_is_a_folder_refuses_at_open_before_any_row(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    sink = file_sink(tmp_path, path="out")
+    with pytest.raises(SinkError, match=r"cannot write out: it is a folder; give the output a file's path \(such as out/results\.jsonl\)"):
+        sink.open(resume=False)
+    assert list((tmp_path / "out").iterdir()) == [], "nothing written beside it"
+
+
 @pytest.mark.parametrize("redone", [False, True])
 def test_absorbed_partition_spools_publish_by_one_rename_unless_a_partition_left_rows_of_an_earlier_run(
     tmp_path: Path, redone: bool

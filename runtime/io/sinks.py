@@ -127,6 +127,8 @@ class FileSink:
         """A key was spooled twice (a killed run's item written again): publish through the merge, last wins."""
 
     def open(self, *, resume: bool) -> set[str]:
+        if self.target.is_dir():  # found before any call is made, not when the run's rows are published
+            raise SinkError(f"cannot write {self.shown}: it is a folder; give the output a file's path (such as {self.shown}/results.{self.format})")
         try:
             self.target.parent.mkdir(parents=True, exist_ok=True)
             self._recover()
