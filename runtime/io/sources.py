@@ -241,9 +241,7 @@ class _JsonArray:
 def _csv_rows(path: Path, shown: str, start: Start) -> Iterator[Entry]:
     index = start.index
     with path.open(encoding="utf-8-sig", newline="") as text:
-        # strict: a quote never closed, or text after a closing quote, is an error in that row, never later rows
-        # swallowed into one field (the partitioner reads the same way, to find the same rows)
-        reader = csv.reader(text, strict=True)
+        reader = csv.reader(text, strict=True)  # as the partitioner reads: a broken quote is that row's error
         try:
             header = next(reader, None)
             if header is None:
@@ -261,7 +259,7 @@ def _csv_rows(path: Path, shown: str, start: Start) -> Iterator[Entry]:
                 try:
                     fields = next(reader, None)
                 except csv.Error as exc:
-                    yield _row_error(index, "", f"{shown}:{first}: {_csv_problem(exc)}")
+                    yield _row_error(index, "", f"{shown}:{first}: {_CSV_PROBLEMS.get(str(exc), str(exc))}")
                     index += 1
                     continue
                 if fields is None:
@@ -280,11 +278,7 @@ def _csv_rows(path: Path, shown: str, start: Start) -> Iterator[Entry]:
             raise SourceError(f"{shown}:{reader.line_num + 1}: not UTF-8 ({exc.reason})") from exc
 
 
-def _csv_problem(error: csv.Error) -> str:
-    text = str(error)
-    if text == "unexpected end of data":
-        return "a quoted field that starts in this row is never closed: the rest of the file would be inside it"
-    return text
+_CSV_PROBLEMS = {"unexpected end of data": "a quoted field that starts in this row is never closed: the rest of the file would be inside it"}
 
 
 def _row_error(index: int, raw: str, message: str) -> RowError:
