@@ -401,12 +401,28 @@ def test_database_replace_publishes_exactly_the_run_in_one_transaction(database:
 def test_database_sink_rejects_bad_tables(database: Database) -> None:
     with pytest.raises(SinkError, match=r"'results; DROP TABLE x' is not a table name"):
         database.sink(table="results; DROP TABLE x")
+    # A table already there that cannot take the upserts is refused when the sink opens: before any call is made.
     database.query(f'CREATE TABLE "{database.table}" (other TEXT)')
     sink = database.sink()
-    sink.open(resume=False)
     with pytest.raises(SinkError, match=f"table {database.table} has no column 'item_key'"):
-        sink.write([{"item_key": "a"}])
+        sink.open(resume=False)
     sink.close(complete=False)
+    database.query(f'DROP TABLE "{database.table}"')
+    database.query(f'CREATE TABLE "{database.table}" (item_key TEXT, other TEXT)')
+    sink = database.sink()
+    with pytest.raises(SinkError, match=f"table {database.table}: column 'item_key' is neither its primary key nor unique"):
+        sink.open(resume=False)
+    sink.close(complete=False)
+    # A unique index on the key alone will do, as a primary key does; a unique index over two columns will not.
+    database.query(f'CREATE UNIQUE INDEX "{database.table}_pair" ON "{database.table}" (item_key, other)')
+    with pytest.raises(SinkError, match="neither its primary key nor unique"):
+        database.sink().open(resume=False)
+    database.query(f'CREATE UNIQUE INDEX "{database.table}_key" ON "{database.table}" (item_key)')
+    sink = database.sink()
+    assert sink.open(resume=False) == set()
+    sink.write([{"item_key": "a", "other": "x"}, {"item_key": "a", "other": "y"}])
+    sink.close(complete=True)
+    assert database.rows() == [("a", "y")]
 
 
 def test_postgresql_sink_quotes_names_and_binds_values(postgres_url: str, pg_table: str) -> None:

@@ -454,6 +454,15 @@ class DatabaseSink:
         """Known columns per quoted table (the key first); cleared when a transaction fails."""
 
     def open(self, *, resume: bool) -> set[str]:
+        try:
+            return self._open(resume)
+        except BaseException:
+            connection, self._connection = self._connection, None  # a sink that did not open holds nothing
+            if connection is not None:
+                connection.close()
+            raise
+
+    def _open(self, resume: bool) -> set[str]:
         with self._errors("open"):
             if self.sqlite:
                 assert self.database.path is not None
@@ -461,6 +470,15 @@ class DatabaseSink:
             else:
                 self._connection = connect_postgresql(self.database.url, autocommit=True)
             if self.mode != "replace":
+                # A table already there must take the upserts: found before any call is made, not at the first write.
+                present = self._read_columns(self.table)
+                if present and self.key_field not in present:
+                    raise SinkError(f"table {self.table_name} has no column {self.key_field!r} for the item key")
+                if present and not self._unique_key(self.table):
+                    raise SinkError(
+                        f"table {self.table_name}: column {self.key_field!r} is neither its primary key nor unique, so "
+                        f"rows cannot be upserted by it; add a unique index on it, or let Sleipnir create the table"
+                    )
                 return set()
             with self._transaction():
                 if not (resume and self._read_columns(self.stage)):
@@ -572,6 +590,28 @@ class DatabaseSink:
             " AND table_name = %s ORDER BY ordinal_position"
         )
         return [row[0] for row in self._execute(query, (schema or None, name))]
+
+    def _unique_key(self, table: str) -> bool:
+        """Whether the key column alone is `table`'s primary key or has a unique index of its own (no condition),
+        which `ON CONFLICT (key)` needs."""
+        schema, _, name = _unquote(table).rpartition(".")
+        if self.sqlite:
+            where = schema or "main"
+            primary = [row[0] for row in self._execute("SELECT name FROM pragma_table_info(?, ?) WHERE pk > 0", (name, where))]
+            if primary == [self.key_field]:
+                return True
+            for index, unique, partial in self._execute('SELECT name, "unique", partial FROM pragma_index_list(?, ?)', (name, where)):
+                if unique and not partial:
+                    columns = [row[0] for row in self._execute("SELECT name FROM pragma_index_info(?, ?)", (index, where))]
+                    if columns == [self.key_field]:
+                        return True
+            return False
+        query = (
+            "SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
+            "WHERE i.indrelid = to_regclass(%s) AND i.indisunique AND i.indnatts = 1 AND i.indpred IS NULL "
+            "AND a.attname = %s"
+        )
+        return bool(self._execute(query, (table, self.key_field)))
 
     def _upsert(self, table: str, columns: list[str]) -> str:
         names = [self.key, *map(quote_identifier, columns)]
