@@ -360,7 +360,7 @@ def test_a_real_run_sends_its_alerts_through_the_hooks(tmp_path: Path, endpoint:
         "".join(json.dumps({"id": f"i{n}", "text": f"fine {n}"}) + "\n" for n in range(8)), encoding="utf-8"
     )
     with LLMServer(latency=0.0) as llm:
-        llm.add_faults({"kind": "401", "count": 2})
+        llm.add_faults({"kind": "400", "count": 2})
         (tmp_path / "job.yaml").write_text(
             textwrap.dedent(
                 f"""

@@ -190,7 +190,7 @@ def test_log_hooks_log_a_real_run_and_chain_with_other_hooks(tmp_path: Path) -> 
         "".join(json.dumps({"id": f"i{n:02d}", "text": f"fine {n}"}) + "\n" for n in range(20)), encoding="utf-8"
     )
     with LLMServer(latency=0.0) as llm:
-        llm.add_faults({"kind": "401"})
+        llm.add_faults({"kind": "400"})
         (tmp_path / "job.yaml").write_text(
             textwrap.dedent(
                 f"""

@@ -130,7 +130,9 @@ def test_a_schema_sent_as_structured_outputs_gives_schema_valid_replies(llm: LLM
         ({"kind": "bad_json"}, "bad_reply", True, None, None),
         ({"kind": "drop"}, "connection", True, None, None),
         ({"kind": "context_length"}, "context_length", False, None, 400),
-        ({"kind": "404"}, "client", False, None, 404),
+        ({"kind": "400"}, "client", False, None, 400),
+        ({"kind": "404"}, "not_found", False, None, 404),
+        ({"kind": "403"}, "auth", False, None, 403),
     ],
 )
 def test_each_fault_maps_to_its_error_and_the_next_call_succeeds(
@@ -181,7 +183,7 @@ def test_a_wrong_key_is_not_retryable_and_never_shown_even_when_the_server_echoe
     provider = openai(llm, api_key=wrong)
     (error,) = call(provider, request())
     assert isinstance(error, ProviderError)
-    assert (error.kind, error.retryable, error.status) == ("client", False, 401)
+    assert (error.kind, error.retryable, error.status) == ("auth", False, 401)
     assert "Incorrect API key provided" in error.message
     for shown in (str(error), repr(error), error.message, repr(provider), repr(error.args)):
         assert wrong not in shown

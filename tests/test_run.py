@@ -228,12 +228,12 @@ def test_a_failure_that_is_not_retryable_stops_the_run_and_publishes_nothing(tmp
 def test_skip_sends_the_item_to_the_dead_letter_and_goes_on(tmp_path: Path, llm: LLMServer) -> None:
     extra = "error_handling:\n        on_prompt_failure: {strategy: skip}"
     root = workspace(tmp_path, job_at(llm, extra=extra), rows=4)
-    llm.add_faults({"kind": "401"})
+    llm.add_faults({"kind": "400"})  # a request the server refuses (not a refused key: that stops the run)
     result = run(compiled(root))
     assert result.ok and result.progress.skipped == 1 and result.progress.succeeded == 3
     [dead] = lines(root / ".sleipnir" / "dead_letter" / "scored.jsonl")
     assert dead["stage"] == "prompt" and dead["attempts"] == 1
-    assert "401" in dead["error"] or "nauthor" in dead["error"]
+    assert "400 from" in dead["error"]
     assert dead["input"]["review_id"] == dead["key"]
     assert len(lines(root / "out" / "scored.jsonl")) == 3
 
@@ -337,6 +337,29 @@ def test_the_whole_job_deadline_stops_the_run(tmp_path: Path) -> None:
     # The server counts the replies it sent after its latency, and the time from reading each request to its reply.
     assert served["answered"] >= result.progress.succeeded and served["answer_seconds"] >= 0.2 * served["answered"]
     assert len(lines(root / "out" / ".scored.jsonl.partial")) == result.progress.succeeded, "what was done is kept"
+
+
+@pytest.mark.parametrize(("status", "check"), [(401, "API key"), (403, "API key"), (404, "model's name")])
+def test_a_refused_key_or_a_missing_model_stops_the_run_whatever_the_strategy(
+    tmp_path: Path, llm: LLMServer, status: int, check: str
+) -> None:
+    """No call of the run can get past a refused key or a model that is not there: under `skip`, the run stops at
+    the first such reply instead of calling for every item and dead-lettering each. What finished is written, the
+    rest is left for a resume, and the next run (the key fixed) does it."""
+    extra = "error_handling:\n        on_prompt_failure: {strategy: skip}"
+    root = workspace(tmp_path, job_at(llm, extra=extra).replace("concurrency: 3", "concurrency: 1"), rows=12)
+    plan = compiled(root)
+    first = run(plan, limit=2)  # two items done with the good key
+    assert first.ok and first.progress.succeeded == 2
+    llm.add_faults({"kind": str(status), "count": 100})
+    result = run(plan)
+    assert result.status == "failed" and result.progress.calls == 1, "one call at concurrency 1, then the stop"
+    assert f"{status} from" in result.message and "no call of this run can succeed" in result.message and check in result.message
+    assert result.progress.skipped == 0 and not (root / ".sleipnir" / "dead_letter" / "scored.jsonl").exists()
+    assert result.metrics["items_left"] == 10
+    llm.reset()
+    again = run(plan)
+    assert again.ok and again.progress.already_done == 2 and again.progress.succeeded == 10
 
 
 def test_progress_hooks_are_called_with_counts(tmp_path: Path, llm: LLMServer) -> None:

@@ -157,7 +157,7 @@ def summary(result: RunResult, root: str) -> Table:
         ("estimated cost", "unknown" if cost is None else f"${cost:,.4f}"),
         ("wall time", f"{result.wall_time:,.2f}s"),
     ]
-    if result.status in ("interrupted", "timed_out"):
+    if result.status in ("interrupted", "timed_out") or (result.status == "failed" and metrics["items_left"]):
         left = metrics["items_left"]
         rows.append(("left for a resume", f"{left:,}" if p.total is not None else "the rest of the source"))
     for provider, limit in sorted(metrics["rate_limits"].items()):

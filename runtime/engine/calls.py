@@ -23,7 +23,7 @@ from ...compiler.ir import PromptCall, Provider, thaw, to_data
 from ..conditions import holds
 from ..io import Row
 from ..io.dbconn import fast_json
-from ..providers.base import ChatRequest, ProviderConfig, ProviderError
+from ..providers.base import RUN_LEVEL, ChatRequest, ProviderConfig, ProviderError
 from ..providers.registry import DEFAULT_BASE_URL, ProviderPool, resolve_api_key, resolve_endpoint
 from ..secrets import reveal
 from .answers import AnswerWriter
@@ -292,6 +292,8 @@ class ItemWorker:
                         raise
                     raise CallsStopped from None
             async with semaphore:
+                if run.stopping is not None:  # stopped while this call waited for its slot: it is not sent
+                    raise CallsStopped
                 if budget is not None and not budget.try_take():
                     await budget.take()
                 try:
@@ -332,6 +334,10 @@ class ItemWorker:
             output = await with_retries(node.retry, attempt, attempts, on_retry=on_retry, sleep=run.wait)
         except (ProviderError, ReplyError) as error:
             message = error.message if isinstance(error, ProviderError) else str(error)
+            check = RUN_LEVEL.get(error.kind) if isinstance(error, ProviderError) else None
+            if check is not None:  # no item can get past it: the run stops, and the item is left for a resume
+                run.stop("failed", f"{node.id}: {message} (no call of this run can succeed: {check})")
+                raise CallsStopped from None
             raise CallFailed(node, f"{node.id}: {message}", attempts.count) from None
         return output, attempts.count
 

@@ -95,9 +95,18 @@ class ProviderError(Exception):
         self.status = status
         self.kind = kind
         """A short word for logs and metrics: `rate_limit`, `server`, `timeout`, `connection`, `client`,
-        `context_length`, `bad_reply`."""
+        `context_length`, `bad_reply`, `auth`, `not_found`."""
         self.unsupported_format = False
         """A 400 refusing the `json_schema` response format itself (the provider falls back to `json_object`)."""
+
+
+RUN_LEVEL = {
+    "auth": "check the provider's API key and what it is allowed to use",
+    "not_found": "check the model's name and the provider's endpoint URL",
+}
+"""Error kinds that no call of the run can get past (a refused key, a model or endpoint that is not there): the
+runtime stops the run at the first, whatever the prompt's failure strategy, rather than fail or skip every item
+with the same error. Each maps to what the person running the job should check."""
 
 
 class Provider(Protocol):

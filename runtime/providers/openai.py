@@ -29,7 +29,9 @@ Failures become `ProviderError`s whose `kind` the retry policy reads:
 - a timeout (also a 408): `timeout`, retryable; a refused, reset or dropped connection or a cut-off body:
   `connection`, retryable;
 - a 400 saying the context is too long (`context_length_exceeded`, "maximum context length"):
-  `context_length`, not retryable; any other 4xx: `client`, not retryable;
+  `context_length`, not retryable; 401 and 403: `auth`, and 404 (no such model, or no chat endpoint there):
+  `not_found`, neither retryable, and the runtime stops the run at the first (`RUN_LEVEL` kinds); any other
+  4xx: `client`, not retryable;
 - a 2xx whose body is not JSON or has no `choices[0].message.content` string: `bad_reply`, retryable.
 
 No message ever carries the API key: messages name the URL and the status, and a server's error text is
@@ -295,6 +297,10 @@ class OpenAIProvider:
             return ProviderError(message, retryable=True, status=status, kind="timeout")
         if status in (400, 413) and (code == "context_length_exceeded" or _CONTEXT_LENGTH.search(detail)):
             return ProviderError(message, retryable=False, status=status, kind="context_length")
+        if status in (401, 403):  # the key, or what it may do: no call of the run can succeed
+            return ProviderError(message, retryable=False, status=status, kind="auth")
+        if status == 404:  # no such model, or no chat endpoint at this URL: the same for every call
+            return ProviderError(message, retryable=False, status=status, kind="not_found")
         error = ProviderError(message, retryable=False, status=status, kind="client")
         error.unsupported_format = unsupported_format(status, detail, code, param)
         return error
