@@ -430,7 +430,7 @@ def _read(path: Path, fmt: str, *, parse: bool) -> Iterator[tuple[str, Any]]:
         for item in data:
             yield json.dumps(item, ensure_ascii=False), item
     elif fmt == "csv":
-        with path.open(encoding="utf-8", newline="") as file:
+        with path.open(encoding="utf-8-sig", newline="") as file:
             reader = csv.reader(file)
             header = next(reader, None) or []
             for row in reader:

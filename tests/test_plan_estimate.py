@@ -109,6 +109,20 @@ def test_group_calls_run_once_a_group_and_all_calls_once(tmp_path: Path) -> None
     assert model.completion_tokens == 3 * DEFAULT_COMPLETION_TOKENS + 1000
 
 
+def test_a_csv_with_a_byte_order_mark_is_grouped_by_its_first_column_too(tmp_path: Path) -> None:
+    """A CSV saved with a byte order mark (as Excel does): the estimate reads its first column by its name, as
+    the run does, so groups split by that column are counted, not guessed."""
+    (tmp_path / "data").mkdir()
+    with (tmp_path / "data" / "reviews.csv").open("w", encoding="utf-8-sig", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["category", "review_id", "review_text"])
+        writer.writerows([row["category"], row["review_id"], row["review_text"]] for row in ROWS)
+    plan = fan_job(str(tmp_path))
+    plan = replace(plan, nodes=(source(path="data/reviews.csv", fmt="csv"), *plan.nodes[1:]))
+    found = estimate(plan, prices=PRICES)
+    assert found.calls == 3 + 1 and not found.upper_bound
+
+
 def test_group_calls_without_the_split_field_are_an_upper_bound(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "data" / "reviews.jsonl", ROWS)
     found = estimate(fan_job(str(tmp_path), split_by="classifier.category"), prices=PRICES)
