@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -27,6 +28,8 @@ from .compiler.planner import plan as compile_plan
 from .compiler.render import RENDERERS
 from .runtime.engine.job import Hooks, JobRun, Progress, RunOptions, RunResult
 from .runtime.engine.pipeline import PipelineResult, run_pipeline
+
+_log = logging.getLogger("sleipnir.executor")
 
 EVENTS = ("start", "progress", "complete", "error")
 
@@ -69,6 +72,8 @@ class JobExecutor:
         self.state = state
         self.cache = cache
         self._callbacks: dict[str, list[Callable[..., Any]]] = {event: [] for event in EVENTS}
+        self._raised: list[str] = []
+        """What the callbacks raised during the run, for its notices."""
         self._workspace_state: str | None = None
 
     def on(self, event: str, callback: Callable[..., Any]) -> JobExecutor:
@@ -109,13 +114,18 @@ class JobExecutor:
             keep_outputs=True,
             hooks=self._hooks(),
         )
+        self._raised.clear()
         if plan.kind == "pipeline":
             # The pipeline's start and end are the events; its jobs run without the executor's callbacks.
             self._emit("start")
-            result = await run_pipeline(plan, dataclasses.replace(options, hooks=Hooks()))
+            result: RunResult | PipelineResult = await run_pipeline(plan, dataclasses.replace(options, hooks=Hooks()))
             self._emit("complete" if result.ok else "error", result if result.ok else f"pipeline {result.status}")
-            return result
-        return await JobRun(plan, options).run()
+        else:
+            result = await JobRun(plan, options).run()
+        notices = getattr(result, "notices", None)
+        if isinstance(notices, list):
+            notices.extend(dict.fromkeys(self._raised))  # each once, in order
+        return result
 
     def _hooks(self) -> Hooks:
         last: list[float | None] = [None]
@@ -137,7 +147,13 @@ class JobExecutor:
 
     def _emit(self, event: str, *args: Any) -> None:
         for callback in self._callbacks[event]:
-            callback(*args)
+            try:
+                callback(*args)
+            except Exception as error:
+                # The caller's code, not the run's: it is logged (with its traceback) and named in the result's
+                # notices, and the run goes on, so that a broken callback never leaves a run half-recorded.
+                _log.exception("the %r callback %r raised", event, callback)
+                self._raised.append(f"the {event!r} callback raised {type(error).__name__}: {error}")
 
 
 class AsyncJobExecutor(JobExecutor):

@@ -129,6 +129,27 @@ def test_the_error_callback_gets_the_message(my_job: Path) -> None:
     assert results.message == events[0][1]
 
 
+def test_a_callback_that_raises_is_logged_and_named_and_the_run_goes_on(my_job: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The caller's callback is not the run's: its error is logged with its traceback and named in the result's
+    notices, and the run ends as it would have, recorded and published (before, it stayed `running`, unpublished)."""
+
+    def broken(percent: float) -> None:
+        raise ZeroDivisionError("division by zero")
+
+    executor = JobExecutor("my_job").on("progress", broken)
+    with caplog.at_level("ERROR", logger="sleipnir.executor"):
+        results = executor.run()
+    assert isinstance(results, RunResult) and results.ok
+    assert "the 'progress' callback raised ZeroDivisionError: division by zero" in results.notices
+    assert results.notices.count("the 'progress' callback raised ZeroDivisionError: division by zero") == 1
+    assert any(record.exc_info and "callback" in record.getMessage() for record in caplog.records)
+    assert _keys(results) == [f"k{i:03d}" for i in range(40)]
+    with sqlite3.connect(my_job / ".sleipnir" / "state.db") as connection:
+        statuses = [status for (status,) in connection.execute("SELECT status FROM sleipnir_runs")]
+    connection.close()
+    assert statuses == ["succeeded"]
+
+
 def test_an_unknown_event_is_refused(my_job: Path) -> None:
     with pytest.raises(ValueError, match="unknown event 'finish'"):
         JobExecutor("my_job").on("finish", print)

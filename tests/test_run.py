@@ -362,6 +362,22 @@ def test_a_refused_key_or_a_missing_model_stops_the_run_whatever_the_strategy(
     assert again.ok and again.progress.already_done == 2 and again.progress.succeeded == 10
 
 
+def test_a_run_that_ends_on_an_unexpected_error_is_recorded_failed_never_left_running(tmp_path: Path, llm: LLMServer) -> None:
+    import sqlite3
+
+    def broken(**_: Any) -> None:
+        raise RuntimeError("a hook broke")
+
+    root = workspace(tmp_path, job_at(llm), rows=4)
+    with pytest.raises(RuntimeError, match="a hook broke"):
+        run(compiled(root), hooks=Hooks(on_progress=broken))
+    with sqlite3.connect(root / ".sleipnir" / "state.db") as connection:
+        [(status, summary)] = connection.execute("SELECT status, summary FROM sleipnir_runs").fetchall()
+    connection.close()
+    assert status == "failed" and "the run ended on an error: RuntimeError: a hook broke" in summary
+    assert run(compiled(root)).ok, "the next run is not held back by the one that broke"
+
+
 def test_progress_hooks_are_called_with_counts(tmp_path: Path, llm: LLMServer) -> None:
     root = workspace(tmp_path, job_at(llm), rows=8)
     seen: list[int] = []

@@ -194,6 +194,9 @@ class JobRun:
             self.result.status, self.result.message = stop.reason, stop.message
         except (SourceError, SinkError, MissingSecret, ProviderError, DatabaseError, ValueError) as error:
             self.result.status, self.result.message = "failed", str(error)
+        except Exception as error:  # a fault of ours, or a hook's: recorded as failed, never left `running`
+            self.result.status, self.result.message = "failed", f"the run ended on an error: {type(error).__name__}: {error}"
+            raise
         finally:
             self.progress.limits = worker.limits()
             await worker.aclose()
