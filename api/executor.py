@@ -14,6 +14,7 @@ runtime runs it. Callbacks: `start` gets nothing, `progress` a percentage (None 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import logging
 import os
@@ -98,8 +99,15 @@ class JobExecutor:
         return result.plans[0]
 
     def run(self) -> RunResult | PipelineResult:
-        """Compile and run to the end; returns the result (outputs, errors, metrics)."""
-        return asyncio.run(self.run_async())
+        """Compile and run to the end; returns the result (outputs, errors, metrics). Inside a running event loop
+        (a Jupyter notebook, an async web handler) the run gets an event loop of its own in a thread, and this
+        call waits for it; code that is already async should `await run_async()` instead."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.run_async())
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sleipnir-run") as pool:
+            return pool.submit(asyncio.run, self.run_async()).result()
 
     async def run_async(self) -> RunResult | PipelineResult:
         plan = self.plan()

@@ -150,6 +150,19 @@ def test_a_callback_that_raises_is_logged_and_named_and_the_run_goes_on(my_job: 
     assert statuses == ["succeeded"]
 
 
+def test_run_works_inside_a_running_event_loop_as_in_a_notebook(my_job: Path) -> None:
+    """Jupyter runs cells inside an event loop, where `asyncio.run` refuses to start: `run()` then runs the job on
+    a loop of its own in a thread, and waits for it."""
+
+    async def cell() -> RunResult:
+        result = JobExecutor("my_job").run()
+        assert isinstance(result, RunResult)
+        return result
+
+    result = asyncio.run(cell())
+    assert result.ok and _keys(result) == [f"k{i:03d}" for i in range(40)]
+
+
 def test_an_unknown_event_is_refused(my_job: Path) -> None:
     with pytest.raises(ValueError, match="unknown event 'finish'"):
         JobExecutor("my_job").on("finish", print)
