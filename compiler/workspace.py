@@ -163,7 +163,9 @@ def discover(paths: Sequence[str], sink: Diagnostics) -> Layout:
     real = _Real()
     files = _unique(files, real)
     root = find_root(targets[0]) if targets[0].exists() else None
-    folder = root or workspace_folder(targets[0])
+    # A first path that does not exist has no workspace around it: nothing resolves against its parent folder
+    # (which could be `/`), nor against the current one.
+    folder = root or (workspace_folder(targets[0]) if targets[0].exists() else targets[0])
     checked = {real(f) for f in files}
     context_files: list[Path] = []
     if folder.is_dir():

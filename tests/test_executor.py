@@ -163,6 +163,15 @@ def test_run_works_inside_a_running_event_loop_as_in_a_notebook(my_job: Path) ->
     assert result.ok and _keys(result) == [f"k{i:03d}" for i in range(40)]
 
 
+def test_a_workspace_that_does_not_exist_is_an_error_not_the_folder_around_it(my_job: Path, tmp_path: Path) -> None:
+    """`workspace=` naming a folder that is not there: an error, never a job of the same name found elsewhere
+    (the current folder holds `my_job` here; before, the missing folder's parent was searched, `/` at worst)."""
+    with pytest.raises(CompileError) as raised:
+        JobExecutor("my_job", workspace=str(tmp_path / "gone")).run()
+    codes = [d.code for d in raised.value.diagnostics if d.severity == "error"]
+    assert codes == ["io-error", "unknown-target"], codes
+
+
 def test_an_unknown_event_is_refused(my_job: Path) -> None:
     with pytest.raises(ValueError, match="unknown event 'finish'"):
         JobExecutor("my_job").on("finish", print)
