@@ -143,7 +143,10 @@ def test_ctrl_c_while_a_command_loads_is_one_line_and_exit_130(monkeypatch: pyte
     import importlib
 
     import sleipnir.cli as cli
-    from sleipnir.cli import quick
+    from sleipnir.cli import common, quick
+
+    # An earlier in-process command may have asked `run` to end the process at once (`skip_teardown`): not here.
+    monkeypatch.setattr(common._Teardown, "skip", False)
 
     real = importlib.import_module
 
