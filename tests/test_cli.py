@@ -186,8 +186,10 @@ def test_a_path_or_device_that_refuses_is_one_line_and_exit_1_for_every_command(
     assert init.exit_code == 0, init.output
     sleipnir = [sys.executable, "-m", "sleipnir"]
     subprocess.run([*sleipnir, "run-job", "review_sentiment", "-q"], cwd=tmp_path / "ws", check=True, capture_output=True, timeout=120)
+    # A check's answer is kept (its snapshot); the same check again is answered from it, before click loads.
+    subprocess.run([*sleipnir, "check"], cwd=tmp_path / "ws", check=True, stdout=subprocess.DEVNULL, timeout=120)
     if Path("/dev/full").exists():  # Linux: every write fails with ENOSPC
-        for argv in (["runs"], ["runs", "--json"], ["plan", "review_sentiment", "--format", "json"], ["list"]):
+        for argv in (["runs"], ["runs", "--json"], ["plan", "review_sentiment", "--format", "json"], ["list"], ["check"]):
             with open("/dev/full", "w") as full:
                 done = subprocess.run([*sleipnir, *argv], cwd=tmp_path / "ws", stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
             assert done.returncode == 1, (argv, done.stderr)

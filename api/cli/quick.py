@@ -36,8 +36,14 @@ def replay_check(argv: Sequence[str]) -> None:
     if answer is None:
         return
     output, code = answer
-    sys.stdout.write(output + "\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(output + "\n")
+        sys.stdout.flush()
+    except OSError as error:  # as `common.guarded` says it: a reader gone is quiet, a full device is one line
+        if not isinstance(error, BrokenPipeError):
+            sys.stderr.write(f"error: {error.strerror or error}\n")
+            sys.stderr.flush()
+        os._exit(1)
     os._exit(code)  # as `check` does (`common.skip_teardown`): nothing is left to free or flush
 
 
