@@ -378,6 +378,32 @@ def test_a_run_that_ends_on_an_unexpected_error_is_recorded_failed_never_left_ru
     assert run(compiled(root)).ok, "the next run is not held back by the one that broke"
 
 
+def test_a_cancelled_run_is_recorded_interrupted_and_the_next_run_completes_it(tmp_path: Path) -> None:
+    """The caller cancels the run's task (as serve's second signal does): the record says `interrupted`, not
+    `running` for good, and the next run does the rest."""
+    import sqlite3
+
+    with LLMServer(latency=0.3) as slow:
+        root = workspace(tmp_path, job_at(slow), rows=30)
+        plan = compiled(root)
+
+        async def cancelled() -> None:
+            task = asyncio.create_task(JobRun(plan, RunOptions(environ={})).run())
+            await asyncio.sleep(1.0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(cancelled())
+        with sqlite3.connect(root / ".sleipnir" / "state.db") as connection:
+            [(status,)] = connection.execute("SELECT status FROM sleipnir_runs").fetchall()
+        connection.close()
+        assert status == "interrupted"
+        again = run(plan)
+    assert again.ok and again.progress.already_done + again.progress.succeeded == 30
+    assert sorted(r["review_id"] for r in lines(root / "out" / "scored.jsonl")) == [f"r{n:03d}" for n in range(30)]
+
+
 def test_progress_hooks_are_called_with_counts(tmp_path: Path, llm: LLMServer) -> None:
     root = workspace(tmp_path, job_at(llm), rows=8)
     seen: list[int] = []

@@ -197,6 +197,10 @@ class JobRun:
         except Exception as error:  # a fault of ours, or a hook's: recorded as failed, never left `running`
             self.result.status, self.result.message = "failed", f"the run ended on an error: {type(error).__name__}: {error}"
             raise
+        except asyncio.CancelledError:  # the run's task cancelled from outside (the caller, serve's second signal)
+            self.result.status = "interrupted"
+            self.result.message = "cancelled: what is done is written; run the same command to resume"
+            raise
         finally:
             self.progress.limits = worker.limits()
             await worker.aclose()
