@@ -13,7 +13,7 @@ from typing import Any, TextIO, TypeVar
 import click
 
 from . import interrupted
-from .quick import COLOR_CHOICES, color_wanted
+from .quick import COLOR_CHOICES, color_wanted, refusal
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 QUIET, NORMAL, VERBOSE = "quiet", "normal", "verbose"
@@ -43,8 +43,7 @@ def guarded(command: F) -> F:
             if _debugging():
                 traceback.print_exc()
             _drop_stdout()
-            where = f"{error.filename}: " if error.filename else ""
-            click.echo(f"error: {where}{error.strerror or error}", err=True)
+            click.echo(refusal(error), err=True)
             sys.exit(EXIT_PROBLEMS)
         except Exception as error:
             debug = _debugging()

@@ -41,10 +41,17 @@ def replay_check(argv: Sequence[str]) -> None:
         sys.stdout.flush()
     except OSError as error:  # as `common.guarded` says it: a reader gone is quiet, a full device is one line
         if not isinstance(error, BrokenPipeError):
-            sys.stderr.write(f"error: {error.strerror or error}\n")
+            sys.stderr.write(refusal(error) + "\n")
             sys.stderr.flush()
         os._exit(1)
     os._exit(code)  # as `check` does (`common.skip_teardown`): nothing is left to free or flush
+
+
+def refusal(error: OSError) -> str:
+    """The one line for what the machine refused (a path that cannot be made or written, a full device): every
+    command's (`common.guarded`), and a replayed check's, which runs before click is imported."""
+    where = f"{error.filename}: " if error.filename else ""
+    return f"error: {where}{error.strerror or error}"
 
 
 def plain_check(argv: Sequence[str]) -> tuple[list[str], str, str] | None:
