@@ -471,14 +471,13 @@ class DatabaseSink:
                 self._connection = connect_postgresql(self.database.url, autocommit=True)
             if self.mode != "replace":
                 # A table already there must take the upserts: found before any call is made, not at the first write.
-                present = self._read_columns(self.table)
-                if present and self.key_field not in present:
-                    raise SinkError(f"table {self.table_name} has no column {self.key_field!r} for the item key")
-                if present and not self._unique_key(self.table):
-                    raise SinkError(
-                        f"table {self.table_name}: column {self.key_field!r} is neither its primary key nor unique, so "
-                        f"rows cannot be upserted by it; add a unique index on it, or let Sleipnir create the table"
-                    )
+                if self._read_columns(self.table):
+                    self._ensure(self.table, [])  # refuses a table without the key column; keeps its columns
+                    if not self._unique_key(self.table):
+                        raise SinkError(
+                            f"table {self.table_name}: column {self.key_field!r} is neither its primary key nor unique, "
+                            f"so rows cannot be upserted by it; add a unique index on it, or let Sleipnir create the table"
+                        )
                 return set()
             with self._transaction():
                 if not (resume and self._read_columns(self.stage)):
