@@ -394,18 +394,10 @@ def test_partitions_start_where_their_rows_do(tmp_path: Path, fmt: str) -> None:
     else:
         quoted = '"two\nlines"'
         (ws / "data" / "items.csv").write_text("id,text\n" + "".join(f"k{i},{quoted if i % 5 == 0 else f't{i}'}\n" for i in range(103)))
-    compiled = compile_plan(str(ws / "jobs" / "score.yaml"))
-    assert compiled.ok, compiled.report
-    plan = compiled.plans[0]
-    node = next(n for n in plan.nodes if type(n).__name__ == "Source")
-    context = IOContext(root=plan.root)
+    node, context = _score_source(ws)
     parts = split_input(node, context, input_path=None, total=None, size=10)  # type: ignore[arg-type]
     assert [(p.first, p.stop) for p in parts] == [(i, min(103, i + 10)) for i in range(0, 103, 10)]
-    seen = []
-    for part in parts:
-        source = partition_source(node, context, input_path=None, partition=part)  # type: ignore[arg-type]
-        seen.extend(row["id"] for batch in source.batches(4) for row in batch)
-        source.close()
+    seen = [row["id"] for rows in _read_partitions(node, context, parts) for row in rows]
     assert seen == [f"k{i}" for i in range(103)]
 
 
@@ -417,17 +409,9 @@ def test_csv_partitions_find_the_rows_and_the_broken_rows_the_whole_file_reader_
     (ws / "data").mkdir()
     rows = [f'k{i},"t"{i}' if i in (7, 23) else f"k{i},t{i}" for i in range(40)]
     (ws / "data" / "items.csv").write_text("id,text\n" + "\n".join(rows) + "\n")
-    compiled = compile_plan(str(ws / "jobs" / "score.yaml"))
-    assert compiled.ok, compiled.report
-    plan = compiled.plans[0]
-    node = next(n for n in plan.nodes if type(n).__name__ == "Source")
-    context = IOContext(root=plan.root)
+    node, context = _score_source(ws)
     parts = split_input(node, context, input_path=None, total=None, size=10)  # type: ignore[arg-type]
-    seen = []
-    for part in parts:
-        source = partition_source(node, context, input_path=None, partition=part)  # type: ignore[arg-type]
-        seen.extend(getattr(row, "message", None) or row["id"] for batch in source.batches(4) for row in batch)
-        source.close()
+    seen = [getattr(row, "message", None) or row["id"] for rows in _read_partitions(node, context, parts) for row in rows]
     expected = [f"k{i}" for i in range(40)]
     expected[7], expected[23] = (f"items.csv:{line}: ',' expected after '\"'" for line in (9, 25))
     assert [e.rpartition("/")[2] for e in seen] == expected
@@ -447,6 +431,14 @@ def _database(kind: str, tmp_path: Path, url: str, table: str) -> dict[str, str]
         with connection.cursor() as cursor:
             cursor.executemany(f"INSERT INTO {table} VALUES (%s, %s, %s)".encode(), rows)
     return {"default": url}
+
+
+def _score_source(ws: Path) -> tuple[Any, IOContext]:
+    """The source node of the workspace's `score` job, planned clean, and the context its partitions are read in."""
+    compiled = compile_plan(str(ws / "jobs" / "score.yaml"))
+    assert compiled.ok, compiled.report
+    plan = compiled.plans[0]
+    return next(n for n in plan.nodes if type(n).__name__ == "Source"), IOContext(root=plan.root)
 
 
 def _read_partitions(node: Any, context: IOContext, parts: list[Any]) -> list[list[Any]]:
@@ -535,10 +527,7 @@ def test_a_key_repeated_in_a_later_partition_is_passed_over_there_and_a_row_with
         (ws / "data" / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     else:
         (ws / "data" / "items.csv").write_text("\ufeffid,text\n" + "".join(f"{r.get('id', '')},{r['text']}\n" for r in rows))
-    compiled = compile_plan(str(ws / "jobs" / "score.yaml"))
-    assert compiled.ok, compiled.report
-    node = next(n for n in compiled.plans[0].nodes if type(n).__name__ == "Source")
-    context = IOContext(root=compiled.plans[0].root)
+    node, context = _score_source(ws)
     parts = split_input(node, context, input_path=None, total=None, size=10, key_field="id")  # type: ignore[arg-type]
     found = [(p.first, p.stop, p.repeats) for p in parts]
     if fmt == "csv":

@@ -401,23 +401,23 @@ def test_database_replace_publishes_exactly_the_run_in_one_transaction(database:
 def test_database_sink_rejects_bad_tables(database: Database) -> None:
     with pytest.raises(SinkError, match=r"'results; DROP TABLE x' is not a table name"):
         database.sink(table="results; DROP TABLE x")
-    # A table already there that cannot take the upserts is refused when the sink opens: before any call is made.
-    database.query(f'CREATE TABLE "{database.table}" (other TEXT)')
-    sink = database.sink()
-    with pytest.raises(SinkError, match=f"table {database.table} has no column 'item_key'"):
-        sink.open(resume=False)
-    sink.close(complete=False)
-    database.query(f'DROP TABLE "{database.table}"')
-    database.query(f'CREATE TABLE "{database.table}" (item_key TEXT, other TEXT)')
-    sink = database.sink()
-    with pytest.raises(SinkError, match=f"table {database.table}: column 'item_key' is neither its primary key nor unique"):
-        sink.open(resume=False)
-    sink.close(complete=False)
-    # A unique index on the key alone will do, as a primary key does; a unique index over two columns will not.
-    database.query(f'CREATE UNIQUE INDEX "{database.table}_pair" ON "{database.table}" (item_key, other)')
-    with pytest.raises(SinkError, match="neither its primary key nor unique"):
-        database.sink().open(resume=False)
-    database.query(f'CREATE UNIQUE INDEX "{database.table}_key" ON "{database.table}" (item_key)')
+    # A table already there that cannot take the upserts is refused when the sink opens (which then holds no
+    # connection): before any call is made. A unique index over two columns will not do either.
+    table = f'"{database.table}"'
+    for statements, refusal in (
+        ([f"CREATE TABLE {table} (other TEXT)"], f"table {database.table} has no column 'item_key'"),
+        (
+            [f"DROP TABLE {table}", f"CREATE TABLE {table} (item_key TEXT, other TEXT)"],
+            f"table {database.table}: column 'item_key' is neither its primary key nor unique",
+        ),
+        ([f'CREATE UNIQUE INDEX "{database.table}_pair" ON {table} (item_key, other)'], "neither its primary key nor unique"),
+    ):
+        for statement in statements:
+            database.query(statement)
+        with pytest.raises(SinkError, match=refusal):
+            database.sink().open(resume=False)
+    # A unique index on the key alone will do, as a primary key does.
+    database.query(f'CREATE UNIQUE INDEX "{database.table}_key" ON {table} (item_key)')
     sink = database.sink()
     assert sink.open(resume=False) == set()
     sink.write([{"item_key": "a", "other": "x"}, {"item_key": "a", "other": "y"}])
